@@ -1,0 +1,498 @@
+//! Configuration: built-in defaults (the SPEC's numbers), then a TOML file,
+//! then `ENGAGE__SECTION__KEY` environment variables. Unknown keys are errors,
+//! so a typo never silently falls back to a default.
+//!
+//! The field docs here are the user documentation; `engage.example.toml`
+//! mirrors them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::scoring::{Dimension, Signal};
+
+const DAY: u64 = 86_400;
+
+/// A configuration that cannot be used. Not retryable: fix the file or the
+/// environment.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or parsed, or
+    /// named a key engage does not know.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of range, or inconsistent with another.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid {
+        /// The dotted key at fault, e.g. `churn.p_alive_dormant`.
+        key: String,
+        /// What is wrong and what would be valid.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// The whole configuration. Each section is one table in the TOML file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// What counts as bad input (SPEC §3).
+    pub input: InputConfig,
+    /// Dimensions, weights and publication threshold (SPEC §5, §8).
+    pub scoring: ScoringConfig,
+    /// Lifecycle stage thresholds (SPEC §6).
+    pub lifecycle: LifecycleConfig,
+    /// Churn signals and health thresholds (SPEC §7).
+    pub churn: ChurnConfig,
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given), then `ENGAGE__…` environment
+    /// variables (`ENGAGE__CHURN__P_ALIVE_AT_RISK=0.4` sets
+    /// `churn.p_alive_at_risk`), and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(invalid("--config", format!("file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("ENGAGE__").split("__")))
+    }
+
+    /// Parses a TOML document over the defaults (no environment), for tests
+    /// and tools.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks. Every message names the key and what would be
+    /// valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let i = &self.input;
+        if i.max_record_bytes == 0 {
+            return Err(invalid("input.max_record_bytes", "must be at least 1"));
+        }
+        if !(i.max_amount.is_finite() && i.max_amount > 0.0) {
+            return Err(invalid("input.max_amount", "must be a positive number"));
+        }
+        let s = &self.scoring;
+        if !(s.min_delta.is_finite() && s.min_delta >= 0.0) {
+            return Err(invalid("scoring.min_delta", "must be 0 or more (0 publishes every change)"));
+        }
+        let mut weight_sum = 0.0;
+        for (dim, d) in s.dimensions() {
+            let key = |k: &str| format!("scoring.{}.{k}", dim.as_str());
+            if d.half_life.is_zero() {
+                return Err(invalid(key("half_life"), "must be longer than zero"));
+            }
+            if !(d.saturation.is_finite() && d.saturation > 0.0) {
+                return Err(invalid(key("saturation"), "must be a positive number"));
+            }
+            if !(d.weight.is_finite() && d.weight >= 0.0) {
+                return Err(invalid(key("weight"), "must be 0 or more"));
+            }
+            weight_sum += d.weight;
+            for (name, w) in &d.events {
+                if Signal::parse(name).is_none() {
+                    let valid: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
+                    return Err(invalid(key("events"), format!("unknown event {name:?}; valid: {}", valid.join(", "))));
+                }
+                if !w.is_finite() {
+                    return Err(invalid(key(&format!("events.{name}")), "must be a finite number"));
+                }
+            }
+        }
+        if weight_sum <= 0.0 {
+            return Err(invalid("scoring.*.weight", "at least one dimension needs a positive weight"));
+        }
+        let c = &self.churn;
+        for (key, v) in [("churn.p_alive_at_risk", c.p_alive_at_risk), ("churn.p_alive_dormant", c.p_alive_dormant)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(key, "must be a probability from 0 to 1"));
+            }
+        }
+        if c.p_alive_dormant > c.p_alive_at_risk {
+            return Err(invalid("churn.p_alive_dormant", "must not exceed churn.p_alive_at_risk"));
+        }
+        if !(c.idle_at_risk > 0.0 && c.idle_dormant >= c.idle_at_risk) {
+            return Err(invalid("churn.idle_dormant", "need 0 < churn.idle_at_risk <= churn.idle_dormant"));
+        }
+        if !(0.0..1.0).contains(&c.score_drop_ratio) {
+            return Err(invalid("churn.score_drop_ratio", "must be from 0 to below 1"));
+        }
+        if !(c.overdue_gate >= 0.0 && c.overdue_gate <= c.idle_at_risk) {
+            return Err(invalid("churn.overdue_gate", "must be from 0 to churn.idle_at_risk"));
+        }
+        if c.default_cadence.is_zero() || c.bgnbd.time_unit.is_zero() || c.score_drop_window.is_zero() {
+            return Err(invalid("churn", "default_cadence, score_drop_window and bgnbd.time_unit must be longer than zero"));
+        }
+        let b = &c.bgnbd;
+        for (key, v) in [("r", b.r), ("alpha", b.alpha), ("a", b.a), ("b", b.b)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(format!("churn.bgnbd.{key}"), "must be a positive number"));
+            }
+        }
+        let l = &self.lifecycle;
+        if l.established_purchase_days == 0 || l.established_active_days == 0 {
+            return Err(invalid("lifecycle", "established_purchase_days and established_active_days must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `[input]`: limits that decide what is bad input (SPEC §3).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Records larger than this many bytes are dead-lettered (`oversized`)
+    /// without being parsed. SPEC §3: 1 MiB.
+    pub max_record_bytes: usize,
+    /// How far ahead of the processor's clock an event time may be before it
+    /// is dead-lettered (`future_timestamp`). SPEC §3: 5 minutes.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// The largest credible purchase or refund amount; above it is
+    /// `invalid_amount` (a unit or currency mistake, not a sale).
+    pub max_amount: f64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            max_record_bytes: default_max_record_bytes(),
+            max_future_skew: Duration::from_secs(300),
+            max_amount: default_max_amount(),
+        }
+    }
+}
+
+/// SPEC §3: 1 MiB, Kafka's default `message.max.bytes` ballpark.
+const fn default_max_record_bytes() -> usize {
+    1 << 20
+}
+
+/// Not in the SPEC: a million currency units per order is beyond any retail
+/// basket, so larger values are treated as errors.
+const fn default_max_amount() -> f64 {
+    1_000_000.0
+}
+
+impl InputConfig {
+    /// The limits in the form the decoder uses.
+    pub fn limits(&self) -> crate::decode::Limits {
+        crate::decode::Limits {
+            max_record_bytes: self.max_record_bytes,
+            max_future_skew_ms: self.max_future_skew.as_millis() as i64,
+            max_amount: self.max_amount,
+        }
+    }
+}
+
+/// `[scoring]`: the five dimensions of SPEC §5 and when a score change is
+/// published (SPEC §8).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    /// Publish a score change when the score moved at least this much since
+    /// the last published one (stage or health changes always publish).
+    /// SPEC §8: 1.0.
+    pub min_delta: f64,
+    /// Visiting, browsing and responding to marketing.
+    pub attention: DimensionConfig,
+    /// Purchases and refunds.
+    pub transaction: DimensionConfig,
+    /// Advocacy and content creation.
+    pub social: DimensionConfig,
+    /// Loyalty-programme participation.
+    pub loyalty: DimensionConfig,
+    /// Service interactions and ratings; centred on 50.
+    pub satisfaction: DimensionConfig,
+}
+
+impl ScoringConfig {
+    /// The dimension tables in [`Dimension`] order.
+    pub fn dimensions(&self) -> [(Dimension, &DimensionConfig); 5] {
+        [
+            (Dimension::Attention, &self.attention),
+            (Dimension::Transaction, &self.transaction),
+            (Dimension::Social, &self.social),
+            (Dimension::Loyalty, &self.loyalty),
+            (Dimension::Satisfaction, &self.satisfaction),
+        ]
+    }
+}
+
+/// One dimension: `v` is the exponentially decayed sum of event weights;
+/// its score is `100·(1−e^(−max(v,0)/saturation))` (satisfaction:
+/// `50 + 50·tanh(v/saturation)`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionConfig {
+    /// Time for an event's contribution to halve.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// The `v` at which the dimension reaches 63 points: larger is harder to
+    /// saturate.
+    pub saturation: f64,
+    /// This dimension's weight in the composite score (weights are
+    /// normalised to sum to 1).
+    pub weight: f64,
+    /// Event weights. Keys are clickstream types (`page_view`, ...) and the
+    /// purchase signals `purchase` (per order), `purchase_per_ln_amount`
+    /// (times ln(1+amount)), `refund`, `purchase_loyalty_member`,
+    /// `purchase_with_coupon`, and `feedback_per_rating_point` (times
+    /// rating−3). An event may feed several dimensions. Entries merge with
+    /// the defaults: set one to 0 to switch it off.
+    pub events: BTreeMap<String, f64>,
+}
+
+fn dimension(half_life_days: u64, saturation: f64, weight: f64, events: &[(&str, f64)]) -> DimensionConfig {
+    DimensionConfig {
+        half_life: Duration::from_secs(half_life_days * DAY),
+        saturation,
+        weight,
+        events: events.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    }
+}
+
+impl Default for ScoringConfig {
+    /// The table of SPEC §5.
+    fn default() -> Self {
+        ScoringConfig {
+            min_delta: 1.0,
+            attention: dimension(
+                7,
+                20.0,
+                0.25,
+                &[
+                    ("page_view", 1.0),
+                    ("app_open", 1.0),
+                    ("product_view", 2.0),
+                    ("search", 2.0),
+                    ("email_click", 2.0),
+                    ("ad_click", 1.5),
+                    ("wishlist_add", 3.0),
+                    ("add_to_cart", 4.0),
+                ],
+            ),
+            transaction: dimension(
+                30,
+                30.0,
+                0.30,
+                &[("purchase", 10.0), ("purchase_per_ln_amount", 2.0), ("refund", -5.0)],
+            ),
+            social: dimension(
+                30,
+                20.0,
+                0.15,
+                &[("social_follow", 4.0), ("share", 6.0), ("review", 8.0), ("referral", 12.0)],
+            ),
+            loyalty: dimension(
+                60,
+                15.0,
+                0.15,
+                &[
+                    ("coupon_claim", 3.0),
+                    ("loyalty_signup", 10.0),
+                    ("purchase_loyalty_member", 3.0),
+                    ("purchase_with_coupon", 2.0),
+                ],
+            ),
+            satisfaction: dimension(30, 10.0, 0.15, &[("support_contact", 2.0), ("feedback_per_rating_point", 4.0)]),
+        }
+    }
+}
+
+/// `[lifecycle]`: the four stages of SPEC §6.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// A customer first seen within this long, with fewer than 2 purchase
+    /// days, is in `initiation`. SPEC §6: 14 days.
+    #[serde(with = "humantime_serde")]
+    pub new_customer: Duration,
+    /// Active days that make a relationship `integration` without a
+    /// purchase. SPEC §6: 3.
+    pub forming_active_days: u32,
+    /// Purchase days that make a customer established (`intelligence`).
+    /// SPEC §6: 3.
+    pub established_purchase_days: u32,
+    /// Or this many active days ... SPEC §6: 10.
+    pub established_active_days: u32,
+    /// ... spread over at least this long. SPEC §6: 90 days.
+    #[serde(with = "humantime_serde")]
+    pub established_span: Duration,
+    /// An established customer with social ≥ this and score ≥
+    /// `advocate_score` is in `value_creation`. SPEC §6: 40.
+    pub advocate_social: f64,
+    /// SPEC §6: 60.
+    pub advocate_score: f64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            new_customer: Duration::from_secs(14 * DAY),
+            forming_active_days: 3,
+            established_purchase_days: 3,
+            established_active_days: 10,
+            established_span: Duration::from_secs(90 * DAY),
+            advocate_social: 40.0,
+            advocate_score: 60.0,
+        }
+    }
+}
+
+/// `[churn]`: the three signals and health thresholds of SPEC §7.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChurnConfig {
+    /// `at_risk` when P(alive) falls below this. SPEC §7: 0.5.
+    pub p_alive_at_risk: f64,
+    /// `dormant` when P(alive) falls below this. SPEC §7: 0.2.
+    pub p_alive_dormant: f64,
+    /// `at_risk` when idle time reaches this multiple of the customer's own
+    /// cadence (mean gap between active days). SPEC §7: 3.
+    pub idle_at_risk: f64,
+    /// `dormant` when idle time reaches this multiple of the cadence ...
+    /// SPEC §7: 6.
+    pub idle_dormant: f64,
+    /// ... and at least this long. SPEC §7: 30 days.
+    #[serde(with = "humantime_serde")]
+    pub dormant_min_idle: Duration,
+    /// Cadence assumed until a customer has two active days. SPEC §7: 7 days.
+    #[serde(with = "humantime_serde")]
+    pub default_cadence: Duration,
+    /// `at_risk` when the score is at or below this fraction of its recent
+    /// peak. SPEC §7: 0.5.
+    pub score_drop_ratio: f64,
+    /// How long a peak score counts as recent. SPEC §7: 30 days.
+    #[serde(with = "humantime_serde")]
+    pub score_drop_window: Duration,
+    /// Peaks below this never count as a drop: a customer who was never
+    /// engaged cannot disengage. Not in the SPEC; 20 points.
+    pub score_drop_min_peak: f64,
+    /// P(alive) and score-drop only count once the customer is overdue:
+    /// idle for at least this multiple of their cadence. Without it, a
+    /// customer whose P(alive) is low but who browses daily would flip
+    /// between `active` (each event) and `at_risk` (each sweep), one alert
+    /// per flip. 0 applies the signals unconditionally. Not in the SPEC; 1.
+    pub overdue_gate: f64,
+    /// The BG/NBD model behind P(alive).
+    pub bgnbd: BgNbdConfig,
+}
+
+impl Default for ChurnConfig {
+    fn default() -> Self {
+        ChurnConfig {
+            p_alive_at_risk: 0.5,
+            p_alive_dormant: 0.2,
+            idle_at_risk: 3.0,
+            idle_dormant: 6.0,
+            dormant_min_idle: Duration::from_secs(30 * DAY),
+            default_cadence: Duration::from_secs(7 * DAY),
+            score_drop_ratio: 0.5,
+            score_drop_window: Duration::from_secs(30 * DAY),
+            score_drop_min_peak: 20.0,
+            overdue_gate: 1.0,
+            bgnbd: BgNbdConfig::default(),
+        }
+    }
+}
+
+/// `[churn.bgnbd]`: BG/NBD parameters (Fader, Hardie & Lee 2005). `engage
+/// fit` estimates them from a purchase history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BgNbdConfig {
+    /// Shape of the purchase-rate Gamma distribution.
+    pub r: f64,
+    /// Scale of the purchase-rate Gamma distribution (in `time_unit`s).
+    pub alpha: f64,
+    /// Beta-distribution parameter of the drop-out probability.
+    pub a: f64,
+    /// Beta-distribution parameter of the drop-out probability.
+    pub b: f64,
+    /// The time unit the parameters were fitted in. CDNOW: weeks.
+    #[serde(with = "humantime_serde")]
+    pub time_unit: Duration,
+}
+
+impl Default for BgNbdConfig {
+    /// The published CDNOW fit (SPEC §7).
+    fn default() -> Self {
+        BgNbdConfig { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426, time_unit: Duration::from_secs(7 * DAY) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_spec() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.scoring.attention.events["add_to_cart"], 4.0);
+        assert_eq!(c.scoring.transaction.half_life, Duration::from_secs(30 * DAY));
+        assert_eq!(c.churn.bgnbd.r, 0.243);
+        assert_eq!(c.input.max_future_skew, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn file_values_merge_over_defaults() {
+        let c = Config::from_toml(
+            "[scoring]\nmin_delta = 2.5\n[scoring.attention]\nhalf_life = \"3d\"\n[scoring.attention.events]\npage_view = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.scoring.min_delta, 2.5);
+        assert_eq!(c.scoring.attention.half_life, Duration::from_secs(3 * DAY));
+        assert_eq!(c.scoring.attention.events["page_view"], 0.5);
+        assert_eq!(c.scoring.attention.events["search"], 2.0, "untouched defaults stay");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[churn]\np_alive_at_rsk = 0.4\n").unwrap_err().to_string();
+        assert!(err.contains("p_alive_at_rsk"), "{err}");
+        let err = Config::from_toml("[scoring.social.events]\nlike = 1\n").unwrap_err().to_string();
+        assert!(err.contains("scoring.social.events") && err.contains("\"like\""), "{err}");
+    }
+
+    #[test]
+    fn cross_field_checks_name_the_key_and_what_is_valid() {
+        let err = Config::from_toml("[churn]\np_alive_dormant = 0.7\n").unwrap_err().to_string();
+        assert!(err.contains("churn.p_alive_dormant") && err.contains("must not exceed"), "{err}");
+        let err = Config::from_toml("[churn.bgnbd]\nalpha = -1\n").unwrap_err().to_string();
+        assert!(err.contains("churn.bgnbd.alpha"), "{err}");
+        let err = Config::from_toml("[scoring.loyalty]\nhalf_life = \"0s\"\n").unwrap_err().to_string();
+        assert!(err.contains("scoring.loyalty.half_life"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engage.toml");
+        std::fs::write(&path, "[churn]\nidle_at_risk = 4.0\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ENGAGE__CHURN__IDLE_AT_RISK", "5");
+            let c = Config::load(Some(&path)).expect("loads");
+            assert_eq!(c.churn.idle_at_risk, 5.0);
+            Ok(())
+        });
+    }
+}

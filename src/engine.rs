@@ -1,0 +1,423 @@
+//! The engine: applies events to customer states and decides what to publish
+//! (SPEC §5–§8). It knows nothing of Kafka or files: `engage replay` and
+//! `engage run` both drive it through [`Engine::apply`] and [`Engine::sweep`].
+
+use crate::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
+use crate::config::Config;
+use crate::event::{Event, Source};
+use crate::lifecycle::{LifecycleRules, Stage, StageFacts};
+use crate::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
+use crate::scoring::{DIMENSIONS, Dimension, ScoringRules};
+use crate::state::{CustomerState, PurchaseSummary, event_id_hash};
+use crate::store::Partition;
+
+/// All rules, compiled from a validated [`Config`].
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// Dimensions and score.
+    pub scoring: ScoringRules,
+    /// Stages.
+    pub lifecycle: LifecycleRules,
+    /// Health.
+    pub churn: ChurnRules,
+}
+
+impl Rules {
+    /// Compiles the engine's sections of `config`.
+    pub fn new(config: &Config) -> Rules {
+        Rules {
+            scoring: ScoringRules::new(&config.scoring),
+            lifecycle: LifecycleRules::new(&config.lifecycle),
+            churn: ChurnRules::new(&config.churn),
+        }
+    }
+}
+
+/// What applying one event did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The state changed.
+    Applied,
+    /// Already reflected in the state (same offset or recent event id):
+    /// nothing changed.
+    Duplicate,
+    /// An unknown clickstream type: counted by the caller, nothing changed.
+    UnknownType,
+}
+
+/// Everything derived from a customer's state at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// When.
+    pub at: i64,
+    /// Dimension scores, 0–100.
+    pub dimensions: [f64; DIMENSIONS],
+    /// Composite score.
+    pub score: f64,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Churn signal values (`peak` as stored).
+    pub signals: Signals,
+    /// BG/NBD summary, once there is a purchase.
+    pub purchases: Option<PurchaseSummary>,
+}
+
+/// Applies events and sweeps. Cheap to share: it holds only the rules.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    rules: Rules,
+    clock: fn() -> i64,
+}
+
+/// The wall clock in epoch ms: stamps `processed_at`, never drives a decision.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+enum Trigger {
+    /// An applied event; `returned_after` is how long the customer had been
+    /// away if the event is newer than all before it.
+    Event { new_customer: bool, returned_after: Option<i64> },
+    Sweep,
+}
+
+impl Engine {
+    /// An engine with these rules, stamping outputs with the wall clock.
+    pub fn new(rules: Rules) -> Engine {
+        Engine { rules, clock: wall_clock_ms }
+    }
+
+    /// Replaces the `processed_at` clock (tests use a fixed one).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Engine {
+        self.clock = clock;
+        self
+    }
+
+    /// The compiled rules.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Applies one event to its customer in `partition`, pushing the outputs
+    /// it causes to `out`. `source` is the record's Kafka position, if any:
+    /// records at or below the customer's applied offset are duplicates.
+    pub fn apply(&self, partition: &Partition, event: &Event<'_>, source: Option<Source>, out: &mut Vec<Output>) -> Outcome {
+        if !event.kind.is_known() {
+            return Outcome::UnknownType;
+        }
+        let id_hash = event_id_hash(&event.event_id);
+        let map = partition.map();
+        let mut entry = match map.get_mut(&*event.customer_id) {
+            Some(e) => e,
+            None => map.entry(event.customer_id.as_ref().into()).or_default(),
+        };
+        let (customer_id, state) = entry.pair_mut();
+        if state.already_applied(source, id_hash) {
+            return Outcome::Duplicate;
+        }
+        let new_customer = state.is_new();
+        let returned_after = (!new_customer && event.ts_ms > state.last_seen).then(|| event.ts_ms - state.last_seen);
+        state.mark_applied(source, id_hash);
+        state.absorb(event, &self.rules.scoring.contributions(&event.kind), &self.rules.scoring);
+        let now = state.last_seen;
+        self.evaluate(customer_id, state, now, Trigger::Event { new_customer, returned_after }, out);
+        Outcome::Applied
+    }
+
+    /// Re-evaluates every customer of `partition` at stream time `now`:
+    /// churn is the absence of events, so health can only worsen here (and
+    /// stages move with age and decay). Returns the customers visited.
+    pub fn sweep(&self, partition: &Partition, now: i64, out: &mut Vec<Output>) -> usize {
+        let mut visited = 0;
+        for mut entry in partition.map().iter_mut() {
+            let (customer_id, state) = entry.pair_mut();
+            if !state.is_new() {
+                self.evaluate(customer_id, state, now.max(state.last_seen), Trigger::Sweep, out);
+                visited += 1;
+            }
+        }
+        visited
+    }
+
+    /// The derived view of a state at `now` (read-only: no peak update).
+    pub fn snapshot(&self, state: &CustomerState, now: i64) -> Snapshot {
+        let r = &self.rules;
+        let dimensions = r.scoring.dimension_scores(&state.raw_at(now, &r.scoring));
+        let score = r.scoring.composite(&dimensions);
+        let stage = r.lifecycle.stage(&StageFacts {
+            age_ms: now - state.first_seen,
+            active_days: u32::from(state.active_days),
+            purchase_days: u32::from(state.purchase_days),
+            active_span_ms: state.last_seen - state.first_seen,
+            social: dimensions[Dimension::Social as usize],
+            score,
+        });
+        let purchases = state.purchase_summary(now);
+        let p_alive = purchases
+            .map(|p| r.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
+            .unwrap_or(1.0);
+        let signals = Signals {
+            p_alive,
+            idle_days: ms_to_days(now - state.last_seen).max(0.0),
+            cadence_days: state.cadence_days(r.churn.default_cadence_days),
+            score,
+            peak: f64::from(state.peak_score),
+        };
+        Snapshot { at: now, dimensions, score, stage, signals, purchases }
+    }
+
+    fn evaluate(&self, customer_id: &str, state: &mut CustomerState, now: i64, trigger: Trigger, out: &mut Vec<Output>) {
+        let r = &self.rules;
+        let mut snap = self.snapshot(state, now);
+        state.update_peak(snap.score, now, r.churn.peak_window_ms);
+        snap.signals.peak = f64::from(state.peak_score);
+        let (assessed, reasons) = r.churn.assess(&snap.signals);
+        let before = state.health;
+        let (health, alert) = match trigger {
+            // A genuinely new activity brings a slipping customer back.
+            Trigger::Event { returned_after: Some(away), .. } if before != Health::Active => {
+                (Health::Active, Some((AlertKind::Reactivated, Vec::new(), ms_to_days(away))))
+            }
+            // Otherwise health only worsens, one alert per transition.
+            _ => {
+                let h = before.max(assessed);
+                let kind = match h {
+                    Health::AtRisk => AlertKind::AtRisk,
+                    _ => AlertKind::Dormant,
+                };
+                (h, (h != before).then(|| (kind, reasons, snap.signals.idle_days)))
+            }
+        };
+        let new_customer = matches!(trigger, Trigger::Event { new_customer: true, .. });
+        let moved = matches!(trigger, Trigger::Event { .. })
+            && (snap.score - f64::from(state.published_score)).abs() >= r.scoring.min_delta;
+        let publish = new_customer || moved || health != before || snap.stage != state.stage;
+        state.health = health;
+        state.stage = snap.stage;
+        let processed_at = (self.clock)();
+        if publish {
+            let before_dims = if new_customer { [0.0; DIMENSIONS] } else { state.published_dimension_scores() };
+            state.seq += 1;
+            out.push(Output::Score(ScoreChanged {
+                customer_id: customer_id.into(),
+                seq: u64::from(state.seq),
+                score: snap.score,
+                previous_score: (!new_customer).then_some(f64::from(state.published_score)),
+                dimensions: snap.dimensions.into(),
+                stage: snap.stage,
+                health,
+                p_alive: snap.signals.p_alive,
+                drivers: r.scoring.drivers(&before_dims, &snap.dimensions),
+                event_time: now,
+                processed_at,
+            }));
+            state.record_published(snap.score, &snap.dimensions);
+        }
+        if let Some((kind, reasons, idle_days)) = alert {
+            state.seq += 1;
+            out.push(Output::Alert(alert_message(customer_id, state.seq, kind, reasons, idle_days, &snap, processed_at)));
+        }
+    }
+}
+
+fn alert_message(
+    customer_id: &str,
+    seq: u32,
+    kind: AlertKind,
+    reasons: Vec<Reason>,
+    idle_days: f64,
+    snap: &Snapshot,
+    processed_at: i64,
+) -> ChurnAlert {
+    ChurnAlert {
+        alert_id: format!("{customer_id}:{seq}"),
+        customer_id: customer_id.into(),
+        seq: u64::from(seq),
+        kind,
+        reasons,
+        p_alive: snap.signals.p_alive,
+        score: snap.score,
+        idle_days,
+        cadence_days: snap.signals.cadence_days,
+        stage: snap.stage,
+        event_time: snap.at,
+        processed_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ClickKind, DAY_MS, EventKind, InputTopic};
+    use crate::store::Store;
+    use std::borrow::Cow;
+
+    const T0: i64 = 1_750_000_000_000 - 1_750_000_000_000 % DAY_MS; // a midnight
+
+    fn engine() -> Engine {
+        Engine::new(Rules::new(&Config::default())).with_clock(|| 42)
+    }
+
+    fn click(id: &str, customer: &str, at: i64, kind: ClickKind) -> Event<'static> {
+        Event {
+            event_id: Cow::Owned(id.into()),
+            customer_id: Cow::Owned(customer.into()),
+            ts_ms: at,
+            kind: EventKind::Click { kind, rating: None },
+        }
+    }
+
+    fn purchase(id: &str, customer: &str, at: i64, amount: f64) -> Event<'static> {
+        Event {
+            event_id: Cow::Owned(id.into()),
+            customer_id: Cow::Owned(customer.into()),
+            ts_ms: at,
+            kind: EventKind::Purchase { amount, loyalty_member: false, coupon_used: false },
+        }
+    }
+
+    fn scores(out: &[Output]) -> Vec<&ScoreChanged> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Score(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn alerts(out: &[Output]) -> Vec<&ChurnAlert> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_customer_always_publishes_with_seq_one() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        assert_eq!(e.apply(&p, &click("e1", "c", T0, ClickKind::PageView), None, &mut out), Outcome::Applied);
+        let s = scores(&out);
+        assert_eq!(s.len(), 1);
+        // attention v = 1 → 100·(1−e^(−1/20)) = 4.877; satisfaction 50.
+        // score = 0.25·4.877 + 0.15·50 = 8.719.
+        assert!((s[0].score - 8.719).abs() < 1e-3, "{}", s[0].score);
+        assert_eq!((s[0].seq, s[0].previous_score, s[0].stage, s[0].health), (1, None, Stage::Initiation, Health::Active));
+        assert_eq!(s[0].processed_at, 42);
+        assert_eq!(s[0].drivers.as_slice()[0].dimension, Dimension::Satisfaction);
+    }
+
+    #[test]
+    fn small_moves_are_suppressed_until_they_add_up_to_min_delta() {
+        let mut config = Config::default();
+        config.scoring.min_delta = 3.0;
+        let e = Engine::new(Rules::new(&config));
+        let (store, mut out) = (Store::new(), Vec::new());
+        let p = store.partition(0);
+        e.apply(&p, &click("e1", "c", T0, ClickKind::PageView), None, &mut out);
+        out.clear();
+        // Attention after 1..4 page views (seconds apart, decay negligible):
+        // 100·(1−e^(−v/20)) = 4.877, 9.516, 13.929, 18.127, so the score
+        // (0.25·attention + 7.5) is 8.719, 9.879, 10.982, 12.032: only the
+        // fourth view has moved it ≥ 3 since the published 8.719.
+        e.apply(&p, &click("e2", "c", T0 + 1000, ClickKind::PageView), None, &mut out);
+        e.apply(&p, &click("e3", "c", T0 + 2000, ClickKind::PageView), None, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        e.apply(&p, &click("e4", "c", T0 + 3000, ClickKind::PageView), None, &mut out);
+        let s = scores(&out);
+        assert_eq!(s.len(), 1);
+        assert!((s[0].score - 12.032).abs() < 1e-3 && (s[0].previous_score.unwrap() - 8.719).abs() < 1e-3);
+        assert_eq!(s[0].seq, 2);
+        assert_eq!(s[0].drivers.as_slice()[0].dimension, Dimension::Attention);
+    }
+
+    #[test]
+    fn duplicates_by_event_id_or_offset_change_nothing() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        let src = |offset| Some(Source { topic: InputTopic::Clickstream, offset });
+        e.apply(&p, &click("e1", "c", T0, ClickKind::Share), src(10), &mut out);
+        let before = p.get("c").unwrap();
+        assert_eq!(e.apply(&p, &click("e1", "c", T0, ClickKind::Share), src(11), &mut out), Outcome::Duplicate);
+        assert_eq!(e.apply(&p, &click("e0", "c", T0, ClickKind::Share), src(9), &mut out), Outcome::Duplicate);
+        assert_eq!(p.get("c").unwrap(), before);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn unknown_types_create_no_customer() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        assert_eq!(e.apply(&p, &click("e1", "c", T0, ClickKind::Unknown), None, &mut out), Outcome::UnknownType);
+        assert!(p.is_empty() && out.is_empty());
+    }
+
+    #[test]
+    fn silence_raises_at_risk_then_dormant_once_each_and_a_return_reactivates() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        // Active on days 0, 1, 2, 3: cadence (3−0)/(4−1) = 1 day.
+        for d in 0..4 {
+            e.apply(&p, &click(&format!("v{d}"), "c", T0 + d * DAY_MS, ClickKind::ProductView), None, &mut out);
+        }
+        out.clear();
+        // Day 5: idle 2 d = 2× cadence, not yet 3×.
+        e.sweep(&p, T0 + 5 * DAY_MS, &mut out);
+        assert!(alerts(&out).is_empty());
+        // Day 6: idle 3 d = 3× → at_risk, with a score change carrying the new health.
+        e.sweep(&p, T0 + 6 * DAY_MS, &mut out);
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].kind, a[0].idle_days, a[0].cadence_days), (AlertKind::AtRisk, 3.0, 1.0));
+        assert_eq!(a[0].reasons[0].signal, "idle_ratio");
+        assert_eq!(scores(&out)[0].health, Health::AtRisk);
+        assert_eq!(a[0].seq, scores(&out)[0].seq + 1, "one seq per message");
+        out.clear();
+        // No repeat while the state holds.
+        e.sweep(&p, T0 + 10 * DAY_MS, &mut out);
+        assert!(alerts(&out).is_empty());
+        // Idle 30 d ≥ 6× cadence and ≥ 30 d → dormant.
+        e.sweep(&p, T0 + 33 * DAY_MS, &mut out);
+        assert_eq!(alerts(&out).iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlertKind::Dormant]);
+        out.clear();
+        // A late event (older than the latest activity) is no return.
+        e.apply(&p, &click("late", "c", T0 + DAY_MS / 2, ClickKind::PageView), None, &mut out);
+        assert!(alerts(&out).is_empty());
+        // A new one is: reactivated, away 37 days.
+        e.apply(&p, &click("back", "c", T0 + 40 * DAY_MS, ClickKind::PageView), None, &mut out);
+        let a = alerts(&out);
+        assert_eq!((a.len(), a[0].kind, a[0].idle_days), (1, AlertKind::Reactivated, 37.0));
+        assert_eq!(p.get("c").unwrap().health, Health::Active);
+    }
+
+    #[test]
+    fn p_alive_uses_purchase_days_in_weeks() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        // Purchase days 0, 7, 14 → x = 2, t_x = 2 weeks; at day 28, T = 4 weeks.
+        for d in [0, 7, 14] {
+            e.apply(&p, &purchase(&format!("p{d}"), "c", T0 + d * DAY_MS, 20.0), None, &mut out);
+        }
+        let snap = e.snapshot(&p.get("c").unwrap(), T0 + 28 * DAY_MS);
+        let want = crate::churn::BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }.p_alive(2.0, 2.0, 4.0);
+        assert!((snap.signals.p_alive - want).abs() < 1e-12);
+        assert_eq!(snap.purchases.unwrap().repeat_purchases, 2);
+    }
+
+    #[test]
+    fn stage_moves_with_purchases_and_publishes() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        for d in [0, 3, 6] {
+            e.apply(&p, &purchase(&format!("p{d}"), "c", T0 + d * DAY_MS, 50.0), None, &mut out);
+        }
+        let stages: Vec<Stage> = scores(&out).iter().map(|s| s.stage).collect();
+        // 1 purchase day: initiation; 2: integration; 3: intelligence.
+        assert_eq!(stages, vec![Stage::Initiation, Stage::Integration, Stage::Intelligence]);
+    }
+}

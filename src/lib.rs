@@ -1,0 +1,42 @@
+//! engage: a real-time customer-engagement processor. It turns clickstream
+//! and purchase events into live engagement scores, lifecycle stages and
+//! churn alerts (see `../shared/SPEC.md` and the README).
+//!
+//! # Layout
+//!
+//! In the order data flows through them:
+//!
+//! - [`event`]: the compact event the engine consumes, and event-time helpers.
+//! - [`decode`]: JSON / protobuf / Confluent-framed records → [`event::Event`],
+//!   or a [`decode::DecodeError`] with a stable dead-letter reason code.
+//! - [`config`]: TOML + `ENGAGE__…` environment configuration, validated.
+//! - [`scoring`]: decayed dimensions, composite score and its drivers (SPEC §5).
+//! - [`lifecycle`]: the four lifecycle stages (SPEC §6).
+//! - [`churn`]: BG/NBD P(alive), churn signals and health (SPEC §7).
+//! - [`state`]: one customer's compact state, exactly-once bookkeeping and its
+//!   persisted (changelog) form.
+//! - [`store`]: customer states in sharded maps, grouped by input partition.
+//! - [`engine`]: applies events and sweeps, deciding what to publish (SPEC §8).
+//! - [`output`]: score changes and churn alerts, JSON and protobuf.
+//! - [`replay`]: `engage replay`, the engine driven from event files.
+//! - [`synth`]: deterministic synthetic events for benchmarks and tests.
+//! - [`proto`]: code generated from `proto/engage/v1`.
+
+pub mod churn;
+pub mod config;
+pub mod decode;
+pub mod engine;
+pub mod event;
+pub mod lifecycle;
+pub mod output;
+pub mod replay;
+pub mod scoring;
+pub mod state;
+pub mod store;
+pub mod synth;
+
+/// Messages generated from `proto/engage/v1/*.proto` by prost.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/engage.v1.rs"));
+}

@@ -1,0 +1,307 @@
+//! The messages engage publishes (SPEC §8) and their two encodings. JSON and
+//! protobuf use the same field names; in JSON, enums are lower-case strings.
+
+use compact_str::CompactString;
+use prost::Message;
+use serde::Serialize;
+
+use crate::churn::{Health, Reason};
+use crate::decode::Format;
+use crate::lifecycle::Stage;
+use crate::proto;
+use crate::scoring::{DIMENSIONS, Drivers};
+use crate::state::{health_to_proto, stage_to_proto};
+
+/// Version of the output schemas (`proto/engage/v1`), sent as the
+/// `engage.schema.version` header.
+pub const OUTPUT_SCHEMA_VERSION: &str = "1";
+
+/// The five dimension scores, 0–100.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Dimensions {
+    /// Visiting, browsing, responding to marketing.
+    pub attention: f64,
+    /// Purchases and refunds.
+    pub transaction: f64,
+    /// Advocacy and content creation.
+    pub social: f64,
+    /// Loyalty-programme participation.
+    pub loyalty: f64,
+    /// Service interactions and ratings; 50 is neutral.
+    pub satisfaction: f64,
+}
+
+impl From<[f64; DIMENSIONS]> for Dimensions {
+    fn from(d: [f64; DIMENSIONS]) -> Self {
+        Dimensions { attention: d[0], transaction: d[1], social: d[2], loyalty: d[3], satisfaction: d[4] }
+    }
+}
+
+impl Dimensions {
+    fn to_proto(self) -> proto::Dimensions {
+        proto::Dimensions {
+            attention: self.attention,
+            transaction: self.transaction,
+            social: self.social,
+            loyalty: self.loyalty,
+            satisfaction: self.satisfaction,
+        }
+    }
+}
+
+/// A material move of a customer's score, stage or health (topic
+/// `engagement.scores`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScoreChanged {
+    /// The customer; also the record key.
+    pub customer_id: CompactString,
+    /// Per-customer sequence number shared with alerts: drop any message
+    /// whose seq is not above the last one seen for the customer.
+    pub seq: u64,
+    /// Composite engagement score, 0–100.
+    pub score: f64,
+    /// The previously published score; absent for a new customer.
+    pub previous_score: Option<f64>,
+    /// The breakdown.
+    pub dimensions: Dimensions,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Churn health.
+    pub health: Health,
+    /// BG/NBD probability the customer is still alive.
+    pub p_alive: f64,
+    /// Which dimensions moved the score since the previous message, largest
+    /// first, in composite points.
+    pub drivers: Drivers,
+    /// Event time (epoch ms) of the event or sweep that caused the message.
+    pub event_time: i64,
+    /// Wall-clock time (epoch ms) the message was produced.
+    pub processed_at: i64,
+}
+
+/// Kinds of churn alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Slipped to at risk.
+    AtRisk,
+    /// Slipped to dormant.
+    Dormant,
+    /// Came back from at risk or dormant.
+    Reactivated,
+}
+
+impl AlertKind {
+    /// The message name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AtRisk => "at_risk",
+            AlertKind::Dormant => "dormant",
+            AlertKind::Reactivated => "reactivated",
+        }
+    }
+}
+
+/// A health transition (topic `engagement.churn-alerts`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChurnAlert {
+    /// `<customer_id>:<seq>`: the same alert re-delivered has the same id.
+    pub alert_id: String,
+    /// The customer; also the record key.
+    pub customer_id: CompactString,
+    /// Per-customer sequence number shared with score changes.
+    pub seq: u64,
+    /// What happened.
+    pub kind: AlertKind,
+    /// The signals that fired, with values and thresholds (empty for
+    /// `reactivated`).
+    pub reasons: Vec<Reason>,
+    /// BG/NBD probability the customer is still alive.
+    pub p_alive: f64,
+    /// Composite score at the time.
+    pub score: f64,
+    /// Days since the previous activity (for `reactivated`: how long the
+    /// customer was away).
+    pub idle_days: f64,
+    /// The customer's mean gap between active days.
+    pub cadence_days: f64,
+    /// Lifecycle stage.
+    pub stage: Stage,
+    /// Event time (epoch ms) of the event or sweep that caused the alert.
+    pub event_time: i64,
+    /// Wall-clock time (epoch ms) the alert was produced.
+    pub processed_at: i64,
+}
+
+/// Something the engine wants published.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// For `engagement.scores`.
+    Score(ScoreChanged),
+    /// For `engagement.churn-alerts`.
+    Alert(ChurnAlert),
+}
+
+impl Output {
+    /// The record key.
+    pub fn customer_id(&self) -> &str {
+        match self {
+            Output::Score(s) => &s.customer_id,
+            Output::Alert(a) => &a.customer_id,
+        }
+    }
+
+    /// The per-customer sequence number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Output::Score(s) => s.seq,
+            Output::Alert(a) => a.seq,
+        }
+    }
+
+    /// Encodes the message in `format`.
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        match format {
+            Format::Json => self.to_json(),
+            Format::Protobuf => self.to_protobuf(),
+        }
+    }
+
+    /// The JSON encoding.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising plain structs of numbers and strings cannot fail.
+        match self {
+            Output::Score(s) => serde_json::to_vec(s),
+            Output::Alert(a) => serde_json::to_vec(a),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The protobuf encoding (`engage.v1.ScoreChanged` / `engage.v1.ChurnAlert`).
+    pub fn to_protobuf(&self) -> Vec<u8> {
+        match self {
+            Output::Score(s) => proto::ScoreChanged {
+                customer_id: s.customer_id.to_string(),
+                seq: s.seq,
+                score: s.score,
+                previous_score: s.previous_score,
+                dimensions: Some(s.dimensions.to_proto()),
+                stage: stage_to_proto(s.stage) as i32,
+                health: health_to_proto(s.health) as i32,
+                p_alive: s.p_alive,
+                drivers: s
+                    .drivers
+                    .as_slice()
+                    .iter()
+                    .map(|d| proto::Driver { dimension: d.dimension.as_str().to_string(), delta: d.delta })
+                    .collect(),
+                event_time: s.event_time,
+                processed_at: s.processed_at,
+            }
+            .encode_to_vec(),
+            Output::Alert(a) => proto::ChurnAlert {
+                alert_id: a.alert_id.clone(),
+                customer_id: a.customer_id.to_string(),
+                seq: a.seq,
+                kind: match a.kind {
+                    AlertKind::AtRisk => proto::AlertKind::AtRisk,
+                    AlertKind::Dormant => proto::AlertKind::Dormant,
+                    AlertKind::Reactivated => proto::AlertKind::Reactivated,
+                } as i32,
+                reasons: a
+                    .reasons
+                    .iter()
+                    .map(|r| proto::Reason { signal: r.signal.to_string(), value: r.value, threshold: r.threshold })
+                    .collect(),
+                p_alive: a.p_alive,
+                score: a.score,
+                idle_days: a.idle_days,
+                cadence_days: a.cadence_days,
+                stage: stage_to_proto(a.stage) as i32,
+                event_time: a.event_time,
+                processed_at: a.processed_at,
+            }
+            .encode_to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::FileDescriptorSet;
+    use std::collections::BTreeSet;
+
+    fn sample_score() -> ScoreChanged {
+        ScoreChanged {
+            customer_id: "c1".into(),
+            seq: 3,
+            score: 41.5,
+            previous_score: Some(40.0),
+            dimensions: [10.0, 20.0, 30.0, 40.0, 50.0].into(),
+            stage: Stage::Integration,
+            health: Health::AtRisk,
+            p_alive: 0.7,
+            drivers: Drivers::default(),
+            event_time: 1000,
+            processed_at: 2000,
+        }
+    }
+
+    fn sample_alert() -> ChurnAlert {
+        ChurnAlert {
+            alert_id: "c1:4".into(),
+            customer_id: "c1".into(),
+            seq: 4,
+            kind: AlertKind::AtRisk,
+            reasons: vec![Reason { signal: "idle_ratio", value: 3.5, threshold: 3.0 }],
+            p_alive: 0.7,
+            score: 41.5,
+            idle_days: 7.0,
+            cadence_days: 2.0,
+            stage: Stage::Integration,
+            event_time: 1000,
+            processed_at: 2000,
+        }
+    }
+
+    fn proto_fields(message: &str) -> BTreeSet<String> {
+        let fds = FileDescriptorSet::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/engage_descriptor.bin"))[..])
+            .unwrap();
+        let msg = fds.file.iter().flat_map(|f| &f.message_type).find(|m| m.name() == message).unwrap();
+        msg.field.iter().map(|f| f.name().to_string()).collect()
+    }
+
+    fn json_fields(value: &[u8]) -> BTreeSet<String> {
+        let v: serde_json::Value = serde_json::from_slice(value).unwrap();
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn json_and_protobuf_use_the_same_field_names() {
+        assert_eq!(json_fields(&Output::Score(sample_score()).to_json()), proto_fields("ScoreChanged"));
+        assert_eq!(json_fields(&Output::Alert(sample_alert()).to_json()), proto_fields("ChurnAlert"));
+        let dims: serde_json::Value = serde_json::to_value(sample_score().dimensions).unwrap();
+        let keys: BTreeSet<String> = dims.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, proto_fields("Dimensions"));
+    }
+
+    #[test]
+    fn json_enums_are_lower_case_names() {
+        let v: serde_json::Value = serde_json::from_slice(&Output::Alert(sample_alert()).to_json()).unwrap();
+        assert_eq!(v["kind"], "at_risk");
+        assert_eq!(v["stage"], "integration");
+        assert_eq!(v["reasons"][0]["signal"], "idle_ratio");
+    }
+
+    #[test]
+    fn protobuf_encoding_decodes_with_the_generated_types() {
+        let bytes = Output::Score(sample_score()).to_protobuf();
+        let m = proto::ScoreChanged::decode(&bytes[..]).unwrap();
+        assert_eq!((m.seq, m.score, m.previous_score), (3, 41.5, Some(40.0)));
+        assert_eq!(m.health(), proto::Health::AtRisk);
+        let bytes = Output::Alert(sample_alert()).to_protobuf();
+        let a = proto::ChurnAlert::decode(&bytes[..]).unwrap();
+        assert_eq!((a.alert_id.as_str(), a.kind()), ("c1:4", proto::AlertKind::AtRisk));
+    }
+}
