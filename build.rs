@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("engage_descriptor.bin"), fds.encode_to_vec())?;
-    prost_build::Config::new().compile_fds(fds)?;
+    // BTreeMap for map fields: deterministic encoding (same input, same bytes).
+    prost_build::Config::new().btree_map(["."]).compile_fds(fds)?;
     Ok(())
 }

@@ -159,12 +159,19 @@ impl ChurnRules {
         self.model.p_alive(f64::from(x), t_x_days / self.unit_days, age_days / self.unit_days)
     }
 
+    /// Whether the customer has been idle long enough for P(alive) and score
+    /// drop to count (`churn.overdue_gate`). Until then P(alive) need not be
+    /// computed.
+    pub fn is_overdue(&self, s: &Signals) -> bool {
+        s.idle_ratio() >= self.overdue_gate
+    }
+
     /// The health the signals call for, with the signals that fired (worst
     /// first). P(alive) and score drop only count once the customer is
-    /// overdue (`churn.overdue_gate`).
+    /// overdue ([`ChurnRules::is_overdue`]).
     pub fn assess(&self, s: &Signals) -> (Health, Vec<Reason>) {
         let ratio = s.idle_ratio();
-        let overdue = ratio >= self.overdue_gate;
+        let overdue = self.is_overdue(s);
         let mut dormant = Vec::new();
         let mut at_risk = Vec::new();
         if overdue && s.p_alive < self.p_alive_dormant {

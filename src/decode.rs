@@ -553,16 +553,20 @@ fn parse_protobuf(value: &[u8], topic: InputTopic) -> Result<RawFields<'_>, Deco
                 raw.coupon = Some(Cow::Borrowed(wire.string("coupon")?))
             }
             (field::CLICK_PROPERTIES, WireType::Len) if !purchase => {
+                // Only "rating" is read, so only its value is UTF-8 checked.
                 let mut entry = Wire { buf: wire.bytes()? };
-                let (mut key, mut val) = ("", "");
+                let (mut key, mut val): (&[u8], &[u8]) = (b"", b"");
                 while let Some((n, t)) = entry.key()? {
                     match (n, t) {
-                        (1, WireType::Len) => key = entry.string("properties key")?,
-                        (2, WireType::Len) => val = entry.string("properties value")?,
+                        (1, WireType::Len) => key = entry.bytes()?,
+                        (2, WireType::Len) => val = entry.bytes()?,
                         (_, t) => entry.skip(t)?,
                     }
                 }
-                if key == "rating" {
+                if key == b"rating" {
+                    let val = std::str::from_utf8(val).map_err(|_| {
+                        DecodeError::new(Reason::Malformed, "not valid protobuf: properties value is not UTF-8")
+                    })?;
                     raw.rating = Some(RawNum::Text(Cow::Borrowed(val)));
                 }
             }
@@ -623,7 +627,15 @@ impl<'a> Wire<'a> {
         DecodeError::new(Reason::Malformed, "not valid protobuf: truncated message")
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Fast path: most varints here (keys, lengths) are one byte.
+        if let Some((&b, rest)) = self.buf.split_first() {
+            if b < 0x80 {
+                self.buf = rest;
+                return Ok(u64::from(b));
+            }
+        }
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -639,6 +651,7 @@ impl<'a> Wire<'a> {
         })
     }
 
+    #[inline]
     fn key(&mut self) -> Result<Option<(u32, WireType)>, DecodeError> {
         if self.buf.is_empty() {
             return Ok(None);
@@ -660,6 +673,7 @@ impl<'a> Wire<'a> {
         Ok(Some((number, wire_type)))
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = usize::try_from(self.varint()?).map_err(|_| Self::truncated())?;
         if len > self.buf.len() {
@@ -670,6 +684,7 @@ impl<'a> Wire<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn string(&mut self, field: &str) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.bytes()?)
             .map_err(|_| DecodeError::new(Reason::Malformed, format!("not valid protobuf: {field} is not UTF-8")))

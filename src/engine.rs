@@ -144,6 +144,20 @@ impl Engine {
 
     /// The derived view of a state at `now` (read-only: no peak update).
     pub fn snapshot(&self, state: &CustomerState, now: i64) -> Snapshot {
+        let mut snap = self.snapshot_without_p_alive(state, now);
+        snap.signals.p_alive = self.p_alive(&snap);
+        snap
+    }
+
+    fn p_alive(&self, snap: &Snapshot) -> f64 {
+        snap.purchases
+            .map(|p| self.rules.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
+            .unwrap_or(1.0)
+    }
+
+    /// [`Engine::snapshot`] with P(alive) left as NaN: it costs three
+    /// logarithms and an exponential, and most evaluations do not need it.
+    fn snapshot_without_p_alive(&self, state: &CustomerState, now: i64) -> Snapshot {
         let r = &self.rules;
         let dimensions = r.scoring.dimension_scores(&state.raw_at(now, &r.scoring));
         let score = r.scoring.composite(&dimensions);
@@ -156,11 +170,8 @@ impl Engine {
             score,
         });
         let purchases = state.purchase_summary(now);
-        let p_alive = purchases
-            .map(|p| r.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
-            .unwrap_or(1.0);
         let signals = Signals {
-            p_alive,
+            p_alive: f64::NAN,
             idle_days: ms_to_days(now - state.last_seen).max(0.0),
             cadence_days: state.cadence_days(r.churn.default_cadence_days),
             score,
@@ -171,9 +182,12 @@ impl Engine {
 
     fn evaluate(&self, customer_id: &str, state: &mut CustomerState, now: i64, trigger: Trigger, out: &mut Vec<Output>) {
         let r = &self.rules;
-        let mut snap = self.snapshot(state, now);
+        let mut snap = self.snapshot_without_p_alive(state, now);
         state.update_peak(snap.score, now, r.churn.peak_window_ms);
         snap.signals.peak = f64::from(state.peak_score);
+        if r.churn.is_overdue(&snap.signals) {
+            snap.signals.p_alive = self.p_alive(&snap);
+        }
         let (assessed, reasons) = r.churn.assess(&snap.signals);
         let before = state.health;
         let (health, alert) = match trigger {
@@ -197,6 +211,12 @@ impl Engine {
         let publish = new_customer || moved || health != before || snap.stage != state.stage;
         state.health = health;
         state.stage = snap.stage;
+        if !publish && alert.is_none() {
+            return;
+        }
+        if snap.signals.p_alive.is_nan() {
+            snap.signals.p_alive = self.p_alive(&snap);
+        }
         let processed_at = (self.clock)();
         if publish {
             let before_dims = if new_customer { [0.0; DIMENSIONS] } else { state.published_dimension_scores() };

@@ -112,6 +112,9 @@ impl Signal {
 pub struct ScoringRules {
     /// Decay rate per millisecond, ln 2 / half-life.
     pub decay_per_ms: [f64; DIMENSIONS],
+    /// For each dimension, the first dimension with the same rate, so
+    /// [`ScoringRules::decay`] computes each distinct exponential once.
+    same_rate_as: [usize; DIMENSIONS],
     saturation: [f64; DIMENSIONS],
     /// Composite weights, normalised to sum to 1.
     weight: [f64; DIMENSIONS],
@@ -125,6 +128,7 @@ impl ScoringRules {
     pub fn new(config: &ScoringConfig) -> ScoringRules {
         let mut rules = ScoringRules {
             decay_per_ms: [0.0; DIMENSIONS],
+            same_rate_as: [0, 1, 2, 3, 4],
             saturation: [0.0; DIMENSIONS],
             weight: [0.0; DIMENSIONS],
             table: [[0.0; DIMENSIONS]; Signal::COUNT],
@@ -142,6 +146,9 @@ impl ScoringRules {
                     rules.table[signal.0 as usize][i] = *w;
                 }
             }
+        }
+        for i in 0..DIMENSIONS {
+            rules.same_rate_as[i] = (0..=i).find(|&j| rules.decay_per_ms[j] == rules.decay_per_ms[i]).unwrap_or(i);
         }
         rules
     }
@@ -179,8 +186,16 @@ impl ScoringRules {
 
     /// `e^(−λ·dt)` for each dimension: what a value is worth `dt_ms` later.
     pub fn decay(&self, dt_ms: i64) -> [f64; DIMENSIONS] {
-        let dt = dt_ms.max(0) as f64;
-        self.decay_per_ms.map(|l| (-l * dt).exp())
+        let mut d = [1.0; DIMENSIONS];
+        if dt_ms <= 0 {
+            return d;
+        }
+        let dt = dt_ms as f64;
+        for i in 0..DIMENSIONS {
+            let j = self.same_rate_as[i];
+            d[i] = if j < i { d[j] } else { (-self.decay_per_ms[i] * dt).exp() };
+        }
+        d
     }
 
     /// Raw values → 0–100 dimension scores. Satisfaction is centred (no

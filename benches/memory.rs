@@ -1,0 +1,63 @@
+//! Resident memory per customer (SPEC §4 target: ≤ 256 bytes including map
+//! overhead, at 1 M customers). Applies a few events to each of N customers
+//! through the engine and reports the growth in RSS divided by N.
+//!
+//! `cargo bench --bench memory [-- CUSTOMERS]` (default 1 000 000).
+
+use std::borrow::Cow;
+
+use engage::config::Config;
+use engage::engine::{Engine, Rules};
+use engage::event::{ClickKind, Event, EventKind, InputTopic, Source};
+use engage::store::Store;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("statm rss");
+    pages * 4096
+}
+
+fn main() {
+    let customers: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let engine = Engine::new(Rules::new(&Config::default()));
+    let store = Store::new();
+    // Spread over 12 partitions, as a real instance would hold them.
+    let partitions: Vec<_> = (0..12).map(|p| store.partition(p)).collect();
+    let mut out = Vec::new();
+    let start = 1_767_225_600_000i64;
+    let kinds = [ClickKind::PageView, ClickKind::ProductView, ClickKind::AddToCart];
+    let before = rss_bytes();
+    let mut id = String::new();
+    for c in 0..customers {
+        id.clear();
+        use std::fmt::Write;
+        let _ = write!(id, "cust-{c:09}");
+        let p = &partitions[c % partitions.len()];
+        for (i, kind) in kinds.iter().enumerate() {
+            let event = Event {
+                event_id: Cow::Owned(format!("{c}-{i}")),
+                customer_id: Cow::Borrowed(&id),
+                ts_ms: start + (c as i64 % 86_400) * 1000 + i as i64 * 86_400_000,
+                kind: if i == 2 && c % 5 == 0 {
+                    EventKind::Purchase { amount: 30.0, loyalty_member: false, coupon_used: false }
+                } else {
+                    EventKind::Click { kind: *kind, rating: None }
+                },
+            };
+            let source = Source { topic: InputTopic::Clickstream, offset: (c * 3 + i) as i64 };
+            engine.apply(p, &event, Some(source), &mut out);
+            out.clear();
+        }
+    }
+    let after = rss_bytes();
+    let held = store.customers();
+    assert_eq!(held, customers);
+    let per = (after - before) as f64 / held as f64;
+    println!("customers: {held}");
+    println!("state struct: {} bytes", std::mem::size_of::<engage::state::CustomerState>());
+    println!("rss growth: {:.1} MiB", (after - before) as f64 / (1 << 20) as f64);
+    println!("rss per customer: {per:.1} bytes (target <= 256)");
+}
