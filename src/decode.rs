@@ -630,12 +630,11 @@ impl<'a> Wire<'a> {
     #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         // Fast path: most varints here (keys, lengths) are one byte.
-        if let Some((&b, rest)) = self.buf.split_first() {
-            if b < 0x80 {
+        if let Some((&b, rest)) = self.buf.split_first()
+            && b < 0x80 {
                 self.buf = rest;
                 return Ok(u64::from(b));
             }
-        }
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             value |= u64::from(b & 0x7f) << (7 * i);

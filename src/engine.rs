@@ -202,7 +202,7 @@ impl Engine {
                     Health::AtRisk => AlertKind::AtRisk,
                     _ => AlertKind::Dormant,
                 };
-                (h, (h != before).then(|| (kind, reasons, snap.signals.idle_days)))
+                (h, (h != before).then_some((kind, reasons, snap.signals.idle_days)))
             }
         };
         let new_customer = matches!(trigger, Trigger::Event { new_customer: true, .. });

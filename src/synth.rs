@@ -92,7 +92,7 @@ pub fn records(seed: u64, n: usize, customers: u64, start_ms: i64, step_ms: i64,
             let event_id = format!("ev-{seed:x}-{i}");
             let amount = (rng.next_f64() * 200.0 * 100.0).round() / 100.0;
             let rating = 1 + rng.next_u64() % 5;
-            let loyal = rng.next_u64() % 4 == 0;
+            let loyal = rng.next_u64().is_multiple_of(4);
             let is_purchase = matches!(kind, "purchase" | "refund");
             let value = match (format, is_purchase) {
                 (Format::Json, true) => format!(
