@@ -43,7 +43,15 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// What counts as bad input (SPEC §3).
+    /// librdkafka client properties, passed through as they are.
+    pub kafka: KafkaConfig,
+    /// Topic names and the partition layout of the topics engage creates.
+    pub topics: TopicsConfig,
+    /// How `engage run` behaves: consumer group, backpressure, shutdown.
+    pub run: RunConfig,
+    /// Output formats.
+    pub output: OutputConfig,
+    /// What counts as bad input (SPEC §3), and the input formats.
     pub input: InputConfig,
     /// Dimensions, weights and publication threshold (SPEC §5, §8).
     pub scoring: ScoringConfig,
@@ -83,6 +91,43 @@ impl Config {
     /// Cross-field checks. Every message names the key and what would be
     /// valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.topics;
+        let names = [
+            ("topics.clickstream", &t.clickstream),
+            ("topics.purchases", &t.purchases),
+            ("topics.scores", &t.scores),
+            ("topics.alerts", &t.alerts),
+            ("topics.dlq", &t.dlq),
+        ];
+        for (i, (key, name)) in names.iter().enumerate() {
+            if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(invalid(*key, "must be a Kafka topic name: 1-249 of a-z A-Z 0-9 . _ -"));
+            }
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                return Err(invalid(*key, format!("must differ from {other} (both are {name:?})")));
+            }
+        }
+        if t.partitions < 1 {
+            return Err(invalid("topics.partitions", "must be at least 1"));
+        }
+        if t.replication_factor < 1 && t.replication_factor != -1 {
+            return Err(invalid("topics.replication_factor", "must be at least 1, or -1 for the broker default"));
+        }
+        let r = &self.run;
+        if r.group_id.trim().is_empty() {
+            return Err(invalid("run.group_id", "must not be empty"));
+        }
+        if r.max_in_flight < 1 {
+            return Err(invalid("run.max_in_flight", "must be at least 1"));
+        }
+        for reserved in ["group.id", "enable.auto.offset.store", "enable.idempotence", "partition.assignment.strategy"] {
+            if self.kafka.properties.contains_key(reserved) {
+                return Err(invalid(
+                    format!("kafka.{reserved}"),
+                    "is set by engage itself (its delivery guarantees depend on it); see engage.example.toml",
+                ));
+            }
+        }
         let i = &self.input;
         if i.max_record_bytes == 0 {
             return Err(invalid("input.max_record_bytes", "must be at least 1"));
@@ -155,10 +200,163 @@ impl Config {
     }
 }
 
-/// `[input]`: limits that decide what is bad input (SPEC §3).
+/// `[kafka]`: librdkafka properties for every client engage creates
+/// (consumer, producer, admin), e.g. `"bootstrap.servers"`,
+/// `"security.protocol"`, `"sasl.mechanism"`, `"sasl.username"`,
+/// `"sasl.password"`, `"ssl.ca.location"`. Underscores in keys become dots,
+/// so `ENGAGE__KAFKA__BOOTSTRAP_SERVERS` sets `bootstrap.servers` (no
+/// librdkafka property has an underscore). Values of keys that look secret
+/// (`password`, `secret`, `key`, `token` in the name) are never printed.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaConfig {
+    /// The properties, by librdkafka name.
+    #[serde(deserialize_with = "kafka_properties")]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn kafka_properties<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Text(s) => s,
+                Value::Int(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                Value::Bool(b) => b.to_string(),
+            };
+            (k.replace('_', "."), v)
+        })
+        .collect())
+}
+
+impl KafkaConfig {
+    /// Whether a property's value must never be shown.
+    pub fn is_secret(key: &str) -> bool {
+        ["password", "secret", "key", "token", "jaas"].iter().any(|w| key.contains(w)) && !key.ends_with(".location")
+    }
+
+    /// A property value as it may be shown in logs and errors.
+    pub fn redacted(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(|v| if Self::is_secret(key) { "[redacted]" } else { v.as_str() })
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.properties.keys().map(|k| (k, self.redacted(k).unwrap_or("")))).finish()
+    }
+}
+
+/// `[topics]`: the topics engage reads and writes (SPEC §8).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Input: clickstream events, keyed by customer_id.
+    pub clickstream: String,
+    /// Input: purchases and refunds, keyed by customer_id; must have the
+    /// same partition count as `clickstream` (co-partitioned).
+    pub purchases: String,
+    /// Output: score changes.
+    pub scores: String,
+    /// Output: churn alerts.
+    pub alerts: String,
+    /// Output: dead letters (original record plus error headers).
+    pub dlq: String,
+    /// Partitions for the output topics `engage topics create` makes. The
+    /// outputs are keyed by customer_id, so any count works; matching the
+    /// input keeps per-customer order simple to reason about.
+    pub partitions: i32,
+    /// Replication factor for created topics; -1 uses the broker default.
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    /// SPEC §8 names.
+    fn default() -> Self {
+        TopicsConfig {
+            clickstream: "clickstream".into(),
+            purchases: "purchases".into(),
+            scores: "engagement.scores".into(),
+            alerts: "engagement.churn-alerts".into(),
+            dlq: "engagement.dlq".into(),
+            partitions: 6,
+            replication_factor: -1,
+        }
+    }
+}
+
+/// `[run]`: the processor's behaviour.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Consumer group: instances with the same group share the partitions.
+    pub group_id: String,
+    /// Outputs sent but not yet acknowledged by the broker before engage
+    /// stops fetching input (pauses its partitions) until they drain below
+    /// half. Bounds memory however slow the broker is.
+    pub max_in_flight: usize,
+    /// On SIGTERM/SIGINT, how long engage may take to finish in-flight work,
+    /// flush and commit before it gives up and exits non-zero (the
+    /// uncommitted records are then reprocessed by the next owner). Keep the
+    /// container's termination grace period longer.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Create missing output topics at start (`engage topics create` does
+    /// the same on demand).
+    pub create_topics: bool,
+    /// How often progress is logged.
+    #[serde(with = "humantime_serde")]
+    pub log_interval: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            group_id: "engage".into(),
+            max_in_flight: default_max_in_flight(),
+            shutdown_deadline: Duration::from_secs(30),
+            create_topics: false,
+            log_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// About 10 000 outputs of ~300 bytes is ~3 MB: enough to keep the producer
+/// batching at full speed, well below librdkafka's own queue (100 000).
+const fn default_max_in_flight() -> usize {
+    10_000
+}
+
+/// `[output]`: wire formats of the output topics (SPEC §8).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `json` (default) or `protobuf` (`engage.v1.ScoreChanged`).
+    pub scores_format: crate::decode::Format,
+    /// `json` (default) or `protobuf` (`engage.v1.ChurnAlert`).
+    pub alerts_format: crate::decode::Format,
+}
+
+/// `[input]`: input formats, and limits that decide what is bad input
+/// (SPEC §3).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
+    /// Format of clickstream records without a `content-type` header:
+    /// `json` (default) or `protobuf`.
+    pub clickstream_format: crate::decode::Format,
+    /// Format of purchases records without a `content-type` header.
+    pub purchases_format: crate::decode::Format,
     /// Records larger than this many bytes are dead-lettered (`oversized`)
     /// without being parsed. SPEC §3: 1 MiB.
     pub max_record_bytes: usize,
@@ -174,6 +372,8 @@ pub struct InputConfig {
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
+            clickstream_format: crate::decode::Format::Json,
+            purchases_format: crate::decode::Format::Json,
             max_record_bytes: default_max_record_bytes(),
             max_future_skew: Duration::from_secs(300),
             max_amount: default_max_amount(),
@@ -484,14 +684,39 @@ mod tests {
     }
 
     #[test]
+    fn kafka_properties_pass_through_and_secrets_never_print() {
+        let c = Config::from_toml(
+            "[kafka]\n\"bootstrap.servers\" = \"b:9092\"\nsasl_password = \"hunter2\"\n\"session.timeout.ms\" = 6000\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.properties["bootstrap.servers"], "b:9092");
+        assert_eq!(c.kafka.properties["sasl.password"], "hunter2");
+        assert_eq!(c.kafka.properties["session.timeout.ms"], "6000");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("[redacted]"), "{shown}");
+        let err = Config::from_toml("[kafka]\n\"enable.idempotence\" = false\n").unwrap_err().to_string();
+        assert!(err.contains("kafka.enable.idempotence"), "{err}");
+    }
+
+    #[test]
+    fn topic_names_are_checked() {
+        let err = Config::from_toml("[topics]\nscores = \"clickstream\"\n").unwrap_err().to_string();
+        assert!(err.contains("topics.scores") && err.contains("topics.clickstream"), "{err}");
+        let err = Config::from_toml("[topics]\ndlq = \"bad name\"\n").unwrap_err().to_string();
+        assert!(err.contains("topics.dlq"), "{err}");
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("engage.toml");
         std::fs::write(&path, "[churn]\nidle_at_risk = 4.0\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("ENGAGE__CHURN__IDLE_AT_RISK", "5");
+            jail.set_env("ENGAGE__KAFKA__BOOTSTRAP_SERVERS", "10.0.0.1:9092");
             let c = Config::load(Some(&path)).expect("loads");
             assert_eq!(c.churn.idle_at_risk, 5.0);
+            assert_eq!(c.kafka.properties["bootstrap.servers"], "10.0.0.1:9092");
             Ok(())
         });
     }

@@ -19,6 +19,10 @@
 //! - [`engine`]: applies events and sweeps, deciding what to publish (SPEC §8).
 //! - [`output`]: score changes and churn alerts, JSON and protobuf.
 //! - [`replay`]: `engage replay`, the engine driven from event files.
+//! - [`kafka`]: client configuration, co-partitioning check, topic creation.
+//! - [`pipeline`]: `engage run`, the consumer loop driving the engine.
+//! - [`sink`]: the idempotent producer and delivery tracking for commits.
+//! - [`shutdown`]: SIGTERM / SIGINT handling.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
@@ -28,9 +32,13 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod lifecycle;
+pub mod kafka;
 pub mod output;
+pub mod pipeline;
 pub mod replay;
 pub mod scoring;
+pub mod shutdown;
+pub mod sink;
 pub mod state;
 pub mod store;
 pub mod synth;

@@ -20,6 +20,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the processor: consume the input topics, publish scores, alerts
+    /// and dead letters. Stops cleanly on SIGTERM / SIGINT.
+    Run {
+        /// Configuration file (see engage.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the topics engage writes.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Run the engine over JSONL event files, without Kafka, in event-time order.
     ///
     /// Writes DIR/scores.jsonl, DIR/alerts.jsonl, DIR/dlq.jsonl (bad lines with
@@ -44,6 +56,16 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the output topics (scores, alerts, dead letters) that do not exist.
+    Create {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -51,7 +73,14 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("engage: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("engage: error: {e:#}");
@@ -60,8 +89,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(config.as_deref())?;
+            let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
+            let store = std::sync::Arc::new(engage::store::Store::new());
+            engage::pipeline::run(config, store, shutdown).await?;
+            Ok(())
+        }
+        Command::Topics { action: TopicsAction::Create { config } } => {
+            let config = Config::load(config.as_deref())?;
+            let created = engage::kafka::create_output_topics(&config).await?;
+            println!("{}", serde_json::json!({ "created": created }));
+            Ok(())
+        }
         Command::Replay { inputs, as_of, out, config, sweep_every } => {
             let config = Config::load(config.as_deref())?;
             let opts = ReplayOptions {

@@ -1,0 +1,139 @@
+//! Kafka plumbing shared by the pipeline and the `topics` command: client
+//! configuration, the co-partitioning check, and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Config;
+
+/// Why engage cannot start or keep running against Kafka. Each variant says
+/// whether retrying helps.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// An input topic is missing. Not retryable until it is created.
+    #[error("input topic {topic:?} ({key}) does not exist; create it or fix {key}")]
+    MissingTopic {
+        /// The topic name.
+        topic: String,
+        /// The config key naming it.
+        key: &'static str,
+    },
+    /// The inputs have different partition counts, so one customer's events
+    /// could land in different partition numbers. Not retryable.
+    #[error(
+        "input topics are not co-partitioned: {clickstream:?} has {clickstream_partitions} partitions and \
+         {purchases:?} has {purchases_partitions}; both must have the same count and be keyed by customer_id \
+         (SPEC §3)"
+    )]
+    NotCoPartitioned {
+        /// clickstream topic.
+        clickstream: String,
+        /// Its partition count.
+        clickstream_partitions: usize,
+        /// purchases topic.
+        purchases: String,
+        /// Its partition count.
+        purchases_partitions: usize,
+    },
+    /// The brokers could not be reached or refused a request. Retryable.
+    #[error("Kafka: {context}: {source}")]
+    Client {
+        /// What engage was doing.
+        context: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+}
+
+impl KafkaSetupError {
+    /// Wraps a client error with what engage was doing.
+    pub fn client(context: impl Into<String>, source: KafkaError) -> Self {
+        KafkaSetupError::Client { context: context.into(), source }
+    }
+}
+
+/// A librdkafka configuration with the `[kafka]` properties applied on top
+/// of `defaults`. Secret values are only ever handed to librdkafka.
+pub fn client_config(config: &Config, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// How long metadata and admin requests may take at start-up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Partition count of `topic`, or `None` if the broker does not know it.
+pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>, KafkaSetupError> {
+    let md = consumer
+        .fetch_metadata(Some(topic), SETUP_TIMEOUT)
+        .map_err(|e| KafkaSetupError::client(format!("fetching metadata for {topic:?}"), e))?;
+    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| match t.error() {
+        Some(_) => None,
+        None if t.partitions().is_empty() => None,
+        None => Some(t.partitions().len()),
+    }))
+}
+
+/// Checks SPEC §3's co-partitioning: both inputs exist with the same
+/// partition count. Returns that count.
+pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
+    let consumer: BaseConsumer = client_config(config, &[])
+        .create()
+        .map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+    let t = &config.topics;
+    let clickstream = partition_count(&consumer, &t.clickstream)?
+        .ok_or(KafkaSetupError::MissingTopic { topic: t.clickstream.clone(), key: "topics.clickstream" })?;
+    let purchases = partition_count(&consumer, &t.purchases)?
+        .ok_or(KafkaSetupError::MissingTopic { topic: t.purchases.clone(), key: "topics.purchases" })?;
+    if clickstream != purchases {
+        return Err(KafkaSetupError::NotCoPartitioned {
+            clickstream: t.clickstream.clone(),
+            clickstream_partitions: clickstream,
+            purchases: t.purchases.clone(),
+            purchases_partitions: purchases,
+        });
+    }
+    Ok(clickstream)
+}
+
+/// Creates the output topics that do not exist yet (`engage topics
+/// create`, or `run.create_topics`). Returns the names created.
+pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config, &[])
+        .create()
+        .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let t = &config.topics;
+    let names = [&t.scores, &t.alerts, &t.dlq];
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, t.partitions, TopicReplication::Fixed(t.replication_factor)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
+    let results = admin
+        .create_topics(&topics, &opts)
+        .await
+        .map_err(|e| KafkaSetupError::client("creating output topics", e))?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaSetupError::client(format!("creating topic {name:?}"), KafkaError::AdminOp(code)));
+            }
+        }
+    }
+    Ok(created)
+}
