@@ -73,3 +73,205 @@ async fn events_become_score_changes_and_alerts_keyed_by_customer_with_seq() {
     assert_eq!(first.header("content-type"), Some(&b"application/json"[..]));
     assert_eq!(first.header("engage.schema.version"), Some(&b"1"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_input_case_is_dead_lettered_with_its_reason_and_original_bytes() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let far_future = T0 + 100_000 * DAY;
+    let oversized = json!({"event_id": "x", "customer_id": "c", "type": "search", "pad": "y".repeat(3000)}).to_string();
+    // (topic, key, value, headers, expected reason), in the order produced.
+    let click_t = topics.clickstream.clone();
+    let buy_t = topics.purchases.clone();
+    let cases: Vec<(&str, Option<&[u8]>, Vec<u8>, Vec<(&str, &[u8])>, &str)> = vec![
+        (&click_t, Some(b"c"), b"{not json".to_vec(), vec![("trace-id", b"t-1")], "malformed"),
+        (&click_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":5}"#.to_vec(), vec![], "invalid_field"),
+        (&click_t, None, click("e", "c", T0, "search"), vec![], "missing_key"),
+        (&click_t, Some(b"d"), click("e", "c", T0, "search"), vec![], "key_mismatch"),
+        (&click_t, Some(b"c"), br#"{"event_id":"e","type":"search"}"#.to_vec(), vec![], "missing_customer_id"),
+        (&click_t, Some(b"c"), br#"{"event_id":"","customer_id":"c","type":"search"}"#.to_vec(), vec![], "missing_event_id"),
+        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"chargeback","amount":1}"#.to_vec(), vec![], "unknown_purchase_type"),
+        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":-5}"#.to_vec(), vec![], "invalid_amount"),
+        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":"NaN"}"#.to_vec(), vec![], "invalid_amount"),
+        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":1e15}"#.to_vec(), vec![], "invalid_amount"),
+        (&click_t, Some(b"c"), click("e", "c", far_future, "search"), vec![], "future_timestamp"),
+        (&click_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"search","ts":"noon"}"#.to_vec(), vec![], "invalid_timestamp"),
+        (&click_t, Some(b"c"), oversized.into_bytes(), vec![], "oversized"),
+        (&click_t, Some(b"c"), vec![0xff, 0x01, 0x02], vec![("content-type", b"application/x-protobuf")], "malformed"),
+        (&click_t, Some(b"c"), vec![1, 0, 0, 0, 1, 0], vec![("content-type", b"application/x-protobuf")], "malformed"),
+        (&click_t, Some(b"c"), click("e", "c", T0, "search"), vec![("content-type", b"text/csv")], "unsupported_content_type"),
+        (&click_t, Some(b"c"), b"\xff\xfe not utf-8".to_vec(), vec![], "malformed"),
+    ];
+    for (topic, key, value, headers, _) in &cases {
+        produce(&p, topic, *key, value, headers).await;
+    }
+    // Good events after the bad ones are still processed.
+    produce(&p, &topics.clickstream, Some(b"good"), &click("g1", "good", T0, "page_view"), &[]).await;
+    produce(&p, &topics.purchases, Some(b"good"), &purchase("g2", "good", T0 + 1000, 10.0), &[]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &topics.config(&broker, "[input]\nmax_record_bytes = 2048\n"));
+    let dlq = read_topic(&broker, &topics.dlq, cases.len(), Duration::from_secs(60));
+    let scores = read_topic(&broker, &topics.scores, 2, Duration::from_secs(30));
+    drop(engage);
+
+    assert_eq!(dlq.len(), cases.len());
+    for (topic, key, value, headers, reason) in &cases {
+        let source_topic: &[u8] = topic.as_bytes();
+        let found = dlq
+            .iter()
+            .find(|d| {
+                d.value == *value
+                    && d.key.as_deref() == *key
+                    && d.header("engage.source.topic") == Some(source_topic)
+                    && headers.iter().all(|(k, v)| d.header(k) == Some(*v))
+            })
+            .unwrap_or_else(|| panic!("no dead letter for {reason}: {:?}", String::from_utf8_lossy(value)));
+        assert_eq!(found.header("engage.error"), Some(reason.as_bytes()), "{}", String::from_utf8_lossy(value));
+        assert_eq!(found.key.as_deref(), *key, "original key kept");
+        for (k, v) in headers {
+            assert_eq!(found.header(k), Some(*v), "original header {k} kept");
+        }
+        assert!(!found.header("engage.error.detail").unwrap().is_empty());
+        assert!(found.header("engage.source.partition").is_some() && found.header("engage.source.offset").is_some());
+    }
+    assert_eq!(by_customer(&scores, "good").len(), 2, "good events after bad ones are processed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protobuf_inputs_and_outputs() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let click = engage::proto::ClickEvent {
+        event_id: "e1".into(),
+        customer_id: "pat".into(),
+        r#type: "share".into(),
+        ts: Some(T0),
+        ..Default::default()
+    };
+    produce(&p, &topics.clickstream, Some(b"pat"), &click.encode_to_vec(), &[]).await;
+    let buy = engage::proto::PurchaseEvent {
+        event_id: "e2".into(),
+        customer_id: "pat".into(),
+        r#type: "purchase".into(),
+        ts: Some(T0 + 60_000),
+        amount: 99.0,
+        ..Default::default()
+    };
+    // Confluent framing: magic 0, schema id 42, message index [0].
+    let mut framed = vec![0, 0, 0, 0, 42, 0];
+    framed.extend(buy.encode_to_vec());
+    produce(&p, &topics.purchases, Some(b"pat"), &framed, &[]).await;
+    // A JSON record on the protobuf topic, announced by its header.
+    produce(&p, &topics.clickstream, Some(b"pat"), &super_click("e3", "pat", T0 + 120_000), &[("content-type", b"application/json")]).await;
+
+    let extra = "[input]\nclickstream_format = \"protobuf\"\npurchases_format = \"protobuf\"\n\
+                 [output]\nscores_format = \"protobuf\"\nalerts_format = \"protobuf\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &topics.config(&broker, extra));
+    let scores = read_topic(&broker, &topics.scores, 3, Duration::from_secs(60));
+    drop(engage);
+    let decoded: Vec<engage::proto::ScoreChanged> =
+        scores.iter().map(|r| engage::proto::ScoreChanged::decode(&r.value[..]).expect("protobuf ScoreChanged")).collect();
+    assert_eq!(decoded.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(decoded[1].dimensions.as_ref().unwrap().transaction > 0.0, "the framed purchase was applied");
+    assert_eq!(scores[0].header("content-type"), Some(&b"application/x-protobuf"[..]));
+    assert_eq!(scores[0].header("engage.message.type"), Some(&b"engage.v1.ScoreChanged"[..]));
+}
+
+fn super_click(id: &str, customer: &str, ts: i64) -> Vec<u8> {
+    click(id, customer, ts, "add_to_cart")
+}
+
+/// Produces `n` page views, each for its own customer, so that every input
+/// record yields exactly one score change: counting score changes per
+/// customer then shows whether a record was skipped or processed twice.
+async fn one_event_per_customer(broker: &Broker, topics: &Topics, from: usize, n: usize) {
+    let p = broker.producer();
+    for i in from..from + n {
+        let c = format!("u{i:05}");
+        produce(&p, &topics.clickstream, Some(c.as_bytes()), &click(&format!("e{i}"), &c, T0 + i as i64, "page_view"), &[])
+            .await;
+    }
+}
+
+fn assert_each_customer_scored_once(scores: &[common::Received], n: usize) {
+    let mut counts = std::collections::BTreeMap::<Vec<u8>, usize>::new();
+    for s in scores {
+        *counts.entry(s.key.clone().unwrap()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).map(|(k, _)| String::from_utf8_lossy(k).to_string()).collect();
+    assert!(twice.is_empty(), "processed twice: {twice:?}");
+    assert_eq!(counts.len(), n, "every record processed, none skipped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_resumes_from_committed_offsets_without_skipping_or_repeating() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 2).await;
+    one_event_per_customer(&broker, &topics, 0, 300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut engage = Engage::start(dir.path(), &topics.config(&broker, ""));
+    let first = read_topic(&broker, &topics.scores, 300, Duration::from_secs(60));
+    assert_eq!(first.len(), 300);
+    let (code, _) = engage.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{}", engage.log());
+    assert_eq!(committed(&broker, &topics.group, &topics.clickstream, 2), 300, "all processed offsets committed");
+
+    one_event_per_customer(&broker, &topics, 300, 200).await;
+    let _engage = Engage::start(dir.path(), &topics.config(&broker, ""));
+    let all = read_topic(&broker, &topics.scores, 500, Duration::from_secs(60));
+    assert_each_customer_scored_once(&all, 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_processed_committed() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 2).await;
+    let total = 3000;
+    one_event_per_customer(&broker, &topics, 0, total).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.config(&broker, "");
+    let mut engage = Engage::start(dir.path(), &config);
+    // Stop it mid-stream: as soon as the first outputs arrive.
+    let early = read_topic(&broker, &topics.scores, 1, Duration::from_secs(60));
+    assert!(!early.is_empty());
+    let (code, took) = engage.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{}", engage.log());
+    assert!(took < Duration::from_secs(20), "within run.shutdown_deadline: {took:?}");
+    let done = committed(&broker, &topics.group, &topics.clickstream, 2);
+    // Every committed record has its output on the topic.
+    let delivered = read_topic(&broker, &topics.scores, done as usize, Duration::from_secs(10));
+    assert!(delivered.len() as i64 >= done, "committed {done} but only {} outputs", delivered.len());
+    // A restart finishes the rest, and nothing is processed twice.
+    let _engage = Engage::start(dir.path(), &config);
+    let all = read_topic(&broker, &topics.scores, total, Duration::from_secs(90));
+    assert_each_customer_scored_once(&all, total);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 2).await;
+    let odd = common::unique("odd");
+    broker.create_topic(&odd, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.config(&broker, "").replace(&format!("purchases = \"{}\"", topics.purchases), &format!("purchases = \"{odd}\""));
+    let mut engage = Engage::start(dir.path(), &config);
+    let status = engage.child.wait().unwrap();
+    assert!(!status.success());
+    assert!(engage.wait_for_log("not co-partitioned", Duration::from_secs(5)), "{}", engage.log());
+    assert!(engage.log().contains("has 2 partitions") && engage.log().contains("has 3"), "{}", engage.log());
+
+    let mut engage = Engage::start(dir.path(), &topics.config(&broker, "max_in_flite = 5\n"));
+    assert!(!engage.child.wait().unwrap().success());
+    assert!(engage.wait_for_log("max_in_flite", Duration::from_secs(5)), "{}", engage.log());
+
+    let secret = topics.config(&broker, "").replace("[kafka]", "[kafka]\n\"sasl.password\" = \"hunter2\"\n\"enable.idempotence\" = false");
+    let mut engage = Engage::start(dir.path(), &secret);
+    assert!(!engage.child.wait().unwrap().success());
+    assert!(engage.wait_for_log("kafka.enable.idempotence", Duration::from_secs(5)), "{}", engage.log());
+    assert!(!engage.log().contains("hunter2"), "secrets never printed");
+}
