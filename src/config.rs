@@ -117,6 +117,9 @@ impl Config {
         if r.group_id.trim().is_empty() {
             return Err(invalid("run.group_id", "must not be empty"));
         }
+        if r.sweep_interval.is_zero() {
+            return Err(invalid("run.sweep_interval", "must be longer than zero"));
+        }
         if r.max_in_flight < 1 {
             return Err(invalid("run.max_in_flight", "must be at least 1"));
         }
@@ -317,6 +320,15 @@ pub struct RunConfig {
     /// How often progress is logged.
     #[serde(with = "humantime_serde")]
     pub log_interval: Duration,
+    /// How often (wall clock) each owned partition is swept for customers
+    /// who went quiet (SPEC §7: churn is the absence of events).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// A partition that has received nothing for this long is caught up and
+    /// idle: its stream time then follows the wall clock, so quiet periods
+    /// still raise alerts. SPEC §7: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub idle_grace: Duration,
 }
 
 impl Default for RunConfig {
@@ -327,6 +339,8 @@ impl Default for RunConfig {
             shutdown_deadline: Duration::from_secs(30),
             create_topics: false,
             log_interval: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(30),
+            idle_grace: Duration::from_secs(30),
         }
     }
 }

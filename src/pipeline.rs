@@ -9,8 +9,8 @@
 //! purchases must meet in one state). `cooperative-sticky` balances the two
 //! topics independently and could split them, so it is not used.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -26,7 +26,7 @@ use crate::decode::{Envelope, decode};
 use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
 use crate::event::{InputTopic, Source};
 use crate::kafka::{KafkaSetupError, check_inputs, client_config, create_output_topics};
-use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Token, lock};
+use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Work, lock};
 use crate::store::Store;
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
@@ -91,6 +91,8 @@ struct PipelineContext {
     sink: Arc<Sink>,
     inputs: Inputs,
     flush_timeout: Duration,
+    /// Partition numbers currently assigned (only these are swept).
+    owned: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl ClientContext for PipelineContext {}
@@ -109,8 +111,10 @@ impl ConsumerContext for PipelineContext {
                 debug!(error = %e, "revoke: commit");
             }
             let mut progress = lock(self.sink.progress());
+            let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
             for e in tpl.elements() {
                 progress.forget(self.inputs.kind(e.topic()), e.partition());
+                owned.remove(&e.partition());
                 info!(topic = e.topic(), partition = e.partition(), "partition revoked");
             }
         }
@@ -118,7 +122,9 @@ impl ConsumerContext for PipelineContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
             for e in tpl.elements() {
+                owned.insert(e.partition());
                 info!(topic = e.topic(), partition = e.partition(), "partition assigned");
             }
         }
@@ -157,12 +163,14 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         }
     }
     let progress: SharedProgress = Arc::new(Mutex::new(Progress::default()));
+    let owned = Arc::new(Mutex::new(BTreeSet::new()));
     let sink = Arc::new(Sink::new(&config, progress.clone())?);
     let inputs = Inputs { clickstream: config.topics.clickstream.clone(), purchases: config.topics.purchases.clone() };
     let context = PipelineContext {
         sink: sink.clone(),
         inputs: inputs.clone(),
         flush_timeout: config.run.shutdown_deadline,
+        owned: owned.clone(),
     };
     let consumer: StreamConsumer<PipelineContext> = client_config(
         &config,
@@ -189,6 +197,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     let mut last_log = Instant::now();
     let mut paused = false;
     let mut partition_cache: HashMap<i32, Arc<crate::store::Partition>> = HashMap::new();
+    let mut clocks: HashMap<i32, StreamClock> = HashMap::new();
+    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval);
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -206,6 +217,20 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                           outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
                 }
             }
+            _ = sweep_tick.tick() => {
+                let owned: Vec<i32> = owned.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
+                for p in owned {
+                    let Some(clock) = clocks.get(&p) else { continue };
+                    let now = clock.stream_time(config.run.idle_grace, paused);
+                    let partition = partition_cache.entry(p).or_insert_with(|| store.partition(p));
+                    engine.sweep(partition, now, &mut outputs);
+                    if !outputs.is_empty() {
+                        summary.outputs += outputs.len() as u64;
+                        debug!(partition = p, stream_time = now, outputs = outputs.len(), "sweep");
+                        sink.send_outputs(&mut outputs, Work { topic: InputTopic::Clickstream, partition: p, offset: None });
+                    }
+                }
+            }
             message = consumer.recv() => {
                 let message = match message {
                     Ok(m) => m,
@@ -216,7 +241,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 };
                 summary.records += 1;
                 let kind = inputs.kind(message.topic());
-                let token = Token { topic: kind, partition: message.partition(), offset: message.offset() };
+                let work = Work { topic: kind, partition: message.partition(), offset: Some(message.offset()) };
                 let format = match kind {
                     InputTopic::Clickstream => config.input.clickstream_format,
                     InputTopic::Purchases => config.input.purchases_format,
@@ -234,19 +259,20 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                             .entry(message.partition())
                             .or_insert_with(|| store.partition(message.partition()));
                         let source = Source { topic: kind, offset: message.offset() };
+                        clocks.entry(message.partition()).or_default().observe(event.ts_ms);
                         match engine.apply(partition, &event, Some(source), &mut outputs) {
                             Outcome::Applied => summary.applied += 1,
                             Outcome::Duplicate => summary.duplicates += 1,
                             Outcome::UnknownType => summary.unknown_types += 1,
                         }
                         summary.outputs += outputs.len() as u64;
-                        sink.send_outputs(&mut outputs, token);
+                        sink.send_outputs(&mut outputs, work);
                     }
                     Err(error) => {
                         summary.dead_letters += 1;
                         debug!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
                                reason = %error.reason, "dead letter");
-                        sink.send_dead_letter(&message, &error, token);
+                        sink.send_dead_letter(&message, &error, work);
                     }
                 }
                 if lock(&progress).in_flight() > config.run.max_in_flight {
@@ -270,6 +296,37 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     }
     info!(?summary, "stopped cleanly");
     Ok(summary)
+}
+
+/// A partition's stream time (SPEC §7): the largest event time seen, or the
+/// wall clock once the partition has been caught up and idle for
+/// `idle_grace`.
+#[derive(Debug)]
+struct StreamClock {
+    max_event_ms: i64,
+    last_record: Instant,
+}
+
+impl Default for StreamClock {
+    fn default() -> Self {
+        StreamClock { max_event_ms: i64::MIN, last_record: Instant::now() }
+    }
+}
+
+impl StreamClock {
+    fn observe(&mut self, event_ms: i64) {
+        self.max_event_ms = self.max_event_ms.max(event_ms);
+        self.last_record = Instant::now();
+    }
+
+    /// While paused by backpressure the partition is not idle, only held.
+    fn stream_time(&self, idle_grace: Duration, paused: bool) -> i64 {
+        if !paused && self.last_record.elapsed() >= idle_grace {
+            self.max_event_ms.max(wall_clock_ms())
+        } else {
+            self.max_event_ms
+        }
+    }
 }
 
 /// Pauses every assigned partition while too many outputs are in flight,

@@ -17,30 +17,53 @@ use crate::event::InputTopic;
 use crate::kafka::{KafkaSetupError, client_config};
 use crate::output::{OUTPUT_SCHEMA_VERSION, Output};
 
-/// Identifies the input record an output belongs to.
+/// A unit of work whose outputs gate commits: one input record, or one
+/// churn sweep of a partition (which has no offset of its own but must not
+/// be overtaken by the offsets after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Token {
-    /// Input topic.
+pub struct Work {
+    /// Input topic (sweeps are queued with the clickstream partition).
     pub topic: InputTopic,
     /// Input partition.
     pub partition: i32,
-    /// Input offset.
-    pub offset: i64,
+    /// Input offset; `None` for a sweep.
+    pub offset: Option<i64>,
+}
+
+/// What a delivery report refers to: a registered [`Work`] item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token {
+    topic: InputTopic,
+    partition: i32,
+    id: u64,
 }
 
 #[derive(Debug, Default)]
 struct PartitionProgress {
-    /// Input offsets in order, with the deliveries each still awaits.
-    pending: VecDeque<(i64, u32)>,
-    /// Highest offset whose record and all before it are done.
+    /// Work items in order: (id, offset, deliveries still awaited).
+    pending: VecDeque<(u64, Option<i64>, u32)>,
+    next_id: u64,
+    /// Highest offset whose record and all work before it are done.
     done: Option<i64>,
     /// Whether `done` moved since it was last taken.
     advanced: bool,
 }
 
+impl PartitionProgress {
+    fn settle(&mut self) {
+        while let Some(&(_, offset, 0)) = self.pending.front() {
+            self.pending.pop_front();
+            if let Some(o) = offset {
+                self.done = Some(o);
+                self.advanced = true;
+            }
+        }
+    }
+}
+
 /// Delivery bookkeeping for every owned input partition. An input offset is
-/// *done* when the record and every record before it in its partition have
-/// all their outputs acknowledged by the broker; only done offsets are ever
+/// *done* when the record and all work before it in its partition have
+/// every output acknowledged by the broker; only done offsets are ever
 /// stored for commit.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -50,21 +73,21 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Records that `token`'s input produced `outputs` messages now being
-    /// sent. Must be called before they are sent, in offset order.
-    pub fn register(&mut self, token: Token, outputs: u32) {
-        let p = self.parts.entry((token.topic, token.partition)).or_default();
-        if outputs == 0 && p.pending.is_empty() {
-            p.done = Some(token.offset);
-            p.advanced = true;
-        } else {
-            p.pending.push_back((token.offset, outputs));
-            self.in_flight += outputs as usize;
-        }
+    /// Records that `work` produced `outputs` messages about to be sent, and
+    /// returns the token their delivery reports carry. Work must be
+    /// registered in the order it was done.
+    pub fn register(&mut self, work: Work, outputs: u32) -> Token {
+        let p = self.parts.entry((work.topic, work.partition)).or_default();
+        let id = p.next_id;
+        p.next_id += 1;
+        p.pending.push_back((id, work.offset, outputs));
+        self.in_flight += outputs as usize;
+        p.settle();
+        Token { topic: work.topic, partition: work.partition, id }
     }
 
     /// Records one delivery report. A failed delivery is fatal: it is kept
-    /// and the offset never becomes done.
+    /// and the offsets after it never become done.
     pub fn ack(&mut self, token: Token, result: Result<(), String>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Err(e) = result {
@@ -72,14 +95,10 @@ impl Progress {
             return;
         }
         let Some(p) = self.parts.get_mut(&(token.topic, token.partition)) else { return };
-        if let Ok(i) = p.pending.binary_search_by_key(&token.offset, |(o, _)| *o) {
-            p.pending[i].1 = p.pending[i].1.saturating_sub(1);
+        if let Ok(i) = p.pending.binary_search_by_key(&token.id, |(id, ..)| *id) {
+            p.pending[i].2 = p.pending[i].2.saturating_sub(1);
         }
-        while let Some(&(offset, 0)) = p.pending.front() {
-            p.pending.pop_front();
-            p.done = Some(offset);
-            p.advanced = true;
-        }
+        p.settle();
     }
 
     /// Outputs sent and not yet acknowledged.
@@ -115,7 +134,7 @@ impl Progress {
     /// Forgets a partition (after it was revoked and committed).
     pub fn forget(&mut self, topic: InputTopic, partition: i32) {
         if let Some(p) = self.parts.remove(&(topic, partition)) {
-            let waiting: u32 = p.pending.iter().map(|(_, n)| n).sum();
+            let waiting: u32 = p.pending.iter().map(|(.., n)| n).sum();
             self.in_flight = self.in_flight.saturating_sub(waiting as usize);
         }
     }
@@ -190,9 +209,9 @@ impl Sink {
         &self.progress
     }
 
-    /// Sends the outputs one input record caused (possibly none).
-    pub fn send_outputs(&self, outputs: &mut Vec<Output>, token: Token) {
-        lock(&self.progress).register(token, outputs.len() as u32);
+    /// Sends the outputs one piece of work caused (possibly none).
+    pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work) {
+        let token = lock(&self.progress).register(work, outputs.len() as u32);
         for output in outputs.drain(..) {
             let ((topic, format), kind) = match &output {
                 Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
@@ -213,8 +232,8 @@ impl Sink {
 
     /// Sends a record engage cannot use to the dead-letter topic: original
     /// key, value and headers, plus the SPEC §3 error headers.
-    pub fn send_dead_letter(&self, message: &BorrowedMessage<'_>, error: &DecodeError, token: Token) {
-        lock(&self.progress).register(token, 1);
+    pub fn send_dead_letter(&self, message: &BorrowedMessage<'_>, error: &DecodeError, work: Work) {
+        let token = lock(&self.progress).register(work, 1);
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
@@ -273,23 +292,23 @@ impl Sink {
 mod tests {
     use super::*;
 
-    fn t(offset: i64) -> Token {
-        Token { topic: InputTopic::Clickstream, partition: 0, offset }
+    fn w(offset: i64) -> Work {
+        Work { topic: InputTopic::Clickstream, partition: 0, offset: Some(offset) }
     }
 
     #[test]
     fn an_offset_is_done_only_when_it_and_everything_before_it_is_delivered() {
         let mut p = Progress::default();
-        p.register(t(10), 2);
-        p.register(t(11), 0);
-        p.register(t(12), 1);
+        let a = p.register(w(10), 2);
+        p.register(w(11), 0);
+        let c = p.register(w(12), 1);
         assert_eq!(p.in_flight(), 3);
         // Offset 12's output arrives first: nothing is done yet.
-        p.ack(t(12), Ok(()));
+        p.ack(c, Ok(()));
         assert!(p.take_committable().is_empty());
-        p.ack(t(10), Ok(()));
+        p.ack(a, Ok(()));
         assert!(p.take_committable().is_empty(), "10 still awaits one delivery");
-        p.ack(t(10), Ok(()));
+        p.ack(a, Ok(()));
         // 10, 11 (no outputs) and 12 are all done: commit 13.
         assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 13)]);
         assert!(p.take_committable().is_empty(), "reported once");
@@ -299,16 +318,28 @@ mod tests {
     #[test]
     fn records_without_outputs_are_done_at_once_when_nothing_is_pending() {
         let mut p = Progress::default();
-        p.register(t(0), 0);
+        p.register(w(0), 0);
         assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 1)]);
+    }
+
+    #[test]
+    fn a_sweep_holds_back_the_offsets_after_it_until_its_outputs_are_delivered() {
+        let mut p = Progress::default();
+        p.register(w(1), 0);
+        let sweep = p.register(Work { topic: InputTopic::Clickstream, partition: 0, offset: None }, 2);
+        p.register(w(2), 0);
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 2)]);
+        p.ack(sweep, Ok(()));
+        p.ack(sweep, Ok(()));
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 3)]);
     }
 
     #[test]
     fn a_failed_delivery_is_kept_and_blocks_the_offset() {
         let mut p = Progress::default();
-        p.register(t(5), 1);
-        p.register(t(6), 0);
-        p.ack(t(5), Err("boom".into()));
+        let a = p.register(w(5), 1);
+        p.register(w(6), 0);
+        p.ack(a, Err("boom".into()));
         assert_eq!(p.failure(), Some("boom"));
         assert!(p.take_committable().is_empty());
         assert!(!p.is_drained(InputTopic::Clickstream, 0));
@@ -317,9 +348,8 @@ mod tests {
     #[test]
     fn partitions_and_topics_are_tracked_separately() {
         let mut p = Progress::default();
-        p.register(t(1), 1);
-        let other = Token { topic: InputTopic::Purchases, partition: 0, offset: 7 };
-        p.register(other, 1);
+        p.register(w(1), 1);
+        let other = p.register(Work { topic: InputTopic::Purchases, partition: 0, offset: Some(7) }, 1);
         p.ack(other, Ok(()));
         assert_eq!(p.take_committable(), vec![(InputTopic::Purchases, 0, 8)]);
         p.forget(InputTopic::Clickstream, 0);

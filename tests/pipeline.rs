@@ -275,3 +275,31 @@ async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
     assert!(engage.wait_for_log("kafka.enable.idempotence", Duration::from_secs(5)), "{}", engage.log());
     assert!(!engage.log().contains("hunter2"), "secrets never printed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sweeps_flag_silent_customers_on_stream_time_then_on_the_wall_clock_when_idle() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let now = engage::engine::wall_clock_ms();
+    let day0 = now - 40 * DAY;
+    // quiet: active on 4 consecutive days (cadence 1 d), 40 days ago.
+    for d in 0..4 {
+        produce(&p, &topics.clickstream, Some(b"quiet"), &click(&format!("q{d}"), "quiet", day0 + d * DAY, "page_view"), &[]).await;
+    }
+    // busy: keeps stream time moving to day 6 (quiet idle 3 d = 3× cadence).
+    produce(&p, &topics.clickstream, Some(b"busy"), &click("b1", "busy", day0 + 6 * DAY, "page_view"), &[]).await;
+    let extra = "sweep_interval = \"1s\"\nidle_grace = \"3s\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &topics.config(&broker, extra));
+    let alerts = read_topic(&broker, &topics.alerts, 2, Duration::from_secs(60));
+    drop(engage);
+    let quiet = by_customer(&alerts, "quiet");
+    let kinds: Vec<&str> = quiet.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["at_risk", "dormant"], "{quiet:#?}");
+    // The first on stream time (busy's latest event), the second once the
+    // partition idled and stream time followed the wall clock (~37 days idle).
+    assert_eq!(quiet[0]["event_time"].as_i64(), Some(day0 + 6 * DAY));
+    assert!(quiet[1]["event_time"].as_i64().unwrap() >= now);
+    assert!(quiet[1]["idle_days"].as_f64().unwrap() > 36.9);
+}
