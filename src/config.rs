@@ -51,6 +51,8 @@ pub struct Config {
     pub run: RunConfig,
     /// Output formats.
     pub output: OutputConfig,
+    /// The HTTP endpoint (Prometheus metrics).
+    pub http: HttpConfig,
     /// What counts as bad input (SPEC §3), and the input formats.
     pub input: InputConfig,
     /// Dimensions, weights and publication threshold (SPEC §5, §8).
@@ -130,6 +132,9 @@ impl Config {
                     "is set by engage itself (its delivery guarantees depend on it); see engage.example.toml",
                 ));
             }
+        }
+        if !self.http.listen.is_empty() && self.http.address().is_none() {
+            return Err(invalid("http.listen", "must be host:port such as 127.0.0.1:9898 or 0.0.0.0:9898, or empty"));
         }
         let i = &self.input;
         if i.max_record_bytes == 0 {
@@ -349,6 +354,28 @@ impl Default for RunConfig {
 /// batching at full speed, well below librdkafka's own queue (100 000).
 const fn default_max_in_flight() -> usize {
     10_000
+}
+
+/// `[http]`: where engage serves `/metrics`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address. Loopback by default, so nothing is exposed unless
+    /// asked; in a container use `0.0.0.0:9898`. Empty disables the server.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:9898".into() }
+    }
+}
+
+impl HttpConfig {
+    /// The parsed address, or `None` when disabled.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 /// `[output]`: wire formats of the output topics (SPEC §8).

@@ -23,6 +23,8 @@
 //! - [`pipeline`]: `engage run`, the consumer loop driving the engine.
 //! - [`sink`]: the idempotent producer and delivery tracking for commits.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
+//! - [`telemetry`]: metric names, the Prometheus endpoint.
+//! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
@@ -42,6 +44,8 @@ pub mod sink;
 pub mod state;
 pub mod store;
 pub mod synth;
+pub mod telemetry;
+pub mod demo;
 
 /// Messages generated from `proto/engage/v1/*.proto` by prost.
 #[allow(missing_docs, clippy::all)]

@@ -27,6 +27,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run everything on this machine with no setup: an embedded Kafka-protocol
+    /// broker, simulated customers, and the processor; prints scores and alerts
+    /// as they happen. Stops on Ctrl-C or after --duration.
+    Demo {
+        /// Stop after this long (e.g. 60s); default: until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Simulated customers.
+        #[arg(long, default_value_t = 2000)]
+        customers: usize,
+        /// Simulated days per second until the present is reached.
+        #[arg(long, default_value_t = 2.0)]
+        days_per_second: f64,
+        /// How many days of history to simulate.
+        #[arg(long, default_value_t = 90.0)]
+        history_days: f64,
+        /// Where to serve /metrics ("" to disable).
+        #[arg(long, default_value = "127.0.0.1:9898")]
+        http: String,
+        /// Seed for the simulated population.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Manage the topics engage writes.
     Topics {
         #[command(subcommand)]
@@ -67,9 +90,12 @@ enum TopicsAction {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own narrative; keep library logs to warnings there.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -80,7 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Cli::parse())) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("engage: error: {e:#}");
@@ -93,10 +119,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
+            if let Some(addr) = config.http.address() {
+                engage::telemetry::serve(addr).with_context(|| format!("serving metrics on {addr} (http.listen)"))?;
+            }
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let store = std::sync::Arc::new(engage::store::Store::new());
             engage::pipeline::run(config, store, shutdown).await?;
             Ok(())
+        }
+        Command::Demo { duration, customers, days_per_second, history_days, http, seed } => {
+            let http = if http.is_empty() {
+                None
+            } else {
+                Some(http.parse().with_context(|| format!("--http {http:?} is not host:port"))?)
+            };
+            let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
+            let opts = engage::demo::DemoOptions { duration, customers, days_per_second, history_days, http, seed };
+            engage::demo::demo(opts, shutdown).await
         }
         Command::Topics { action: TopicsAction::Create { config } } => {
             let config = Config::load(config.as_deref())?;

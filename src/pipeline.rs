@@ -28,6 +28,8 @@ use crate::event::{InputTopic, Source};
 use crate::kafka::{KafkaSetupError, check_inputs, client_config, create_output_topics};
 use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Work, lock};
 use crate::store::Store;
+use crate::telemetry::PipelineMetrics;
+use crate::output::Output;
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
 /// from the last committed offsets, so nothing is lost.
@@ -190,6 +192,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
 
     let engine = Engine::new(Rules::new(&config));
+    let metrics = PipelineMetrics::new();
     let limits = config.input.limits();
     let mut summary = RunSummary::default();
     let mut outputs = Vec::with_capacity(8);
@@ -210,9 +213,11 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     return Err(PipelineError::Delivery(failure.to_string()));
                 }
                 store_done(&consumer, &progress, &inputs);
+                metrics.in_flight.set(lock(&progress).in_flight() as f64);
                 paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
+                    metrics.customers.set(store.customers() as f64);
                     info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
                           outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
                 }
@@ -225,6 +230,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     let partition = partition_cache.entry(p).or_insert_with(|| store.partition(p));
                     engine.sweep(partition, now, &mut outputs);
                     if !outputs.is_empty() {
+                        count_outputs(&metrics, &outputs);
                         summary.outputs += outputs.len() as u64;
                         debug!(partition = p, stream_time = now, outputs = outputs.len(), "sweep");
                         sink.send_outputs(&mut outputs, Work { topic: InputTopic::Clickstream, partition: p, offset: None });
@@ -241,6 +247,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 };
                 summary.records += 1;
                 let kind = inputs.kind(message.topic());
+                metrics.record_in(kind);
                 let work = Work { topic: kind, partition: message.partition(), offset: Some(message.offset()) };
                 let format = match kind {
                     InputTopic::Clickstream => config.input.clickstream_format,
@@ -262,14 +269,22 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                         clocks.entry(message.partition()).or_default().observe(event.ts_ms);
                         match engine.apply(partition, &event, Some(source), &mut outputs) {
                             Outcome::Applied => summary.applied += 1,
-                            Outcome::Duplicate => summary.duplicates += 1,
-                            Outcome::UnknownType => summary.unknown_types += 1,
+                            Outcome::Duplicate => {
+                                summary.duplicates += 1;
+                                metrics.duplicate(kind);
+                            }
+                            Outcome::UnknownType => {
+                                summary.unknown_types += 1;
+                                metrics.unknown_type(kind);
+                            }
                         }
+                        count_outputs(&metrics, &outputs);
                         summary.outputs += outputs.len() as u64;
                         sink.send_outputs(&mut outputs, work);
                     }
                     Err(error) => {
                         summary.dead_letters += 1;
+                        metrics.dead_letter(error.reason);
                         debug!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
                                reason = %error.reason, "dead letter");
                         sink.send_dead_letter(&message, &error, work);
@@ -344,6 +359,15 @@ fn backpressure(consumer: &StreamConsumer<PipelineContext>, progress: &SharedPro
         }
     }
     want_paused
+}
+
+fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
+    for o in outputs {
+        match o {
+            Output::Score(_) => metrics.scores.increment(1),
+            Output::Alert(_) => metrics.alerts.increment(1),
+        }
+    }
 }
 
 fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {

@@ -69,84 +69,244 @@ const MIX: [(&str, u32); 18] = [
     ("refund", 5),
 ];
 
+/// One synthetic event before encoding.
+struct Draft<'a> {
+    kind: &'a str,
+    event_id: String,
+    customer: &'a str,
+    ts: i64,
+    amount: f64,
+    rating: u64,
+    loyal: bool,
+    seq: usize,
+}
+
+/// Encodes an event as its topic's record, in either format.
+fn encode(d: &Draft<'_>, format: Format) -> Record {
+    let Draft { kind, ref event_id, customer, ts, amount, rating, loyal, seq } = *d;
+    let is_purchase = matches!(kind, "purchase" | "refund");
+    let value = match (format, is_purchase) {
+        (Format::Json, true) => format!(
+            r#"{{"event_id":"{event_id}","customer_id":"{customer}","type":"{kind}","ts":{ts},"order_id":"o-{seq}","amount":{amount},"currency":"EUR","items":2,"loyalty_member":{loyal}}}"#
+        )
+        .into_bytes(),
+        (Format::Json, false) => format!(
+            r#"{{"event_id":"{event_id}","customer_id":"{customer}","type":"{kind}","ts":{ts},"session_id":"s-{}","channel":"web","properties":{{"rating":{rating},"page":"/p/{}"}}}}"#,
+            seq / 8,
+            seq % 1000
+        )
+        .into_bytes(),
+        (Format::Protobuf, true) => proto::PurchaseEvent {
+            event_id: event_id.clone(),
+            customer_id: customer.to_string(),
+            r#type: kind.to_string(),
+            ts: Some(ts),
+            order_id: format!("o-{seq}"),
+            amount,
+            currency: "EUR".into(),
+            items: 2,
+            loyalty_member: loyal,
+            coupon: String::new(),
+        }
+        .encode_to_vec(),
+        (Format::Protobuf, false) => proto::ClickEvent {
+            event_id: event_id.clone(),
+            customer_id: customer.to_string(),
+            r#type: kind.to_string(),
+            ts: Some(ts),
+            session_id: format!("s-{}", seq / 8),
+            channel: "web".into(),
+            properties: [("rating".to_string(), rating.to_string()), ("page".to_string(), format!("/p/{}", seq % 1000))]
+                .into(),
+        }
+        .encode_to_vec(),
+    };
+    Record {
+        topic: if is_purchase { InputTopic::Purchases } else { InputTopic::Clickstream },
+        key: customer.as_bytes().to_vec(),
+        value,
+        ts_ms: ts,
+    }
+}
+
+fn pick_kind(rng: &mut SplitMix64, mix: &[(&'static str, u32)]) -> &'static str {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut pick = (rng.next_u64() % u64::from(total)) as u32;
+    for (k, w) in mix {
+        if pick < *w {
+            return k;
+        }
+        pick -= w;
+    }
+    "page_view"
+}
+
 /// Generates `n` records over `customers` customers (skewed: a few are far
 /// more active than most), `step_ms` of event time apart from `start_ms`.
 pub fn records(seed: u64, n: usize, customers: u64, start_ms: i64, step_ms: i64, format: Format) -> Vec<Record> {
     let mut rng = SplitMix64::new(seed);
-    let total: u32 = MIX.iter().map(|(_, w)| w).sum();
     (0..n)
         .map(|i| {
             // u² skews activity towards low customer numbers.
             let u = rng.next_f64();
             let customer = format!("cust-{:07}", ((u * u) * customers as f64) as u64);
-            let mut pick = (rng.next_u64() % u64::from(total)) as u32;
-            let kind = MIX
-                .iter()
-                .find(|(_, w)| {
-                    let hit = pick < *w;
-                    pick = pick.saturating_sub(*w);
-                    hit
-                })
-                .map_or("page_view", |(k, _)| k);
-            let ts = start_ms + i as i64 * step_ms;
-            let event_id = format!("ev-{seed:x}-{i}");
-            let amount = (rng.next_f64() * 200.0 * 100.0).round() / 100.0;
-            let rating = 1 + rng.next_u64() % 5;
-            let loyal = rng.next_u64().is_multiple_of(4);
-            let is_purchase = matches!(kind, "purchase" | "refund");
-            let value = match (format, is_purchase) {
-                (Format::Json, true) => format!(
-                    r#"{{"event_id":"{event_id}","customer_id":"{customer}","type":"{kind}","ts":{ts},"order_id":"o-{i}","amount":{amount},"currency":"EUR","items":2,"loyalty_member":{loyal}}}"#
-                )
-                .into_bytes(),
-                (Format::Json, false) => format!(
-                    r#"{{"event_id":"{event_id}","customer_id":"{customer}","type":"{kind}","ts":{ts},"session_id":"s-{}","channel":"web","properties":{{"rating":{rating},"page":"/p/{}"}}}}"#,
-                    i / 8,
-                    i % 1000
-                )
-                .into_bytes(),
-                (Format::Protobuf, true) => proto::PurchaseEvent {
-                    event_id,
-                    customer_id: customer.clone(),
-                    r#type: kind.to_string(),
-                    ts: Some(ts),
-                    order_id: format!("o-{i}"),
-                    amount,
-                    currency: "EUR".into(),
-                    items: 2,
-                    loyalty_member: loyal,
-                    coupon: String::new(),
-                }
-                .encode_to_vec(),
-                (Format::Protobuf, false) => proto::ClickEvent {
-                    event_id,
-                    customer_id: customer.clone(),
-                    r#type: kind.to_string(),
-                    ts: Some(ts),
-                    session_id: format!("s-{}", i / 8),
-                    channel: "web".into(),
-                    properties: [
-                        ("rating".to_string(), rating.to_string()),
-                        ("page".to_string(), format!("/p/{}", i % 1000)),
-                    ]
-                    .into(),
-                }
-                .encode_to_vec(),
+            let kind = pick_kind(&mut rng, &MIX);
+            let draft = Draft {
+                kind,
+                event_id: format!("ev-{seed:x}-{i}"),
+                customer: &customer,
+                ts: start_ms + i as i64 * step_ms,
+                amount: (rng.next_f64() * 200.0 * 100.0).round() / 100.0,
+                rating: 1 + rng.next_u64() % 5,
+                loyal: rng.next_u64().is_multiple_of(4),
+                seq: i,
             };
-            Record {
-                topic: if is_purchase { InputTopic::Purchases } else { InputTopic::Clickstream },
-                key: customer.into_bytes(),
-                value,
-                ts_ms: ts,
-            }
+            encode(&draft, format)
         })
         .collect()
+}
+
+/// Clickstream types within a session (no purchases: those are drawn apart).
+const SESSION_MIX: [(&str, u32); 16] = [
+    ("page_view", 350),
+    ("product_view", 220),
+    ("search", 110),
+    ("app_open", 60),
+    ("add_to_cart", 60),
+    ("wishlist_add", 30),
+    ("ad_click", 25),
+    ("email_click", 25),
+    ("share", 12),
+    ("social_follow", 8),
+    ("review", 8),
+    ("coupon_claim", 10),
+    ("support_contact", 8),
+    ("feedback", 8),
+    ("referral", 3),
+    ("loyalty_signup", 3),
+];
+
+const DAY: f64 = 86_400_000.0;
+
+#[derive(Clone, Debug)]
+struct SimCustomer {
+    id: String,
+    cadence_days: f64,
+    next_visit: i64,
+    /// Stops visiting from here ...
+    churn_at: Option<i64>,
+    /// ... and comes back from here.
+    return_at: Option<i64>,
+    loyal: bool,
+}
+
+/// A simulated customer population for the demo and load generation: each
+/// customer visits on their own rhythm (cadences from half a day to two
+/// weeks, skewed towards the frequent), browses in sessions, buys
+/// sometimes; about 30 % drift away for good at some point and a third of
+/// those come back later. Deterministic for a seed.
+#[derive(Clone, Debug)]
+pub struct Population {
+    rng: SplitMix64,
+    customers: Vec<SimCustomer>,
+    seq: usize,
+}
+
+impl Population {
+    /// `n` customers whose simulated history starts at `start_ms`.
+    pub fn new(seed: u64, n: usize, start_ms: i64) -> Population {
+        let mut rng = SplitMix64::new(seed);
+        let customers = (0..n)
+            .map(|i| {
+                let cadence_days = 0.5 * 28f64.powf(rng.next_f64());
+                let next_visit = start_ms + (rng.next_f64() * cadence_days * DAY) as i64;
+                let churn_at = (rng.next_f64() < 0.3).then(|| start_ms + ((10.0 + 40.0 * rng.next_f64()) * DAY) as i64);
+                let return_at = churn_at
+                    .filter(|_| rng.next_f64() < 0.33)
+                    .map(|c| c + ((20.0 + 20.0 * rng.next_f64()) * DAY) as i64);
+                SimCustomer {
+                    id: format!("c-{i:06}"),
+                    cadence_days,
+                    next_visit,
+                    churn_at,
+                    return_at,
+                    loyal: rng.next_f64() < 0.2,
+                }
+            })
+            .collect();
+        Population { rng, customers, seq: 0 }
+    }
+
+    /// Appends the events of every visit due before `until` (epoch ms).
+    pub fn advance(&mut self, until: i64, format: Format, out: &mut Vec<Record>) {
+        for c in &mut self.customers {
+            while c.next_visit < until {
+                let at = c.next_visit;
+                let away = c.churn_at.is_some_and(|t| at >= t) && c.return_at.is_none_or(|t| at < t);
+                if !away {
+                    let mut ts = at;
+                    let clicks = 1 + self.rng.next_u64() % 6;
+                    for _ in 0..clicks {
+                        ts += 20_000 + (self.rng.next_u64() % 100_000) as i64;
+                        self.seq += 1;
+                        let kind = pick_kind(&mut self.rng, &SESSION_MIX);
+                        let draft = Draft {
+                            kind,
+                            event_id: format!("sim-{}", self.seq),
+                            customer: &c.id,
+                            ts,
+                            amount: 0.0,
+                            rating: 1 + self.rng.next_u64() % 5,
+                            loyal: c.loyal,
+                            seq: self.seq,
+                        };
+                        out.push(encode(&draft, format));
+                    }
+                    if self.rng.next_f64() < 0.2 {
+                        self.seq += 1;
+                        // Log-uniform basket between 5 and 300.
+                        let amount = (5.0 * 60f64.powf(self.rng.next_f64()) * 100.0).round() / 100.0;
+                        let draft = Draft {
+                            kind: if self.rng.next_f64() < 0.03 { "refund" } else { "purchase" },
+                            event_id: format!("sim-{}", self.seq),
+                            customer: &c.id,
+                            ts: ts + 30_000,
+                            amount,
+                            rating: 3,
+                            loyal: c.loyal,
+                            seq: self.seq,
+                        };
+                        out.push(encode(&draft, format));
+                    }
+                }
+                let gap = c.cadence_days * (0.5 + self.rng.next_f64());
+                c.next_visit = at + (gap * DAY) as i64;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::{Envelope, Limits, decode};
+
+    #[test]
+    fn a_population_visits_on_rhythm_and_some_drift_away() {
+        let start = 1_700_000_000_000;
+        let mut p = Population::new(3, 200, start);
+        let mut first = Vec::new();
+        p.advance(start + 20 * DAY as i64, Format::Json, &mut first);
+        let mut later = Vec::new();
+        p.advance(start + 120 * DAY as i64, Format::Json, &mut later);
+        assert!(!first.is_empty() && !later.is_empty());
+        let active = |rs: &[Record], from: i64| {
+            rs.iter().filter(|r| r.ts_ms >= from).map(|r| r.key.clone()).collect::<std::collections::BTreeSet<_>>().len()
+        };
+        // Fewer customers are active in the last 20 days than in the first 20.
+        assert!(active(&later, start + 100 * DAY as i64) < active(&first, start), "some drift away");
+        assert!(later.iter().any(|r| r.topic == InputTopic::Purchases));
+    }
 
     #[test]
     fn records_are_deterministic_and_decode_cleanly_in_both_formats() {

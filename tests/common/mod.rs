@@ -148,6 +148,9 @@ scores = "{s}"
 alerts = "{a}"
 dlq = "{d}"
 
+[http]
+listen = "127.0.0.1:0"
+
 [run]
 group_id = "{g}"
 shutdown_deadline = "20s"

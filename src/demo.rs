@@ -1,0 +1,220 @@
+//! `engage demo`: the whole product on one machine with no setup. An
+//! embedded Kafka-protocol broker (librdkafka's mock cluster), a simulated
+//! customer population producing clickstream and purchases, `engage run`
+//! against it, and a watcher printing score movers, stage changes and churn
+//! alerts as they happen.
+//!
+//! Simulated time starts `history_days` in the past and runs at
+//! `days_per_second` until it reaches the present, then follows the clock,
+//! so a minute of demo shows weeks of customer behaviour.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::decode::Format;
+use crate::engine::wall_clock_ms;
+use crate::event::InputTopic;
+use crate::store::Store;
+use crate::synth::Population;
+
+/// What the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Stop after this long (default: until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Simulated customers.
+    pub customers: usize,
+    /// Simulated days per wall-clock second until the present is reached.
+    pub days_per_second: f64,
+    /// How far back simulated time starts.
+    pub history_days: f64,
+    /// Where `/metrics` is served, if anywhere.
+    pub http: Option<SocketAddr>,
+    /// Seed of the simulated population.
+    pub seed: u64,
+}
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Runs the demo until `duration` or `shutdown`.
+pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mock = MockCluster::new(1).context("starting the embedded broker")?;
+    let bootstrap = mock.bootstrap_servers();
+    let mut config = Config::default();
+    for name in [&config.topics.clickstream, &config.topics.purchases] {
+        mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
+    }
+    for name in [&config.topics.scores, &config.topics.alerts, &config.topics.dlq] {
+        mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
+    }
+    let kafka = &mut config.kafka.properties;
+    kafka.insert("bootstrap.servers".into(), bootstrap.clone());
+    kafka.insert("session.timeout.ms".into(), "6000".into());
+    kafka.insert("max.poll.interval.ms".into(), "7000".into());
+    config.run.sweep_interval = Duration::from_millis(500);
+    config.run.log_interval = Duration::from_secs(3600);
+    config.run.group_id = "engage-demo".into();
+
+    println!("engage demo");
+    println!("  embedded Kafka-protocol broker: {bootstrap}  (point any Kafka client at it)");
+    println!("  topics: {} + {} → {}, {}, {}", config.topics.clickstream, config.topics.purchases,
+        config.topics.scores, config.topics.alerts, config.topics.dlq);
+    if let Some(addr) = opts.http {
+        crate::telemetry::serve(addr).with_context(|| format!("serving metrics on {addr}"))?;
+        println!("  metrics: http://{addr}/metrics");
+    }
+    println!("  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
+        opts.customers, opts.history_days, opts.days_per_second);
+
+    let stop = shutdown.child_token();
+    let store = Arc::new(Store::new());
+    let pipeline = tokio::spawn(crate::pipeline::run(config.clone(), store.clone(), stop.clone()));
+    let produced = Arc::new(AtomicU64::new(0));
+    let sim_now = Arc::new(AtomicI64::new(0));
+    let generator = tokio::spawn(generate(config.clone(), opts.clone(), stop.clone(), produced.clone(), sim_now.clone()));
+    let watcher = tokio::spawn(watch(config.clone(), stop.clone(), produced.clone(), sim_now.clone(), store.clone()));
+
+    match opts.duration {
+        Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = shutdown.cancelled() => {} },
+        None => shutdown.cancelled().await,
+    }
+    stop.cancel();
+    let _ = generator.await;
+    let _ = watcher.await;
+    let summary = pipeline.await.context("pipeline task")??;
+    println!("\nstopped: {} records in, {} applied, {} dead letters, {} outputs, {} customers",
+        summary.records, summary.applied, summary.dead_letters, summary.outputs, store.customers());
+    drop(mock);
+    Ok(())
+}
+
+async fn generate(config: Config, opts: DemoOptions, stop: CancellationToken, produced: Arc<AtomicU64>, sim_now: Arc<AtomicI64>) {
+    let producer: ThreadedProducer<DefaultProducerContext> = match ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.properties["bootstrap.servers"])
+        .set("linger.ms", "5")
+        .create()
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("demo: cannot create the traffic producer: {e}");
+            return;
+        }
+    };
+    let mut sim = (wall_clock_ms() as f64 - opts.history_days * DAY_MS) as i64;
+    let mut population = Population::new(opts.seed, opts.customers, sim);
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.is_cancelled() {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => break }
+        sim = (sim + (opts.days_per_second * DAY_MS / 10.0) as i64).min(wall_clock_ms());
+        sim_now.store(sim, Ordering::Relaxed);
+        population.advance(sim, Format::Json, &mut batch);
+        for r in batch.drain(..) {
+            let topic = match r.topic {
+                InputTopic::Clickstream => &config.topics.clickstream,
+                InputTopic::Purchases => &config.topics.purchases,
+            };
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            produced.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+}
+
+async fn watch(config: Config, stop: CancellationToken, produced: Arc<AtomicU64>, sim_now: Arc<AtomicI64>, store: Arc<Store>) {
+    let consumer: StreamConsumer = match ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.properties["bootstrap.servers"])
+        .set("group.id", "engage-demo-watch")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo: cannot create the watcher: {e}");
+            return;
+        }
+    };
+    if let Err(e) = consumer.subscribe(&[&config.topics.scores, &config.topics.alerts]) {
+        eprintln!("demo: cannot subscribe the watcher: {e}");
+        return;
+    }
+    let mut stages: HashMap<String, String> = HashMap::new();
+    let mut alert_counts: HashMap<String, u64> = HashMap::new();
+    let (mut scores, mut printed) = (0u64, 0u32);
+    let mut movers: Vec<(f64, String, String)> = Vec::new();
+    let mut last = Instant::now();
+    let mut last_produced = 0;
+    let mut report = tokio::time::interval(Duration::from_secs(2));
+    report.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = report.tick() => {
+                let n = produced.load(Ordering::Relaxed);
+                let rate = (n - last_produced) as f64 / last.elapsed().as_secs_f64();
+                last_produced = n;
+                last = Instant::now();
+                let day = time::OffsetDateTime::from_unix_timestamp(sim_now.load(Ordering::Relaxed) / 1000)
+                    .map(|t| t.date().to_string()).unwrap_or_default();
+                movers.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
+                let top: Vec<String> = movers.iter().take(3).map(|(d, c, why)| format!("{c} {d:+.1} ({why})")).collect();
+                let count = |k: &str| alert_counts.get(k).copied().unwrap_or(0);
+                println!("[{day}] {rate:>7.0} events/s | {scores} score changes | {} customers | alerts: at_risk {} dormant {} reactivated {} | movers: {}",
+                    store.customers(), count("at_risk"), count("dormant"), count("reactivated"), top.join(", "));
+                movers.clear();
+                printed = 0;
+            }
+            message = consumer.recv() => {
+                let Ok(m) = message else { continue };
+                let Some(Ok(v)) = m.payload().map(serde_json::from_slice::<serde_json::Value>) else { continue };
+                let customer = v["customer_id"].as_str().unwrap_or("?").to_string();
+                if m.topic() == config.topics.alerts {
+                    let kind = v["kind"].as_str().unwrap_or("?").to_string();
+                    *alert_counts.entry(kind.clone()).or_default() += 1;
+                    if printed < 8 {
+                        printed += 1;
+                        let why = v["reasons"].as_array().and_then(|r| r.first()).map(|r| {
+                            format!("{} {:.2} (threshold {})", r["signal"].as_str().unwrap_or(""), r["value"].as_f64().unwrap_or(0.0), r["threshold"])
+                        }).unwrap_or_else(|| format!("back after {:.1} days", v["idle_days"].as_f64().unwrap_or(0.0)));
+                        println!("  ALERT {customer} {kind}: {why}; score {:.1}, P(alive) {:.2}",
+                            v["score"].as_f64().unwrap_or(0.0), v["p_alive"].as_f64().unwrap_or(0.0));
+                    }
+                } else {
+                    scores += 1;
+                    let stage = v["stage"].as_str().unwrap_or("?").to_string();
+                    if let Some(before) = stages.insert(customer.clone(), stage.clone()) {
+                        if before != stage && printed < 8 {
+                            printed += 1;
+                            println!("  STAGE {customer}: {before} → {stage} (score {:.1})", v["score"].as_f64().unwrap_or(0.0));
+                        }
+                    }
+                    if let (Some(now), Some(prev)) = (v["score"].as_f64(), v["previous_score"].as_f64()) {
+                        let why = v["drivers"][0]["dimension"].as_str().unwrap_or("").to_string();
+                        movers.push((now - prev, customer, why));
+                    }
+                }
+            }
+        }
+    }
+}

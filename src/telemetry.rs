@@ -1,0 +1,118 @@
+//! Metrics: every name in one place, described once at start-up, with
+//! bounded labels only (topic, reason, kind; never a customer id), and the
+//! Prometheus endpoint. Hot paths hold pre-registered handles
+//! ([`PipelineMetrics`]) instead of looking metrics up per event.
+
+use std::net::SocketAddr;
+
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::decode::Reason;
+use crate::event::InputTopic;
+
+/// Input records read, by `topic` (clickstream, purchases).
+pub const RECORDS_IN: &str = "engage_records_in_total";
+/// Events of unknown clickstream types (accepted, no effect), by `topic`.
+pub const UNKNOWN_TYPES: &str = "engage_unknown_event_types_total";
+/// Records sent to the dead-letter topic, by `reason` (SPEC §3 codes).
+pub const DEAD_LETTERS: &str = "engage_dead_letters_total";
+/// Records already reflected in state (skipped), by `topic`.
+pub const DUPLICATES: &str = "engage_duplicates_total";
+/// Messages published, by `kind` (score, alert).
+pub const OUTPUTS: &str = "engage_outputs_total";
+/// Outputs sent and not yet acknowledged by the broker.
+pub const IN_FLIGHT: &str = "engage_producer_in_flight";
+/// Customers held in memory on this instance.
+pub const CUSTOMERS: &str = "engage_customers";
+
+/// Describes every metric (help text in `/metrics`).
+pub fn describe() {
+    describe_counter!(RECORDS_IN, "Input records read, by topic.");
+    describe_counter!(UNKNOWN_TYPES, "Events of unknown clickstream types: accepted, counted, no effect.");
+    describe_counter!(DEAD_LETTERS, "Records sent to the dead-letter topic, by reason code.");
+    describe_counter!(DUPLICATES, "Records already reflected in state and skipped, by topic.");
+    describe_counter!(OUTPUTS, "Score changes and churn alerts published, by kind.");
+    describe_gauge!(IN_FLIGHT, "Outputs sent and not yet acknowledged by the broker.");
+    describe_gauge!(CUSTOMERS, "Customers held in memory on this instance.");
+}
+
+/// Installs the Prometheus recorder and serves it on `addr` (any path).
+/// Must be called inside the tokio runtime.
+pub fn serve(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new().with_http_listener(addr).install()?;
+    describe();
+    Ok(())
+}
+
+/// Pre-registered handles for the pipeline's per-record counters.
+pub struct PipelineMetrics {
+    records_in: [Counter; 2],
+    unknown_types: [Counter; 2],
+    duplicates: [Counter; 2],
+    dead_letters: Vec<(Reason, Counter)>,
+    /// Score changes published.
+    pub scores: Counter,
+    /// Alerts published.
+    pub alerts: Counter,
+    /// Unacknowledged outputs.
+    pub in_flight: Gauge,
+    /// Customers held.
+    pub customers: Gauge,
+}
+
+fn by_topic(name: &'static str) -> [Counter; 2] {
+    [counter!(name, "topic" => "clickstream"), counter!(name, "topic" => "purchases")]
+}
+
+fn topic_index(t: InputTopic) -> usize {
+    match t {
+        InputTopic::Clickstream => 0,
+        InputTopic::Purchases => 1,
+    }
+}
+
+impl PipelineMetrics {
+    /// Registers the handles (with whatever recorder is installed; a no-op
+    /// without one).
+    pub fn new() -> Self {
+        PipelineMetrics {
+            records_in: by_topic(RECORDS_IN),
+            unknown_types: by_topic(UNKNOWN_TYPES),
+            duplicates: by_topic(DUPLICATES),
+            dead_letters: Reason::ALL.iter().map(|r| (*r, counter!(DEAD_LETTERS, "reason" => r.as_str()))).collect(),
+            scores: counter!(OUTPUTS, "kind" => "score"),
+            alerts: counter!(OUTPUTS, "kind" => "alert"),
+            in_flight: gauge!(IN_FLIGHT),
+            customers: gauge!(CUSTOMERS),
+        }
+    }
+
+    /// One input record read.
+    pub fn record_in(&self, topic: InputTopic) {
+        self.records_in[topic_index(topic)].increment(1);
+    }
+
+    /// One event of an unknown type.
+    pub fn unknown_type(&self, topic: InputTopic) {
+        self.unknown_types[topic_index(topic)].increment(1);
+    }
+
+    /// One duplicate skipped.
+    pub fn duplicate(&self, topic: InputTopic) {
+        self.duplicates[topic_index(topic)].increment(1);
+    }
+
+    /// One dead letter.
+    pub fn dead_letter(&self, reason: Reason) {
+        if let Some((_, c)) = self.dead_letters.iter().find(|(r, _)| *r == reason) {
+            c.increment(1);
+        }
+    }
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
