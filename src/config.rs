@@ -762,3 +762,21 @@ mod tests {
         });
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The shipped reference must load and spell out the defaults exactly,
+    /// so it cannot drift from the code.
+    #[test]
+    fn the_example_config_loads_and_matches_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/engage.example.toml")).unwrap();
+        let example = Config::from_toml(&text).unwrap();
+        let mut defaults = Config::default();
+        defaults.kafka.properties.insert("bootstrap.servers".into(), "localhost:9092".into());
+        let a = serde_json::to_value(&example).unwrap();
+        let b = serde_json::to_value(&defaults).unwrap();
+        assert_eq!(a, b);
+    }
+}
