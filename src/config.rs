@@ -53,6 +53,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// The HTTP endpoint (Prometheus metrics).
     pub http: HttpConfig,
+    /// Durable state: changelog, flushing, retention.
+    pub state: StateConfig,
     /// What counts as bad input (SPEC §3), and the input formats.
     pub input: InputConfig,
     /// Dimensions, weights and publication threshold (SPEC §5, §8).
@@ -118,6 +120,9 @@ impl Config {
         let r = &self.run;
         if r.group_id.trim().is_empty() {
             return Err(invalid("run.group_id", "must not be empty"));
+        }
+        if self.state.flush_interval.is_zero() || self.state.retention.is_zero() {
+            return Err(invalid("state", "flush_interval and retention must be longer than zero"));
         }
         if r.sweep_interval.is_zero() {
             return Err(invalid("run.sweep_interval", "must be longer than zero"));
@@ -354,6 +359,41 @@ impl Default for RunConfig {
 /// batching at full speed, well below librdkafka's own queue (100 000).
 const fn default_max_in_flight() -> usize {
     10_000
+}
+
+/// `[state]`: the durable per-customer state (SPEC §4, §8, §9).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Compacted changelog topic; empty means `<run.group_id>.engage-state`.
+    /// Must have the inputs' partition count (`engage topics create` makes
+    /// it so).
+    pub changelog_topic: String,
+    /// How often changed customers are written to the changelog. Offsets
+    /// are committed only after the flush that follows them, so this is
+    /// also the commit latency; each flush first waits for outstanding
+    /// outputs to be acknowledged.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Customers idle for longer are evicted from memory and tombstoned in
+    /// the changelog. SPEC §4: 400 days.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Longest a partition's restore may take before engage gives up
+    /// (exits non-zero rather than process without the state).
+    #[serde(with = "humantime_serde")]
+    pub restore_timeout: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            changelog_topic: String::new(),
+            flush_interval: Duration::from_millis(500),
+            retention: Duration::from_secs(400 * DAY),
+            restore_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// `[http]`: where engage serves `/metrics`.

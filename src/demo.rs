@@ -58,13 +58,15 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
     for name in [&config.topics.scores, &config.topics.alerts, &config.topics.dlq] {
         mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
     }
+    config.run.group_id = "engage-demo".into();
+    let changelog = crate::changelog::topic_name(&config);
+    mock.create_topic(&changelog, 6, 1).with_context(|| format!("creating {changelog}"))?;
     let kafka = &mut config.kafka.properties;
     kafka.insert("bootstrap.servers".into(), bootstrap.clone());
     kafka.insert("session.timeout.ms".into(), "6000".into());
     kafka.insert("max.poll.interval.ms".into(), "7000".into());
     config.run.sweep_interval = Duration::from_millis(500);
     config.run.log_interval = Duration::from_secs(3600);
-    config.run.group_id = "engage-demo".into();
 
     println!("engage demo");
     println!("  embedded Kafka-protocol broker: {bootstrap}  (point any Kafka client at it)");

@@ -41,6 +41,17 @@ pub enum KafkaSetupError {
         /// Its partition count.
         purchases_partitions: usize,
     },
+    /// The changelog's partition count differs from the inputs'. Not
+    /// retryable: a customer's state must live in its input partition.
+    #[error("changelog {topic:?} has {partitions} partitions but the inputs have {inputs}; they must match")]
+    ChangelogPartitions {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition count.
+        partitions: usize,
+        /// The inputs' partition count.
+        inputs: usize,
+    },
     /// The brokers could not be reached or refused a request. Retryable.
     #[error("Kafka: {context}: {source}")]
     Client {
@@ -86,6 +97,19 @@ pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<us
     }))
 }
 
+/// Checks the changelog exists with the inputs' partition count.
+pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
+    let consumer: BaseConsumer = client_config(config, &[])
+        .create()
+        .map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+    let topic = crate::changelog::topic_name(config);
+    match partition_count(&consumer, &topic)? {
+        None => Err(KafkaSetupError::MissingTopic { topic, key: "state.changelog_topic (run `engage topics create`)" }),
+        Some(n) if n != partitions => Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Checks SPEC §3's co-partitioning: both inputs exist with the same
 /// partition count. Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
@@ -108,18 +132,29 @@ pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     Ok(clickstream)
 }
 
-/// Creates the output topics that do not exist yet (`engage topics
-/// create`, or `run.create_topics`). Returns the names created.
+/// Creates the output topics and the compacted state changelog where they
+/// do not exist yet (`engage topics create`, or `run.create_topics`). The
+/// changelog gets the inputs' partition count when the inputs exist (it
+/// must match them), else `topics.partitions`. Returns the names created.
 pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config, &[])
         .create()
         .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
+    let changelog = crate::changelog::topic_name(config);
+    let changelog_partitions = match check_inputs(config) {
+        Ok(n) => n as i32,
+        Err(_) => t.partitions,
+    };
     let names = [&t.scores, &t.alerts, &t.dlq];
-    let topics: Vec<NewTopic<'_>> = names
+    let mut topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, t.partitions, TopicReplication::Fixed(t.replication_factor)))
         .collect();
+    topics.push(
+        NewTopic::new(&changelog, changelog_partitions, TopicReplication::Fixed(t.replication_factor))
+            .set("cleanup.policy", "compact"),
+    );
     let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
     let results = admin
         .create_topics(&topics, &opts)

@@ -22,12 +22,15 @@
 //! - [`kafka`]: client configuration, co-partitioning check, topic creation.
 //! - [`pipeline`]: `engage run`, the consumer loop driving the engine.
 //! - [`sink`]: the idempotent producer and delivery tracking for commits.
+//! - [`changelog`]: durable state: flushing changed customers, restoring a
+//!   partition's customers on assignment.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
 //! - [`telemetry`]: metric names, the Prometheus endpoint.
 //! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
+pub mod changelog;
 pub mod churn;
 pub mod config;
 pub mod decode;

@@ -1,15 +1,22 @@
 //! `engage run`: the Kafka pipeline. One consumer-group member reads both
-//! input topics, applies each record to the engine, and hands the outputs to
-//! the [`Sink`]; offsets are stored only once everything before them is
-//! acknowledged, and committed synchronously on revoke and on shutdown.
+//! input topics, applies each record to the engine and hands the outputs to
+//! the [`Sink`]. Changed customers are flushed to the state changelog every
+//! `state.flush_interval`, once every output sent before is acknowledged;
+//! an input offset is committed only after the flush that follows it is
+//! acknowledged too. So after any crash the changelog holds, for every
+//! customer, a state whose outputs were all delivered, and the per-customer
+//! applied offsets in it make replayed records no-ops (SPEC §8).
 //!
 //! Partition assignment uses librdkafka's `range` assignor: for topics with
 //! the same partition count it gives partition *p* of both inputs to the
 //! same member, which co-partitioning needs (a customer's clicks and
 //! purchases must meet in one state). `cooperative-sticky` balances the two
-//! topics independently and could split them, so it is not used.
+//! topics independently and could split them, so it is not used. On revoke
+//! a partition is flushed, committed and dropped; on assign its customers
+//! are restored from the changelog before its first record is processed.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,29 +26,34 @@ use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::changelog::{self, Dirty};
 use crate::config::Config;
 use crate::decode::{Envelope, decode};
 use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
 use crate::event::{InputTopic, Source};
-use crate::kafka::{KafkaSetupError, check_inputs, client_config, create_output_topics};
-use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Work, lock};
-use crate::store::Store;
-use crate::telemetry::PipelineMetrics;
+use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client_config, create_output_topics};
 use crate::output::Output;
+use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Work, lock};
+use crate::store::{Partition, Store};
+use crate::telemetry::PipelineMetrics;
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
-/// from the last committed offsets, so nothing is lost.
+/// from the last committed offsets and the changelog, so nothing is lost.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// Start-up checks or Kafka clients failed.
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
-    /// An output could not be delivered; retrying (restarting) may help once
-    /// the broker is healthy.
+    /// An output could not be delivered; restarting may help once the
+    /// broker is healthy.
     #[error("output delivery failed, stopping without committing past it: {0}")]
     Delivery(String),
+    /// A partition's state could not be restored; processing without it
+    /// would double-count, so engage stops. Retryable.
+    #[error("state restore failed: {0}")]
+    Restore(String),
     /// The consumer failed fatally.
     #[error("consumer failed: {0}")]
     Consumer(KafkaError),
@@ -88,229 +100,157 @@ impl Inputs {
     }
 }
 
-/// Consumer callbacks: on revoke, finish and commit before letting go.
-struct PipelineContext {
+/// What the main loop and the consumer callbacks share.
+struct Shared {
+    config: Config,
     sink: Arc<Sink>,
+    store: Arc<Store>,
     inputs: Inputs,
-    flush_timeout: Duration,
-    /// Partition numbers currently assigned (only these are swept).
-    owned: Arc<Mutex<BTreeSet<i32>>>,
+    changelog: String,
+    dirty: Mutex<Dirty>,
+    /// Partition numbers currently assigned and restored.
+    owned: Mutex<BTreeSet<i32>>,
+    /// Bumped on every rebalance, so the main loop drops cached partitions.
+    generation: AtomicU64,
+    /// A failure inside a callback, for the main loop to act on.
+    fatal: Mutex<Option<PipelineError>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a single update: a panic elsewhere
+    // cannot leave the data half-written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn owned(&self) -> Vec<i32> {
+        guard(&self.owned).iter().copied().collect()
+    }
+
+    /// Writes the changed customers of `partitions` to the changelog, after
+    /// every output sent so far has been acknowledged (so a durable state
+    /// never runs ahead of its delivered outputs). Blocks.
+    fn flush(&self, partitions: &[i32]) -> Result<(), PipelineError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        self.sink
+            .flush(self.config.run.shutdown_deadline)
+            .map_err(|e| PipelineError::Delivery(format!("outputs not acknowledged before a changelog flush: {e}")))?;
+        if let Some(f) = lock(self.sink.progress()).failure() {
+            return Err(PipelineError::Delivery(f.to_string()));
+        }
+        for &p in partitions {
+            let ids = guard(&self.dirty).take(p);
+            let partition = self.store.partition(p);
+            let records = ids
+                .into_iter()
+                .map(|id| {
+                    let value = changelog::encode(&partition, &id);
+                    (id, value)
+                })
+                .collect();
+            self.sink.send_changelog(p, records);
+        }
+        Ok(())
+    }
+
+    /// Stores the offsets that became committable; auto-commit (and the
+    /// synchronous commits on revoke and shutdown) write them to Kafka.
+    fn store_done<C: ConsumerContext>(&self, consumer: &impl Consumer<C>) {
+        let done = lock(self.sink.progress()).take_committable();
+        if done.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(done.len());
+        for (kind, partition, next) in done {
+            if let Err(e) = tpl.add_partition_offset(self.inputs.name(kind), partition, Offset::Offset(next)) {
+                warn!(error = %e, "cannot store offset");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // A partition revoked meanwhile: its next owner resumes from the
+            // last commit, which is safe.
+            debug!(error = %e, "store offsets");
+        }
+    }
+
+    /// Flush, wait for the changelog, store and commit synchronously.
+    fn finish<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) -> Result<(), PipelineError> {
+        self.flush(partitions)?;
+        self.sink
+            .flush(self.config.run.shutdown_deadline)
+            .map_err(|_| PipelineError::ShutdownDeadline(self.config.run.shutdown_deadline))?;
+        if let Some(f) = lock(self.sink.progress()).failure() {
+            return Err(PipelineError::Delivery(f.to_string()));
+        }
+        self.store_done(consumer);
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // NoOffset: nothing new to commit.
+            debug!(error = %e, "commit");
+        }
+        Ok(())
+    }
+
+    fn set_fatal(&self, e: PipelineError) {
+        error!(error = %e, "fatal");
+        guard(&self.fatal).get_or_insert(e);
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    let set: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    set.into_iter().collect()
+}
+
+/// Consumer callbacks: on revoke, finish and commit before letting go; on
+/// assign, restore before the first record.
+struct PipelineContext {
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for PipelineContext {}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            // Outputs of records already handed to the sink must be acked
-            // before the offsets that cover them are committed.
-            if let Err(e) = self.sink.flush(self.flush_timeout) {
-                warn!(error = %e, "revoke: outputs not all acknowledged; their records will be reprocessed");
-            }
-            store_done(consumer, self.sink.progress(), &self.inputs);
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                // NoOffset: nothing new to commit.
-                debug!(error = %e, "revoke: commit");
-            }
-            let mut progress = lock(self.sink.progress());
-            let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
-            for e in tpl.elements() {
-                progress.forget(self.inputs.kind(e.topic()), e.partition());
-                owned.remove(&e.partition());
-                info!(topic = e.topic(), partition = e.partition(), "partition revoked");
-            }
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let s = &self.shared;
+        s.generation.fetch_add(1, Ordering::SeqCst);
+        let partitions: Vec<i32> = partitions_of(tpl).into_iter().filter(|p| guard(&s.owned).contains(p)).collect();
+        if let Err(e) = s.finish(consumer, &partitions) {
+            // The next owner resumes from the last commit and the changelog.
+            warn!(error = %e, "revoke: could not finish; uncommitted records will be reprocessed");
+        }
+        for p in partitions {
+            lock(s.sink.progress()).forget(p);
+            guard(&s.dirty).forget(p);
+            guard(&s.owned).remove(&p);
+            s.store.remove_partition(p);
+            info!(partition = p, "partition revoked: flushed, committed, dropped");
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
-            for e in tpl.elements() {
-                owned.insert(e.partition());
-                info!(topic = e.topic(), partition = e.partition(), "partition assigned");
+        let Rebalance::Assign(tpl) = rebalance else { return };
+        let s = &self.shared;
+        s.generation.fetch_add(1, Ordering::SeqCst);
+        for p in partitions_of(tpl) {
+            if guard(&s.owned).contains(&p) {
+                continue;
+            }
+            s.store.remove_partition(p);
+            let partition = s.store.partition(p);
+            match changelog::restore(&s.config, &s.changelog, &partition, s.config.state.restore_timeout) {
+                Ok(stats) => {
+                    let rate = stats.records as f64 / stats.elapsed.as_secs_f64().max(1e-9);
+                    info!(partition = p, records = stats.records, customers = stats.customers, unreadable = stats.unreadable,
+                          seconds = stats.elapsed.as_secs_f64(), records_per_second = rate as u64, "partition assigned: state restored");
+                    guard(&s.owned).insert(p);
+                }
+                Err(e) => s.set_fatal(PipelineError::Restore(format!("partition {p}: {e}"))),
             }
         }
     }
-}
-
-/// Stores the offsets that became committable; auto-commit (and the
-/// synchronous commits on revoke and shutdown) write them to Kafka.
-fn store_done<C: ConsumerContext>(consumer: &impl Consumer<C>, progress: &SharedProgress, inputs: &Inputs) {
-    let done = lock(progress).take_committable();
-    if done.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::with_capacity(done.len());
-    for (kind, partition, next) in done {
-        if let Err(e) = tpl.add_partition_offset(inputs.name(kind), partition, Offset::Offset(next)) {
-            warn!(error = %e, "cannot store offset");
-        }
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // A partition revoked meanwhile: its next owner reprocesses from the
-        // last commit, which is safe.
-        debug!(error = %e, "store offsets");
-    }
-}
-
-/// Runs the processor until `shutdown` is cancelled or a fatal error.
-/// `store` receives the customer states (the HTTP query path reads it).
-pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
-    let partitions = check_inputs(&config)?;
-    info!(partitions, clickstream = %config.topics.clickstream, purchases = %config.topics.purchases, "inputs are co-partitioned");
-    if config.run.create_topics {
-        let created = create_output_topics(&config).await?;
-        if !created.is_empty() {
-            info!(?created, "created output topics");
-        }
-    }
-    let progress: SharedProgress = Arc::new(Mutex::new(Progress::default()));
-    let owned = Arc::new(Mutex::new(BTreeSet::new()));
-    let sink = Arc::new(Sink::new(&config, progress.clone())?);
-    let inputs = Inputs { clickstream: config.topics.clickstream.clone(), purchases: config.topics.purchases.clone() };
-    let context = PipelineContext {
-        sink: sink.clone(),
-        inputs: inputs.clone(),
-        flush_timeout: config.run.shutdown_deadline,
-        owned: owned.clone(),
-    };
-    let consumer: StreamConsumer<PipelineContext> = client_config(
-        &config,
-        &[
-            ("group.id", config.run.group_id.as_str()),
-            ("enable.auto.offset.store", "false"),
-            ("enable.auto.commit", "true"),
-            ("auto.commit.interval.ms", "1000"),
-            ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "range"),
-        ],
-    )
-    .create_with_context(context)
-    .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
-    consumer
-        .subscribe(&[&inputs.clickstream, &inputs.purchases])
-        .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
-
-    let engine = Engine::new(Rules::new(&config));
-    let metrics = PipelineMetrics::new();
-    let limits = config.input.limits();
-    let mut summary = RunSummary::default();
-    let mut outputs = Vec::with_capacity(8);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_log = Instant::now();
-    let mut paused = false;
-    let mut partition_cache: HashMap<i32, Arc<crate::store::Partition>> = HashMap::new();
-    let mut clocks: HashMap<i32, StreamClock> = HashMap::new();
-    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval);
-    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                if let Some(failure) = lock(&progress).failure() {
-                    return Err(PipelineError::Delivery(failure.to_string()));
-                }
-                store_done(&consumer, &progress, &inputs);
-                metrics.in_flight.set(lock(&progress).in_flight() as f64);
-                paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
-                if last_log.elapsed() >= config.run.log_interval {
-                    last_log = Instant::now();
-                    metrics.customers.set(store.customers() as f64);
-                    info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
-                          outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
-                }
-            }
-            _ = sweep_tick.tick() => {
-                let owned: Vec<i32> = owned.lock().unwrap_or_else(PoisonError::into_inner).iter().copied().collect();
-                for p in owned {
-                    let Some(clock) = clocks.get(&p) else { continue };
-                    let now = clock.stream_time(config.run.idle_grace, paused);
-                    let partition = partition_cache.entry(p).or_insert_with(|| store.partition(p));
-                    engine.sweep(partition, now, &mut outputs);
-                    if !outputs.is_empty() {
-                        count_outputs(&metrics, &outputs);
-                        summary.outputs += outputs.len() as u64;
-                        debug!(partition = p, stream_time = now, outputs = outputs.len(), "sweep");
-                        sink.send_outputs(&mut outputs, Work { topic: InputTopic::Clickstream, partition: p, offset: None });
-                    }
-                }
-            }
-            message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "consumer error");
-                        continue;
-                    }
-                };
-                summary.records += 1;
-                let kind = inputs.kind(message.topic());
-                metrics.record_in(kind);
-                let work = Work { topic: kind, partition: message.partition(), offset: Some(message.offset()) };
-                let format = match kind {
-                    InputTopic::Clickstream => config.input.clickstream_format,
-                    InputTopic::Purchases => config.input.purchases_format,
-                };
-                let envelope = Envelope {
-                    key: message.key(),
-                    require_key: true,
-                    timestamp_ms: message.timestamp().to_millis(),
-                    content_type: content_type(&message),
-                };
-                let value = message.payload().unwrap_or(&[]);
-                match decode(Some(kind), format, &envelope, value, &limits, wall_clock_ms()) {
-                    Ok(event) => {
-                        let partition = partition_cache
-                            .entry(message.partition())
-                            .or_insert_with(|| store.partition(message.partition()));
-                        let source = Source { topic: kind, offset: message.offset() };
-                        clocks.entry(message.partition()).or_default().observe(event.ts_ms);
-                        match engine.apply(partition, &event, Some(source), &mut outputs) {
-                            Outcome::Applied => summary.applied += 1,
-                            Outcome::Duplicate => {
-                                summary.duplicates += 1;
-                                metrics.duplicate(kind);
-                            }
-                            Outcome::UnknownType => {
-                                summary.unknown_types += 1;
-                                metrics.unknown_type(kind);
-                            }
-                        }
-                        count_outputs(&metrics, &outputs);
-                        summary.outputs += outputs.len() as u64;
-                        sink.send_outputs(&mut outputs, work);
-                    }
-                    Err(error) => {
-                        summary.dead_letters += 1;
-                        metrics.dead_letter(error.reason);
-                        debug!(topic = message.topic(), partition = message.partition(), offset = message.offset(),
-                               reason = %error.reason, "dead letter");
-                        sink.send_dead_letter(&message, &error, work);
-                    }
-                }
-                if lock(&progress).in_flight() > config.run.max_in_flight {
-                    paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
-                }
-            }
-        }
-    }
-
-    info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
-    let flushed = sink.flush(config.run.shutdown_deadline);
-    if let Some(failure) = lock(&progress).failure() {
-        return Err(PipelineError::Delivery(failure.to_string()));
-    }
-    store_done(&consumer, &progress, &inputs);
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        debug!(error = %e, "final commit");
-    }
-    if flushed.is_err() {
-        return Err(PipelineError::ShutdownDeadline(config.run.shutdown_deadline));
-    }
-    info!(?summary, "stopped cleanly");
-    Ok(summary)
 }
 
 /// A partition's stream time (SPEC §7): the largest event time seen, or the
@@ -342,6 +282,186 @@ impl StreamClock {
             self.max_event_ms
         }
     }
+}
+
+/// Runs the processor until `shutdown` is cancelled or a fatal error.
+/// `store` receives the customer states (the query path reads it).
+pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
+    let partitions = check_inputs(&config)?;
+    info!(partitions, clickstream = %config.topics.clickstream, purchases = %config.topics.purchases, "inputs are co-partitioned");
+    if config.run.create_topics {
+        let created = create_output_topics(&config).await?;
+        if !created.is_empty() {
+            info!(?created, "created topics");
+        }
+    }
+    check_changelog(&config, partitions)?;
+    let progress: SharedProgress = Arc::new(Mutex::new(Progress::new(true)));
+    let sink = Arc::new(Sink::new(&config, progress.clone())?);
+    let inputs = Inputs { clickstream: config.topics.clickstream.clone(), purchases: config.topics.purchases.clone() };
+    let shared = Arc::new(Shared {
+        changelog: changelog::topic_name(&config),
+        config: config.clone(),
+        sink: sink.clone(),
+        store: store.clone(),
+        inputs: inputs.clone(),
+        dirty: Mutex::new(Dirty::default()),
+        owned: Mutex::new(BTreeSet::new()),
+        generation: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+    });
+    let consumer: StreamConsumer<PipelineContext> = client_config(
+        &config,
+        &[
+            ("group.id", config.run.group_id.as_str()),
+            ("enable.auto.offset.store", "false"),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "range"),
+        ],
+    )
+    .create_with_context(PipelineContext { shared: shared.clone() })
+    .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
+    consumer
+        .subscribe(&[&inputs.clickstream, &inputs.purchases])
+        .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
+
+    let engine = Engine::new(Rules::new(&config));
+    let metrics = PipelineMetrics::new();
+    let limits = config.input.limits();
+    let retention_ms = config.state.retention.as_millis() as i64;
+    let mut summary = RunSummary::default();
+    let mut outputs = Vec::with_capacity(8);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut flush_tick = tokio::time::interval(config.state.flush_interval);
+    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval);
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_log = Instant::now();
+    let mut paused = false;
+    let mut cache: (u64, HashMap<i32, Arc<Partition>>) = (u64::MAX, HashMap::new());
+    let mut clocks: HashMap<i32, StreamClock> = HashMap::new();
+
+    loop {
+        if let Some(e) = guard(&shared.fatal).take() {
+            return Err(e);
+        }
+        let generation = shared.generation.load(Ordering::SeqCst);
+        if cache.0 != generation {
+            cache = (generation, HashMap::new());
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                if let Some(failure) = lock(&progress).failure() {
+                    return Err(PipelineError::Delivery(failure.to_string()));
+                }
+                shared.store_done(&consumer);
+                metrics.in_flight.set(lock(&progress).in_flight() as f64);
+                paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                if last_log.elapsed() >= config.run.log_interval {
+                    last_log = Instant::now();
+                    metrics.customers.set(store.customers() as f64);
+                    info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
+                          outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
+                }
+            }
+            _ = flush_tick.tick() => {
+                let owned = shared.owned();
+                tokio::task::block_in_place(|| shared.flush(&owned))?;
+            }
+            _ = sweep_tick.tick() => {
+                for p in shared.owned() {
+                    let Some(clock) = clocks.get(&p) else { continue };
+                    let now = clock.stream_time(config.run.idle_grace, paused);
+                    let partition = cache.1.entry(p).or_insert_with(|| store.partition(p)).clone();
+                    engine.sweep(&partition, now, &mut outputs);
+                    let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
+                    let mut dirty = guard(&shared.dirty);
+                    for id in outputs.iter().map(Output::customer_id).chain(evicted.iter().map(|id| id.as_str())) {
+                        dirty.mark(p, id);
+                    }
+                    drop(dirty);
+                    if !evicted.is_empty() {
+                        info!(partition = p, evicted = evicted.len(), "retention: evicted idle customers");
+                    }
+                    if !outputs.is_empty() {
+                        count_outputs(&metrics, &outputs);
+                        summary.outputs += outputs.len() as u64;
+                        debug!(partition = p, stream_time = now, outputs = outputs.len(), "sweep");
+                        sink.send_outputs(&mut outputs, Work::Sweep { partition: p });
+                    }
+                }
+            }
+            message = consumer.recv() => {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                summary.records += 1;
+                let kind = inputs.kind(message.topic());
+                metrics.record_in(kind);
+                let p = message.partition();
+                let work = Work::Record { topic: kind, partition: p, offset: message.offset() };
+                let format = match kind {
+                    InputTopic::Clickstream => config.input.clickstream_format,
+                    InputTopic::Purchases => config.input.purchases_format,
+                };
+                let envelope = Envelope {
+                    key: message.key(),
+                    require_key: true,
+                    timestamp_ms: message.timestamp().to_millis(),
+                    content_type: content_type(&message),
+                };
+                let value = message.payload().unwrap_or(&[]);
+                match decode(Some(kind), format, &envelope, value, &limits, wall_clock_ms()) {
+                    Ok(event) => {
+                        let partition = cache.1.entry(p).or_insert_with(|| store.partition(p));
+                        let source = Source { topic: kind, offset: message.offset() };
+                        clocks.entry(p).or_default().observe(event.ts_ms);
+                        match engine.apply(partition, &event, Some(source), &mut outputs) {
+                            Outcome::Applied => {
+                                summary.applied += 1;
+                                guard(&shared.dirty).mark(p, &event.customer_id);
+                            }
+                            Outcome::Duplicate => {
+                                summary.duplicates += 1;
+                                metrics.duplicate(kind);
+                            }
+                            Outcome::UnknownType => {
+                                summary.unknown_types += 1;
+                                metrics.unknown_type(kind);
+                            }
+                        }
+                        count_outputs(&metrics, &outputs);
+                        summary.outputs += outputs.len() as u64;
+                        sink.send_outputs(&mut outputs, work);
+                    }
+                    Err(error) => {
+                        summary.dead_letters += 1;
+                        metrics.dead_letter(error.reason);
+                        debug!(topic = message.topic(), partition = p, offset = message.offset(),
+                               reason = %error.reason, "dead letter");
+                        sink.send_dead_letter(&message, &error, work);
+                    }
+                }
+                if lock(&progress).in_flight() > config.run.max_in_flight {
+                    paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                }
+            }
+        }
+    }
+
+    info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
+    let owned = shared.owned();
+    tokio::task::block_in_place(|| shared.finish(&consumer, &owned))?;
+    info!(?summary, "stopped cleanly");
+    Ok(summary)
 }
 
 /// Pauses every assigned partition while too many outputs are in flight,

@@ -11,94 +11,153 @@ use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHe
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
+use compact_str::CompactString;
+
 use crate::config::Config;
 use crate::decode::{DecodeError, Format};
 use crate::event::InputTopic;
 use crate::kafka::{KafkaSetupError, client_config};
 use crate::output::{OUTPUT_SCHEMA_VERSION, Output};
 
-/// A unit of work whose outputs gate commits: one input record, or one
-/// churn sweep of a partition (which has no offset of its own but must not
-/// be overtaken by the offsets after it).
+/// A unit of work whose deliveries gate commits, queued per input
+/// partition number (both input topics' partition *p* share one queue, in
+/// the order the pipeline did the work).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Work {
-    /// Input topic (sweeps are queued with the clickstream partition).
-    pub topic: InputTopic,
-    /// Input partition.
-    pub partition: i32,
-    /// Input offset; `None` for a sweep.
-    pub offset: Option<i64>,
+pub enum Work {
+    /// One input record: its outputs (or dead letter).
+    Record {
+        /// Input topic.
+        topic: InputTopic,
+        /// Input partition.
+        partition: i32,
+        /// Input offset.
+        offset: i64,
+    },
+    /// One churn sweep of a partition: its alerts and score changes.
+    Sweep {
+        /// Input partition.
+        partition: i32,
+    },
+    /// One changelog flush of a partition: the state records written. Only
+    /// when it completes do the offsets of the records before it become
+    /// committable, because only then is their effect on state durable.
+    Flush {
+        /// Input partition.
+        partition: i32,
+    },
+}
+
+impl Work {
+    fn partition(&self) -> i32 {
+        match *self {
+            Work::Record { partition, .. } | Work::Sweep { partition } | Work::Flush { partition } => partition,
+        }
+    }
 }
 
 /// What a delivery report refers to: a registered [`Work`] item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
-    topic: InputTopic,
     partition: i32,
     id: u64,
 }
 
 #[derive(Debug, Default)]
 struct PartitionProgress {
-    /// Work items in order: (id, offset, deliveries still awaited).
-    pending: VecDeque<(u64, Option<i64>, u32)>,
+    /// Work items in order: (id, work, deliveries still awaited).
+    pending: VecDeque<(u64, Work, u32)>,
     next_id: u64,
-    /// Highest offset whose record and all work before it are done.
-    done: Option<i64>,
-    /// Whether `done` moved since it was last taken.
+    /// Highest offset per input topic whose record and all work before it
+    /// are delivered, not yet covered by a completed flush.
+    delivered: [Option<i64>; 2],
+    /// Highest offset per input topic covered by a completed flush: safe to
+    /// commit.
+    durable: [Option<i64>; 2],
+    /// Whether `durable` moved since it was last taken.
     advanced: bool,
 }
 
+fn topic_index(t: InputTopic) -> usize {
+    match t {
+        InputTopic::Clickstream => 0,
+        InputTopic::Purchases => 1,
+    }
+}
+
+const TOPICS: [InputTopic; 2] = [InputTopic::Clickstream, InputTopic::Purchases];
+
 impl PartitionProgress {
-    fn settle(&mut self) {
-        while let Some(&(_, offset, 0)) = self.pending.front() {
+    fn settle(&mut self, flushes: bool) {
+        while let Some(&(_, work, 0)) = self.pending.front() {
             self.pending.pop_front();
-            if let Some(o) = offset {
-                self.done = Some(o);
-                self.advanced = true;
+            match work {
+                Work::Record { topic, offset, .. } => {
+                    self.delivered[topic_index(topic)] = Some(offset);
+                    if !flushes {
+                        self.promote();
+                    }
+                }
+                Work::Flush { .. } => self.promote(),
+                Work::Sweep { .. } => {}
             }
+        }
+    }
+
+    fn promote(&mut self) {
+        if self.durable != self.delivered {
+            self.durable = self.delivered;
+            self.advanced = true;
         }
     }
 }
 
 /// Delivery bookkeeping for every owned input partition. An input offset is
-/// *done* when the record and all work before it in its partition have
-/// every output acknowledged by the broker; only done offsets are ever
-/// stored for commit.
-#[derive(Debug, Default)]
+/// *committable* when the record and all work before it in its partition
+/// have every output acknowledged by the broker, and — when a changelog is
+/// kept — a changelog flush after it has been acknowledged too. Only
+/// committable offsets are ever stored for commit.
+#[derive(Debug)]
 pub struct Progress {
-    parts: HashMap<(InputTopic, i32), PartitionProgress>,
+    parts: HashMap<i32, PartitionProgress>,
     in_flight: usize,
     failure: Option<String>,
+    flushes: bool,
 }
 
 impl Progress {
-    /// Records that `work` produced `outputs` messages about to be sent, and
-    /// returns the token their delivery reports carry. Work must be
+    /// Bookkeeping where offsets wait for changelog flushes (`flushes`) or
+    /// only for the record's own outputs.
+    pub fn new(flushes: bool) -> Progress {
+        Progress { parts: HashMap::new(), in_flight: 0, failure: None, flushes }
+    }
+
+    /// Records that `work` produced `deliveries` messages about to be sent,
+    /// and returns the token their delivery reports carry. Work must be
     /// registered in the order it was done.
-    pub fn register(&mut self, work: Work, outputs: u32) -> Token {
-        let p = self.parts.entry((work.topic, work.partition)).or_default();
+    pub fn register(&mut self, work: Work, deliveries: u32) -> Token {
+        let partition = work.partition();
+        let p = self.parts.entry(partition).or_default();
         let id = p.next_id;
         p.next_id += 1;
-        p.pending.push_back((id, work.offset, outputs));
-        self.in_flight += outputs as usize;
-        p.settle();
-        Token { topic: work.topic, partition: work.partition, id }
+        p.pending.push_back((id, work, deliveries));
+        self.in_flight += deliveries as usize;
+        p.settle(self.flushes);
+        Token { partition, id }
     }
 
     /// Records one delivery report. A failed delivery is fatal: it is kept
-    /// and the offsets after it never become done.
+    /// and the offsets after it never become committable.
     pub fn ack(&mut self, token: Token, result: Result<(), String>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Err(e) = result {
             self.failure.get_or_insert(e);
             return;
         }
-        let Some(p) = self.parts.get_mut(&(token.topic, token.partition)) else { return };
+        let Some(p) = self.parts.get_mut(&token.partition) else { return };
         if let Ok(i) = p.pending.binary_search_by_key(&token.id, |(id, ..)| *id) {
             p.pending[i].2 = p.pending[i].2.saturating_sub(1);
         }
-        p.settle();
+        p.settle(self.flushes);
     }
 
     /// Outputs sent and not yet acknowledged.
@@ -111,29 +170,33 @@ impl Progress {
         self.failure.as_deref()
     }
 
-    /// Partitions whose done offset moved since the last call, with the next
-    /// offset to consume (done + 1), which is what Kafka commits.
+    /// Input partitions whose committable offsets moved since the last call,
+    /// with the next offset to consume (last + 1), which is what Kafka
+    /// commits.
     pub fn take_committable(&mut self) -> Vec<(InputTopic, i32, i64)> {
         let mut out = Vec::new();
-        for ((topic, partition), p) in &mut self.parts {
+        for (partition, p) in &mut self.parts {
             if p.advanced {
                 p.advanced = false;
-                if let Some(done) = p.done {
-                    out.push((*topic, *partition, done + 1));
+                for t in TOPICS {
+                    if let Some(o) = p.durable[topic_index(t)] {
+                        out.push((t, *partition, o + 1));
+                    }
                 }
             }
         }
+        out.sort_by_key(|(t, p, _)| (*p, topic_index(*t)));
         out
     }
 
-    /// Whether any record of this partition still awaits deliveries.
-    pub fn is_drained(&self, topic: InputTopic, partition: i32) -> bool {
-        self.parts.get(&(topic, partition)).is_none_or(|p| p.pending.is_empty())
+    /// Whether any work of this partition still awaits deliveries.
+    pub fn is_drained(&self, partition: i32) -> bool {
+        self.parts.get(&partition).is_none_or(|p| p.pending.is_empty())
     }
 
     /// Forgets a partition (after it was revoked and committed).
-    pub fn forget(&mut self, topic: InputTopic, partition: i32) {
-        if let Some(p) = self.parts.remove(&(topic, partition)) {
+    pub fn forget(&mut self, partition: i32) {
+        if let Some(p) = self.parts.remove(&partition) {
             let waiting: u32 = p.pending.iter().map(|(.., n)| n).sum();
             self.in_flight = self.in_flight.saturating_sub(waiting as usize);
         }
@@ -175,6 +238,7 @@ pub struct Sink {
     scores: (String, Format),
     alerts: (String, Format),
     dlq: String,
+    changelog: String,
 }
 
 /// The header that names a record's encoding.
@@ -201,6 +265,7 @@ impl Sink {
             scores: (t.scores.clone(), config.output.scores_format),
             alerts: (t.alerts.clone(), config.output.alerts_format),
             dlq: t.dlq.clone(),
+            changelog: crate::changelog::topic_name(config),
         })
     }
 
@@ -226,6 +291,21 @@ impl Sink {
                 .key(output.customer_id())
                 .payload(&payload)
                 .headers(headers);
+            self.send(record);
+        }
+    }
+
+    /// Writes one partition's changed customers to the changelog (value
+    /// `None`: a tombstone for an evicted customer), as one [`Work::Flush`].
+    /// An empty flush still completes, releasing the offsets before it.
+    pub fn send_changelog(&self, partition: i32, records: Vec<(CompactString, Option<Vec<u8>>)>) {
+        let token = lock(&self.progress).register(Work::Flush { partition }, records.len() as u32);
+        for (id, value) in &records {
+            let mut record: BaseRecord<'_, str, [u8], Box<Token>> =
+                BaseRecord::with_opaque_to(&self.changelog, Box::new(token)).key(id.as_str()).partition(partition);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
             self.send(record);
         }
     }
@@ -293,12 +373,14 @@ mod tests {
     use super::*;
 
     fn w(offset: i64) -> Work {
-        Work { topic: InputTopic::Clickstream, partition: 0, offset: Some(offset) }
+        Work::Record { topic: InputTopic::Clickstream, partition: 0, offset }
     }
 
+    const FLUSH: Work = Work::Flush { partition: 0 };
+
     #[test]
-    fn an_offset_is_done_only_when_it_and_everything_before_it_is_delivered() {
-        let mut p = Progress::default();
+    fn an_offset_is_committable_only_when_it_and_everything_before_it_is_delivered() {
+        let mut p = Progress::new(false);
         let a = p.register(w(10), 2);
         p.register(w(11), 0);
         let c = p.register(w(12), 1);
@@ -316,17 +398,41 @@ mod tests {
     }
 
     #[test]
-    fn records_without_outputs_are_done_at_once_when_nothing_is_pending() {
-        let mut p = Progress::default();
-        p.register(w(0), 0);
-        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 1)]);
+    fn with_a_changelog_offsets_wait_for_the_flush_after_them() {
+        let mut p = Progress::new(true);
+        p.register(w(1), 0);
+        p.register(w(2), 0);
+        assert!(p.take_committable().is_empty(), "state not durable yet");
+        let flush = p.register(FLUSH, 2);
+        p.register(w(3), 0);
+        p.ack(flush, Ok(()));
+        assert!(p.take_committable().is_empty());
+        p.ack(flush, Ok(()));
+        // The flush covers 1 and 2, not 3.
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 3)]);
+        p.register(FLUSH, 0);
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 4)]);
+    }
+
+    #[test]
+    fn both_topics_of_a_partition_share_one_queue() {
+        let mut p = Progress::new(true);
+        p.register(w(5), 0);
+        let buy = p.register(Work::Record { topic: InputTopic::Purchases, partition: 0, offset: 9 }, 1);
+        p.register(FLUSH, 0);
+        assert!(p.take_committable().is_empty(), "the purchase's output is not delivered yet");
+        p.ack(buy, Ok(()));
+        assert_eq!(
+            p.take_committable(),
+            vec![(InputTopic::Clickstream, 0, 6), (InputTopic::Purchases, 0, 10)]
+        );
     }
 
     #[test]
     fn a_sweep_holds_back_the_offsets_after_it_until_its_outputs_are_delivered() {
-        let mut p = Progress::default();
+        let mut p = Progress::new(false);
         p.register(w(1), 0);
-        let sweep = p.register(Work { topic: InputTopic::Clickstream, partition: 0, offset: None }, 2);
+        let sweep = p.register(Work::Sweep { partition: 0 }, 2);
         p.register(w(2), 0);
         assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 2)]);
         p.ack(sweep, Ok(()));
@@ -336,23 +442,20 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_is_kept_and_blocks_the_offset() {
-        let mut p = Progress::default();
+        let mut p = Progress::new(false);
         let a = p.register(w(5), 1);
         p.register(w(6), 0);
         p.ack(a, Err("boom".into()));
         assert_eq!(p.failure(), Some("boom"));
         assert!(p.take_committable().is_empty());
-        assert!(!p.is_drained(InputTopic::Clickstream, 0));
+        assert!(!p.is_drained(0));
     }
 
     #[test]
-    fn partitions_and_topics_are_tracked_separately() {
-        let mut p = Progress::default();
-        p.register(w(1), 1);
-        let other = p.register(Work { topic: InputTopic::Purchases, partition: 0, offset: Some(7) }, 1);
-        p.ack(other, Ok(()));
-        assert_eq!(p.take_committable(), vec![(InputTopic::Purchases, 0, 8)]);
-        p.forget(InputTopic::Clickstream, 0);
+    fn forgetting_a_partition_releases_its_in_flight_count() {
+        let mut p = Progress::new(false);
+        p.register(w(1), 3);
+        p.forget(0);
         assert_eq!(p.in_flight(), 0);
     }
 }

@@ -57,6 +57,20 @@ impl Partition {
         self.customers.remove(customer_id).map(|(_, s)| *s)
     }
 
+    /// Removes every customer whose latest activity is before `cutoff_ms`
+    /// (retention), returning their ids.
+    pub fn evict_idle(&self, cutoff_ms: i64) -> Vec<CompactString> {
+        let mut gone = Vec::new();
+        self.customers.retain(|id, s| {
+            let keep = s.last_seen >= cutoff_ms;
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
+        gone
+    }
+
     /// The underlying map, for the engine.
     pub(crate) fn map(&self) -> &CustomerMap {
         &self.customers

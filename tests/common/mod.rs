@@ -153,6 +153,7 @@ listen = "127.0.0.1:0"
 
 [run]
 group_id = "{g}"
+create_topics = true
 shutdown_deadline = "20s"
 log_interval = "1s"
 {extra}

@@ -1,0 +1,143 @@
+//! The state changelog (SPEC §8, §9): a compacted topic, one record per
+//! customer keyed by `customer_id`, in the partition matching the input
+//! partition, holding the versioned `engage.v1.CustomerState` — including the
+//! per-customer applied offsets that let a restored instance skip records it
+//! has already applied. A partition's customers are restored from it when
+//! the partition is assigned, before its first record is processed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::config::Config;
+use crate::kafka::{KafkaSetupError, client_config};
+use crate::proto;
+use crate::state::CustomerState;
+use crate::store::Partition;
+
+/// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
+pub fn topic_name(config: &Config) -> String {
+    if config.state.changelog_topic.is_empty() {
+        format!("{}.engage-state", config.run.group_id)
+    } else {
+        config.state.changelog_topic.clone()
+    }
+}
+
+/// Customers changed since the last flush, per input partition.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    by_partition: HashMap<i32, HashSet<CompactString>>,
+}
+
+impl Dirty {
+    /// Marks a customer whose state changed (or was evicted).
+    pub fn mark(&mut self, partition: i32, customer_id: &str) {
+        let set = self.by_partition.entry(partition).or_default();
+        if !set.contains(customer_id) {
+            set.insert(CompactString::from(customer_id));
+        }
+    }
+
+    /// Takes the customers of one partition.
+    pub fn take(&mut self, partition: i32) -> HashSet<CompactString> {
+        self.by_partition.remove(&partition).unwrap_or_default()
+    }
+
+    /// Forgets a partition's marks (it was revoked after its last flush).
+    pub fn forget(&mut self, partition: i32) {
+        self.by_partition.remove(&partition);
+    }
+}
+
+/// The changelog record value for a customer, or `None` (a tombstone) if
+/// the customer is no longer held.
+pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
+    partition.get(customer_id).map(|s| s.to_proto(customer_id).encode_to_vec())
+}
+
+/// What a restore did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreStats {
+    /// Changelog records read.
+    pub records: u64,
+    /// Customers held afterwards.
+    pub customers: usize,
+    /// Records that could not be read (logged, skipped).
+    pub unreadable: u64,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// Reads changelog partition `partition` from the beginning to its current
+/// end into `into` (replacing what it held). Blocks; a missing or
+/// unreachable changelog is an error, because processing without the state
+/// would double-count.
+pub fn restore(config: &Config, topic: &str, into: &Partition, timeout: Duration) -> Result<RestoreStats, KafkaSetupError> {
+    let start = Instant::now();
+    let consumer: BaseConsumer = client_config(
+        config,
+        &[
+            ("group.id", "engage-restore"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "16777216"),
+        ],
+    )
+    .create()
+    .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
+    let p = into.id();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, timeout)
+        .map_err(|e| KafkaSetupError::client(format!("reading the end of changelog {topic:?} partition {p}"), e))?;
+    let mut stats = RestoreStats::default();
+    if high > low {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| KafkaSetupError::client("assigning the changelog", e))?;
+        consumer.assign(&tpl).map_err(|e| KafkaSetupError::client("assigning the changelog", e))?;
+        let deadline = Instant::now() + timeout;
+        'read: loop {
+            if Instant::now() > deadline {
+                return Err(KafkaSetupError::client(
+                    format!("restoring changelog {topic:?} partition {p}: not at offset {high} within {timeout:?}"),
+                    rdkafka::error::KafkaError::Canceled,
+                ));
+            }
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let m = message.map_err(|e| KafkaSetupError::client(format!("reading changelog {topic:?}"), e))?;
+            stats.records += 1;
+            match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
+                (Some(id), None) => {
+                    into.remove(id);
+                }
+                (Some(_), Some(value)) => match proto::CustomerState::decode(value)
+                    .map_err(crate::state::StateError::from)
+                    .and_then(|s| CustomerState::from_proto(&s))
+                {
+                    Ok((id, state)) => into.insert(id, state),
+                    Err(e) => {
+                        stats.unreadable += 1;
+                        warn!(topic, partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped");
+                    }
+                },
+                (None, _) => {
+                    stats.unreadable += 1;
+                    warn!(topic, partition = p, offset = m.offset(), "changelog record without a UTF-8 key skipped");
+                }
+            }
+            if m.offset() >= high - 1 {
+                break 'read;
+            }
+        }
+    }
+    stats.customers = into.len();
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
