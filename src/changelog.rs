@@ -113,31 +113,46 @@ pub fn restore(config: &Config, topic: &str, into: &Partition, timeout: Duration
             let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
             let m = message.map_err(|e| KafkaSetupError::client(format!("reading changelog {topic:?}"), e))?;
             stats.records += 1;
-            match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
-                (Some(id), None) => {
-                    into.remove(id);
-                }
-                (Some(_), Some(value)) => match proto::CustomerState::decode(value)
-                    .map_err(crate::state::StateError::from)
-                    .and_then(|s| CustomerState::from_proto(&s))
-                {
-                    Ok((id, state)) => into.insert(id, state),
-                    Err(e) => {
-                        stats.unreadable += 1;
-                        warn!(topic, partition = p, offset = m.offset(), error = %e, "unreadable changelog record skipped");
-                    }
-                },
-                (None, _) => {
-                    stats.unreadable += 1;
-                    warn!(topic, partition = p, offset = m.offset(), "changelog record without a UTF-8 key skipped");
-                }
-            }
+            apply_record(&m, into, &mut stats, topic);
             if m.offset() >= high - 1 {
                 break 'read;
             }
+        }
+        // Some brokers (tansu 0.6) report the high watermark as the last
+        // batch's base offset + 1, so the records after it in that batch
+        // are not counted. They arrive with the batch already fetched: drain
+        // what is queued before declaring the restore complete.
+        while let Some(message) = consumer.poll(Duration::from_millis(50)) {
+            let m = message.map_err(|e| KafkaSetupError::client(format!("reading changelog {topic:?}"), e))?;
+            stats.records += 1;
+            apply_record(&m, into, &mut stats, topic);
         }
     }
     stats.customers = into.len();
     stats.elapsed = start.elapsed();
     Ok(stats)
+}
+
+/// Applies one changelog record: a state replaces the customer's, a
+/// tombstone removes it; an unreadable record is counted and logged.
+fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, stats: &mut RestoreStats, topic: &str) {
+    match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
+        (Some(id), None) => {
+            into.remove(id);
+        }
+        (Some(_), Some(value)) => match proto::CustomerState::decode(value)
+            .map_err(crate::state::StateError::from)
+            .and_then(|s| CustomerState::from_proto(&s))
+        {
+            Ok((id, state)) => into.insert(id, state),
+            Err(e) => {
+                stats.unreadable += 1;
+                warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable changelog record skipped");
+            }
+        },
+        (None, _) => {
+            stats.unreadable += 1;
+            warn!(topic, partition = m.partition(), offset = m.offset(), "changelog record without a UTF-8 key skipped");
+        }
+    }
 }

@@ -340,16 +340,12 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     let mut paused = false;
-    let mut cache: (u64, HashMap<i32, Arc<Partition>>) = (u64::MAX, HashMap::new());
+    let mut cache = PartitionCache { generation: u64::MAX, partitions: HashMap::new() };
     let mut clocks: HashMap<i32, StreamClock> = HashMap::new();
 
     loop {
         if let Some(e) = guard(&shared.fatal).take() {
             return Err(e);
-        }
-        let generation = shared.generation.load(Ordering::SeqCst);
-        if cache.0 != generation {
-            cache = (generation, HashMap::new());
         }
         tokio::select! {
             biased;
@@ -376,7 +372,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 for p in shared.owned() {
                     let Some(clock) = clocks.get(&p) else { continue };
                     let now = clock.stream_time(config.run.idle_grace, paused);
-                    let partition = cache.1.entry(p).or_insert_with(|| store.partition(p)).clone();
+                    let partition = cache.get(&shared, p);
                     engine.sweep(&partition, now, &mut outputs);
                     let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
                     let mut dirty = guard(&shared.dirty);
@@ -421,10 +417,10 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 let value = message.payload().unwrap_or(&[]);
                 match decode(Some(kind), format, &envelope, value, &limits, wall_clock_ms()) {
                     Ok(event) => {
-                        let partition = cache.1.entry(p).or_insert_with(|| store.partition(p));
+                        let partition = cache.get(&shared, p);
                         let source = Source { topic: kind, offset: message.offset() };
                         clocks.entry(p).or_default().observe(event.ts_ms);
-                        match engine.apply(partition, &event, Some(source), &mut outputs) {
+                        match engine.apply(&partition, &event, Some(source), &mut outputs) {
                             Outcome::Applied => {
                                 summary.applied += 1;
                                 guard(&shared.dirty).mark(p, &event.customer_id);
@@ -462,6 +458,26 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     tokio::task::block_in_place(|| shared.finish(&consumer, &owned))?;
     info!(?summary, "stopped cleanly");
     Ok(summary)
+}
+
+/// The main loop's handles on store partitions. A rebalance (which runs
+/// inside `recv`, between any two records) replaces partitions in the
+/// store, so every lookup first checks the rebalance generation: applying a
+/// record to a dropped partition object would silently lose it.
+struct PartitionCache {
+    generation: u64,
+    partitions: HashMap<i32, Arc<Partition>>,
+}
+
+impl PartitionCache {
+    fn get(&mut self, shared: &Shared, p: i32) -> Arc<Partition> {
+        let generation = shared.generation.load(Ordering::SeqCst);
+        if generation != self.generation {
+            self.generation = generation;
+            self.partitions.clear();
+        }
+        self.partitions.entry(p).or_insert_with(|| shared.store.partition(p)).clone()
+    }
 }
 
 /// Pauses every assigned partition while too many outputs are in flight,

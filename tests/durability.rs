@@ -1,0 +1,224 @@
+//! Durable state against a real broker: kill -9 at random moments, restart,
+//! and the final state equals an uninterrupted run's; scale-out with an
+//! instance killed mid-run. Long-ish (about a minute each).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Broker, Engage, Topics, committed, read_topic};
+use engage::decode::Format;
+use engage::event::InputTopic;
+use engage::state::CustomerState;
+use prost::Message as _;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+const PARTITIONS: i32 = 4;
+
+/// Produces the synthetic traffic: `n` events over `customers` customers,
+/// event times in the past. Returns how many went to each input topic.
+fn feed(broker: &Broker, topics: &Topics, n: usize, customers: u64) -> (i64, i64) {
+    let start = engage::engine::wall_clock_ms() - 40 * 86_400_000;
+    let records = engage::synth::records(42, n, customers, start, 10_000, Format::Json);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "1000000").create().unwrap();
+    let (mut clicks, mut buys) = (0, 0);
+    for r in &records {
+        let topic = match r.topic {
+            InputTopic::Clickstream => {
+                clicks += 1;
+                &topics.clickstream
+            }
+            InputTopic::Purchases => {
+                buys += 1;
+                &topics.purchases
+            }
+        };
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    (clicks, buys)
+}
+
+/// Output topics and group of one run, so two runs over the same inputs do
+/// not mix.
+async fn run_topics(broker: &Broker, base: &Topics, name: &str) -> Topics {
+    let t = Topics {
+        clickstream: base.clickstream.clone(),
+        purchases: base.purchases.clone(),
+        scores: format!("{}.{name}.scores", base.group),
+        alerts: format!("{}.{name}.alerts", base.group),
+        dlq: format!("{}.{name}.dlq", base.group),
+        group: format!("{}.{name}", base.group),
+    };
+    for topic in [&t.scores, &t.alerts, &t.dlq] {
+        broker.create_topic(topic, PARTITIONS).await;
+    }
+    t
+}
+
+fn config(broker: &Broker, t: &Topics) -> String {
+    // No sweeps (they depend on wall-clock timing) so both runs see the
+    // same transitions for the same events.
+    t.config(broker, "sweep_interval = \"1h\"\n[state]\nflush_interval = \"200ms\"\n")
+}
+
+fn wait_committed(broker: &Broker, t: &Topics, want: (i64, i64), timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if committed(broker, &t.group, &t.clickstream, PARTITIONS) == want.0
+            && committed(broker, &t.group, &t.purchases, PARTITIONS) == want.1
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// The latest changelog value per customer.
+fn final_states(broker: &Broker, t: &Topics) -> BTreeMap<String, CustomerState> {
+    let topic = format!("{}.engage-state", t.group);
+    let mut out = BTreeMap::new();
+    for r in read_topic(broker, &topic, 1, Duration::from_secs(60)) {
+        let key = String::from_utf8(r.key.unwrap()).unwrap();
+        let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
+        let (_, state) = CustomerState::from_proto(&state).unwrap();
+        out.insert(key, state);
+    }
+    out
+}
+
+fn assert_same_facts(reference: &BTreeMap<String, CustomerState>, other: &BTreeMap<String, CustomerState>) {
+    assert_eq!(reference.len(), other.len(), "same customers");
+    let differ: Vec<_> = reference.iter().filter(|(id, a)| other.get(*id).map(|b| b.offsets) != Some(a.offsets)).map(|(id, a)| (id.clone(), a.offsets, other.get(id).map(|b| b.offsets))).collect();
+    if !differ.is_empty() {
+        println!("{} customers differ in applied offsets; first: {:?}", differ.len(), &differ[..differ.len().min(10)]);
+    }
+    for (id, a) in reference {
+        let b = other.get(id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(a.offsets, b.offsets, "{id}: the same records applied, each once");
+        for i in 0..5 {
+            let scale = a.raw[i].abs().max(b.raw[i].abs()).max(1.0);
+            assert!((a.raw[i] - b.raw[i]).abs() <= 1e-9 * scale, "{id} dimension {i}: {} vs {}", a.raw[i], b.raw[i]);
+        }
+        assert_eq!((a.active_days, a.purchase_days), (b.active_days, b.purchase_days), "{id}");
+        assert_eq!((a.first_seen, a.last_seen), (b.first_seen, b.last_seen), "{id}");
+        assert!((a.spend_lifetime - b.spend_lifetime).abs() < 1e-6, "{id} spend");
+    }
+}
+
+/// Per customer, the seqs seen on the output topics have no gaps.
+fn assert_no_seq_gaps(broker: &Broker, t: &Topics) -> usize {
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut duplicates = 0;
+    for topic in [&t.scores, &t.alerts] {
+        for r in read_topic(broker, topic, 1, Duration::from_secs(60)) {
+            let v = r.json();
+            seqs.entry(v["customer_id"].as_str().unwrap().to_string()).or_default().push(v["seq"].as_u64().unwrap());
+        }
+    }
+    for (id, mut s) in seqs {
+        s.sort();
+        let before = s.len();
+        s.dedup();
+        duplicates += before - s.len();
+        assert_eq!(s, (1..=s.len() as u64).collect::<Vec<_>>(), "{id}: seq gap");
+    }
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed(&broker, &base, 200_000, 3_000);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Reference: one uninterrupted run.
+    let reference = run_topics(&broker, &base, "reference").await;
+    let mut engage = Engage::start(dir.path(), &config(&broker, &reference));
+    assert!(wait_committed(&broker, &reference, want, Duration::from_secs(180)), "{}", engage.log());
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
+
+    // Crash run: kill -9 five times at pseudo-random moments.
+    let crash = run_topics(&broker, &base, "crash").await;
+    let mut rng = engage::synth::SplitMix64::new(7);
+    for i in 0..5 {
+        let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
+        // Wait for the group to form and processing to start, then a bit more.
+        assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "run {i}: {}", engage.log());
+        std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 1500));
+        engage.kill9();
+        if std::env::var("DEBUG_DURABILITY").is_ok() {
+            let c: rdkafka::consumer::BaseConsumer = broker.client_config().set("group.id", crash.group.as_str()).create().unwrap();
+            use rdkafka::consumer::Consumer;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..PARTITIONS { tpl.add_partition(&crash.clickstream, p); tpl.add_partition(&crash.purchases, p); }
+            let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
+            let offs: Vec<String> = got.elements().iter().map(|el| format!("{}{}={:?}", if el.topic().ends_with("clickstream") {"c"} else {"p"}, el.partition(), el.offset().to_raw().unwrap_or(-9))).collect();
+            let cl = read_topic(&broker, &format!("{}.engage-state", crash.group), 0, Duration::from_secs(3));
+            let mut per = [0usize; 4];
+            for r in &cl { per[r.partition as usize] += 1; }
+            println!("run {i}: changelog {per:?} committed {}", offs.join(" "));
+            for l in engage.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("assigned")) {
+                println!("   {}", &l[l.len().saturating_sub(160)..]);
+            }
+        }
+    }
+    let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
+    assert!(wait_committed(&broker, &crash, want, Duration::from_secs(180)), "{}", engage.log());
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
+
+    if std::env::var("DEBUG_DURABILITY").is_ok() {
+        for l in engage.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("restored")) {
+            println!("final: {l}");
+        }
+    }
+    let expected = final_states(&broker, &reference);
+    assert!(expected.len() > 2_000, "{} customers", expected.len());
+    assert_same_facts(&expected, &final_states(&broker, &crash));
+    let duplicates = assert_no_seq_gaps(&broker, &crash);
+    println!("crash run: {} customers equal to the reference; {duplicates} duplicate outputs (allowed)", expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, 6).await;
+    let want = feed(&broker, &base, 120_000, 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = run_topics(&broker, &base, "single").await;
+    let mut single = Engage::start(dir.path(), &config(&broker, &reference));
+    assert!(wait_committed6(&broker, &reference, want), "{}", single.log());
+    assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0));
+
+    let group = run_topics(&broker, &base, "group").await;
+    let mut a = Engage::start(dir.path(), &config(&broker, &group));
+    let b = Engage::start(dir.path(), &config(&broker, &group));
+    let mut c = Engage::start(dir.path(), &config(&broker, &group));
+    assert!(c.wait_for_log("state restored", Duration::from_secs(60)), "{}", c.log());
+    std::thread::sleep(Duration::from_millis(800));
+    c.kill9();
+    assert!(wait_committed6(&broker, &group, want), "{}\n{}", a.log(), b.log());
+    assert_eq!(a.terminate(Duration::from_secs(30)).0, Some(0));
+    drop(b);
+    assert_same_facts(&final_states(&broker, &reference), &final_states(&broker, &group));
+    assert_no_seq_gaps(&broker, &group);
+}
+
+fn wait_committed6(broker: &Broker, t: &Topics, want: (i64, i64)) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        if committed(broker, &t.group, &t.clickstream, 6) == want.0 && committed(broker, &t.group, &t.purchases, 6) == want.1 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
