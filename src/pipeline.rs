@@ -240,6 +240,7 @@ impl ConsumerContext for PipelineContext {
             }
             s.store.remove_partition(p);
             let partition = s.store.partition(p);
+            let _restoring = s.store.begin_restore();
             match changelog::restore(&s.config, &s.changelog, &partition, s.config.state.restore_timeout) {
                 Ok(stats) => {
                     let rate = stats.records as f64 / stats.elapsed.as_secs_f64().max(1e-9);

@@ -90,6 +90,17 @@ impl Partition {
 #[derive(Debug, Default)]
 pub struct Store {
     partitions: RwLock<BTreeMap<i32, Arc<Partition>>>,
+    restoring: std::sync::atomic::AtomicUsize,
+}
+
+/// Marks a partition as restoring for as long as it lives (see
+/// [`Store::restoring`]).
+pub struct Restoring<'a>(&'a Store);
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        self.0.restoring.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Store {
@@ -124,6 +135,19 @@ impl Store {
         self.partitions().iter().find_map(|p| p.get(customer_id).map(|s| (p.id(), s)))
     }
 
+    /// Partitions being restored from the changelog right now. A readiness
+    /// probe should report not-ready while this is above zero: queries would
+    /// see partial state.
+    pub fn restoring(&self) -> usize {
+        self.restoring.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a restore in progress until the guard is dropped.
+    pub fn begin_restore(&self) -> Restoring<'_> {
+        self.restoring.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Restoring(self)
+    }
+
     /// Customers held across all partitions.
     pub fn customers(&self) -> usize {
         self.partitions().iter().map(|p| p.len()).sum()
@@ -144,5 +168,24 @@ mod tests {
         store.remove_partition(1);
         assert!(store.find("b").is_none());
         assert_eq!(store.customers(), 1);
+        let guard = store.begin_restore();
+        assert_eq!(store.restoring(), 1);
+        drop(guard);
+        assert_eq!(store.restoring(), 0);
+    }
+
+    #[test]
+    fn retention_evicts_only_customers_idle_past_the_cutoff() {
+        let store = Store::new();
+        let p = store.partition(0);
+        let at = |last_seen| {
+            let mut s = CustomerState::default();
+            s.last_seen = last_seen;
+            s
+        };
+        p.insert("old".into(), at(100));
+        p.insert("new".into(), at(500));
+        assert_eq!(p.evict_idle(200), vec![CompactString::from("old")]);
+        assert!(p.get("old").is_none() && p.get("new").is_some());
     }
 }

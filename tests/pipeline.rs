@@ -303,3 +303,22 @@ async fn sweeps_flag_silent_customers_on_stream_time_then_on_the_wall_clock_when
     assert!(quiet[1]["event_time"].as_i64().unwrap() >= now);
     assert!(quiet[1]["idle_days"].as_f64().unwrap() > 36.9);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customers_idle_past_retention_are_evicted_and_tombstoned_in_the_changelog() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let now = engage::engine::wall_clock_ms();
+    produce(&p, &topics.clickstream, Some(b"old"), &click("o1", "old", now - 500 * DAY, "page_view"), &[]).await;
+    produce(&p, &topics.clickstream, Some(b"new"), &click("n1", "new", now - DAY, "page_view"), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &topics.config(&broker, "sweep_interval = \"1s\"\n"));
+    assert!(engage.wait_for_log("retention: evicted", Duration::from_secs(60)), "{}", engage.log());
+    // Both were written once; then "old" was tombstoned (null value).
+    let changelog = read_topic(&broker, &format!("{}.engage-state", topics.group), 3, Duration::from_secs(30));
+    drop(engage);
+    let last = |id: &[u8]| changelog.iter().rev().find(|r| r.key.as_deref() == Some(id)).cloned().unwrap();
+    assert!(last(b"old").value.is_empty(), "tombstone for the evicted customer");
+    assert!(!last(b"new").value.is_empty());
+}
