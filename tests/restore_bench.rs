@@ -1,0 +1,109 @@
+//! Restore speed (issue: ≥ 500 k customers/s from the changelog): writes N
+//! customer states to a changelog partition on the real broker, then times
+//! `changelog::restore`, next to two baselines measured in the same run: a
+//! bare consumer reading the same records (the client/broker ceiling) and
+//! decode + insert alone (the CPU cost). Not part of the test suite:
+//!   scripts/bench-restore [CUSTOMERS]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Broker, unique};
+use engage::config::Config;
+use engage::engine::{Engine, Rules};
+use engage::event::{ClickKind, Event, EventKind};
+use engage::store::Store;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-restore"]
+async fn restore_speed() {
+    let n: usize = std::env::var("RESTORE_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let broker = Broker::start();
+    let topic = unique("bench.engage-state");
+    broker.create_topic(&topic, 1).await;
+
+    // Realistic states: three events per customer through the engine.
+    let engine = Engine::new(Rules::new(&Config::default()));
+    let source = Store::new();
+    let part = source.partition(0);
+    let mut out = Vec::new();
+    let t0 = engage::engine::wall_clock_ms() - 10 * 86_400_000;
+    for c in 0..n {
+        let id = format!("cust-{c:09}");
+        for (i, kind) in [ClickKind::PageView, ClickKind::AddToCart, ClickKind::Share].into_iter().enumerate() {
+            let e = Event {
+                event_id: format!("{c}-{i}").into(),
+                customer_id: id.as_str().into(),
+                ts_ms: t0 + (i as i64) * 86_400_000,
+                kind: if i == 1 && c % 4 == 0 {
+                    EventKind::Purchase { amount: 40.0, loyalty_member: true, coupon_used: false }
+                } else {
+                    EventKind::Click { kind, rating: None }
+                },
+            };
+            engine.apply(&part, &e, None, &mut out);
+            out.clear();
+        }
+    }
+    let mut values = Vec::with_capacity(n);
+    part.for_each(|id, s| values.push((id.to_string(), s.to_proto(id).encode_to_vec())));
+    let bytes: usize = values.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .client_config()
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .unwrap();
+    for (k, v) in &values {
+        let mut r = BaseRecord::<str, [u8]>::to(&topic).key(k.as_str()).payload(v).partition(0);
+        while let Err((_, back)) = producer.send(r) {
+            r = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+
+    // Baseline 1: decode + insert only (no Kafka).
+    let start = Instant::now();
+    let target = Store::new();
+    let tp = target.partition(0);
+    for (_, v) in &values {
+        let (id, s) = engage::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap()).unwrap();
+        tp.insert(id, s);
+    }
+    let cpu = n as f64 / start.elapsed().as_secs_f64();
+
+    // Baseline 2: a bare consumer reading the same records, doing nothing.
+    let consumer: BaseConsumer = broker.client_config().set("group.id", "bench").set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "16777216").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        if let Some(m) = consumer.poll(Duration::from_secs(5)) {
+            let _ = m.unwrap().offset();
+            seen += 1;
+        }
+    }
+    let ceiling = n as f64 / start.elapsed().as_secs_f64();
+
+    // engage's restore.
+    let mut config = Config::default();
+    config.kafka.properties.insert("bootstrap.servers".into(), broker.bootstrap.clone());
+    let restored = Store::new();
+    let stats = engage::changelog::restore(&config, &topic, &restored.partition(0), Duration::from_secs(300)).unwrap();
+    assert_eq!(stats.customers, n);
+    let rate = n as f64 / stats.elapsed.as_secs_f64();
+    println!("restore benchmark: {n} customers, {:.1} MB of changelog", bytes as f64 / 1e6);
+    println!("  decode + insert only:  {:>10.0} customers/s", cpu);
+    println!("  bare consumer ceiling: {:>10.0} records/s", ceiling);
+    println!("  engage restore:        {:>10.0} customers/s  ({:.2} of the ceiling)", rate, rate / ceiling);
+}
