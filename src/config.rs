@@ -130,7 +130,14 @@ impl Config {
         if r.max_in_flight < 1 {
             return Err(invalid("run.max_in_flight", "must be at least 1"));
         }
-        for reserved in ["group.id", "enable.auto.offset.store", "enable.idempotence", "partition.assignment.strategy"] {
+        for reserved in [
+            "group.id",
+            "enable.auto.offset.store",
+            "enable.auto.commit",
+            "enable.idempotence",
+            "partition.assignment.strategy",
+            "transactional.id",
+        ] {
             if self.kafka.properties.contains_key(reserved) {
                 return Err(invalid(
                     format!("kafka.{reserved}"),
@@ -330,6 +337,16 @@ pub struct RunConfig {
     /// How often progress is logged.
     #[serde(with = "humantime_serde")]
     pub log_interval: Duration,
+    /// `at_least_once` (default): outputs may repeat after a crash, with
+    /// the same `seq`; state is exactly once either way. `exactly_once`:
+    /// outputs, changelog records and input offsets of each flush are one
+    /// Kafka transaction, so consumers reading with
+    /// `isolation.level=read_committed` see each output once. Needs a broker
+    /// with transactions (tansu 0.6 has none).
+    pub processing_guarantee: ProcessingGuarantee,
+    /// `transactional.id` for `exactly_once`; empty means
+    /// `<group_id>-<host name or process id>`. Must be unique per instance.
+    pub transactional_id: String,
     /// How often (wall clock) each owned partition is swept for customers
     /// who went quiet (SPEC §7: churn is the absence of events).
     #[serde(with = "humantime_serde")]
@@ -349,9 +366,33 @@ impl Default for RunConfig {
             shutdown_deadline: Duration::from_secs(30),
             create_topics: false,
             log_interval: Duration::from_secs(10),
+            processing_guarantee: ProcessingGuarantee::AtLeastOnce,
+            transactional_id: String::new(),
             sweep_interval: Duration::from_secs(30),
             idle_grace: Duration::from_secs(30),
         }
+    }
+}
+
+/// What `engage run` guarantees about its outputs (`run.processing_guarantee`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessingGuarantee {
+    /// Idempotent producer, offsets committed after delivery and changelog.
+    #[default]
+    AtLeastOnce,
+    /// One Kafka transaction per flush.
+    ExactlyOnce,
+}
+
+impl RunConfig {
+    /// The transactional id this instance uses in `exactly_once` mode.
+    pub fn transactional_id(&self) -> String {
+        if !self.transactional_id.is_empty() {
+            return self.transactional_id.clone();
+        }
+        let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
+        format!("{}-{instance}", self.group_id)
     }
 }
 

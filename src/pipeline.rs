@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::changelog::{self, Dirty};
-use crate::config::Config;
+use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::{Envelope, decode};
 use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
 use crate::event::{InputTopic, Source};
@@ -57,6 +57,10 @@ pub enum PipelineError {
     /// The consumer failed fatally.
     #[error("consumer failed: {0}")]
     Consumer(KafkaError),
+    /// `exactly_once`: a transaction could not be committed (and was
+    /// aborted). Restarting resumes from the last committed transaction.
+    #[error("transaction failed and was aborted: {0}")]
+    Transaction(String),
     /// Shutdown could not flush and commit within `run.shutdown_deadline`;
     /// the uncommitted records will be processed again by the next owner.
     #[error("shutdown deadline of {0:?} passed before all outputs were acknowledged")]
@@ -114,6 +118,9 @@ struct Shared {
     generation: AtomicU64,
     /// A failure inside a callback, for the main loop to act on.
     fatal: Mutex<Option<PipelineError>>,
+    /// `exactly_once`: the next offset to read per input topic-partition,
+    /// committed inside each transaction.
+    processed: Mutex<HashMap<(InputTopic, i32), i64>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,10 +136,28 @@ impl Shared {
 
     /// Writes the changed customers of `partitions` to the changelog, after
     /// every output sent so far has been acknowledged (so a durable state
-    /// never runs ahead of its delivered outputs). Blocks.
-    fn flush(&self, partitions: &[i32]) -> Result<(), PipelineError> {
+    /// never runs ahead of its delivered outputs). In `exactly_once` mode
+    /// the outputs, the changelog records and the input offsets are instead
+    /// committed as one transaction. Blocks.
+    fn flush<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) -> Result<(), PipelineError> {
         if partitions.is_empty() {
             return Ok(());
+        }
+        if self.sink.is_transactional() {
+            self.write_changelog(partitions);
+            let mut offsets = TopicPartitionList::new();
+            for ((kind, p), next) in guard(&self.processed).iter() {
+                if partitions.contains(p) {
+                    let _ = offsets.add_partition_offset(self.inputs.name(*kind), *p, Offset::Offset(*next));
+                }
+            }
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| PipelineError::Transaction("the consumer has no group metadata".into()))?;
+            return self
+                .sink
+                .commit_transaction(&offsets, &group, self.config.run.shutdown_deadline)
+                .map_err(|e| PipelineError::Transaction(e.to_string()));
         }
         self.sink
             .flush(self.config.run.shutdown_deadline)
@@ -140,6 +165,11 @@ impl Shared {
         if let Some(f) = lock(self.sink.progress()).failure() {
             return Err(PipelineError::Delivery(f.to_string()));
         }
+        self.write_changelog(partitions);
+        Ok(())
+    }
+
+    fn write_changelog(&self, partitions: &[i32]) {
         for &p in partitions {
             let ids = guard(&self.dirty).take(p);
             let partition = self.store.partition(p);
@@ -152,7 +182,6 @@ impl Shared {
                 .collect();
             self.sink.send_changelog(p, records);
         }
-        Ok(())
     }
 
     /// Stores the offsets that became committable; auto-commit (and the
@@ -177,7 +206,10 @@ impl Shared {
 
     /// Flush, wait for the changelog, store and commit synchronously.
     fn finish<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) -> Result<(), PipelineError> {
-        self.flush(partitions)?;
+        self.flush(consumer, partitions)?;
+        if self.sink.is_transactional() {
+            return Ok(());
+        }
         self.sink
             .flush(self.config.run.shutdown_deadline)
             .map_err(|_| PipelineError::ShutdownDeadline(self.config.run.shutdown_deadline))?;
@@ -221,6 +253,7 @@ impl ConsumerContext for PipelineContext {
             // The next owner resumes from the last commit and the changelog.
             warn!(error = %e, "revoke: could not finish; uncommitted records will be reprocessed");
         }
+        guard(&s.processed).retain(|(_, p), _| !partitions.contains(p));
         for p in partitions {
             lock(s.sink.progress()).forget(p);
             guard(&s.dirty).forget(p);
@@ -310,13 +343,16 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         owned: Mutex::new(BTreeSet::new()),
         generation: AtomicU64::new(0),
         fatal: Mutex::new(None),
+        processed: Mutex::new(HashMap::new()),
     });
+    let transactional = sink.is_transactional();
     let consumer: StreamConsumer<PipelineContext> = client_config(
         &config,
         &[
             ("group.id", config.run.group_id.as_str()),
             ("enable.auto.offset.store", "false"),
-            ("enable.auto.commit", "true"),
+            // exactly_once commits offsets inside its transactions.
+            ("enable.auto.commit", if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce { "false" } else { "true" }),
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "range"),
@@ -355,7 +391,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 if let Some(failure) = lock(&progress).failure() {
                     return Err(PipelineError::Delivery(failure.to_string()));
                 }
-                shared.store_done(&consumer);
+                if !transactional {
+                    shared.store_done(&consumer);
+                }
                 metrics.in_flight.set(lock(&progress).in_flight() as f64);
                 paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
                 if last_log.elapsed() >= config.run.log_interval {
@@ -367,7 +405,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             }
             _ = flush_tick.tick() => {
                 let owned = shared.owned();
-                tokio::task::block_in_place(|| shared.flush(&owned))?;
+                tokio::task::block_in_place(|| shared.flush(&consumer, &owned))?;
             }
             _ = sweep_tick.tick() => {
                 for p in shared.owned() {
@@ -405,6 +443,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 metrics.record_in(kind);
                 let p = message.partition();
                 let work = Work::Record { topic: kind, partition: p, offset: message.offset() };
+                if transactional {
+                    guard(&shared.processed).insert((kind, p), message.offset() + 1);
+                }
                 let format = match kind {
                     InputTopic::Clickstream => config.input.clickstream_format,
                     InputTopic::Purchases => config.input.purchases_format,

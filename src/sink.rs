@@ -13,7 +13,7 @@ use rdkafka::{ClientContext, Message};
 
 use compact_str::CompactString;
 
-use crate::config::Config;
+use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::{DecodeError, Format};
 use crate::event::InputTopic;
 use crate::kafka::{KafkaSetupError, client_config};
@@ -239,6 +239,7 @@ pub struct Sink {
     alerts: (String, Format),
     dlq: String,
     changelog: String,
+    transactional: bool,
 }
 
 /// The header that names a record's encoding.
@@ -255,9 +256,20 @@ impl Sink {
     /// An idempotent producer on the configured brokers.
     pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
         let defaults = [("enable.idempotence", "true"), ("linger.ms", "5"), ("acks", "all")];
-        let producer = client_config(config, &defaults)
+        let mut client = client_config(config, &defaults);
+        let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        if transactional {
+            client.set("transactional.id", config.run.transactional_id());
+        }
+        let producer: ThreadedProducer<SinkContext> = client
             .create_with_context(SinkContext { progress: progress.clone() })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
+        if transactional {
+            producer
+                .init_transactions(Duration::from_secs(30))
+                .and_then(|()| producer.begin_transaction())
+                .map_err(|e| KafkaSetupError::client("initialising transactions (does the broker support them?)", e))?;
+        }
         let t = &config.topics;
         Ok(Sink {
             producer,
@@ -266,6 +278,7 @@ impl Sink {
             alerts: (t.alerts.clone(), config.output.alerts_format),
             dlq: t.dlq.clone(),
             changelog: crate::changelog::topic_name(config),
+            transactional,
         })
     }
 
@@ -360,6 +373,32 @@ impl Sink {
                 }
             }
         }
+    }
+
+    /// Whether outputs go out in transactions (`exactly_once`).
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// `exactly_once`: commits the open transaction together with the
+    /// consumer offsets `offsets` (next offsets to read), and opens the next.
+    /// Any error is fatal: the transaction is aborted, and a restart resumes
+    /// from the last committed one.
+    pub fn commit_transaction(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let result = self
+            .producer
+            .send_offsets_to_transaction(offsets, group, timeout)
+            .and_then(|()| self.producer.commit_transaction(timeout))
+            .and_then(|()| self.producer.begin_transaction());
+        if result.is_err() {
+            let _ = self.producer.abort_transaction(timeout);
+        }
+        result
     }
 
     /// Waits up to `timeout` for every sent record to be acknowledged.
