@@ -62,6 +62,26 @@ pub struct Snapshot {
     pub purchases: Option<PurchaseSummary>,
 }
 
+/// One of `of` disjoint slices of the customers (by a stable hash of the
+/// id), for spreading a sweep over several ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Which slice, `0..of`.
+    pub index: u64,
+    /// How many slices make a full pass.
+    pub of: u64,
+}
+
+impl Slice {
+    /// Everyone.
+    pub const ALL: Slice = Slice { index: 0, of: 1 };
+
+    /// Whether a customer belongs to this slice.
+    pub fn contains(&self, customer_id: &str) -> bool {
+        self.of <= 1 || xxhash_rust::xxh3::xxh3_64(customer_id.as_bytes()) % self.of == self.index
+    }
+}
+
 /// Applies events and sweeps. Cheap to share: it holds only the rules.
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -131,10 +151,17 @@ impl Engine {
     /// churn is the absence of events, so health can only worsen here (and
     /// stages move with age and decay). Returns the customers visited.
     pub fn sweep(&self, partition: &Partition, now: i64, out: &mut Vec<Output>) -> usize {
+        self.sweep_slice(partition, now, Slice::ALL, out)
+    }
+
+    /// [`Engine::sweep`] restricted to one slice of the customers, so a
+    /// caller can spread a full pass over several ticks and bound the work
+    /// done in any one of them.
+    pub fn sweep_slice(&self, partition: &Partition, now: i64, slice: Slice, out: &mut Vec<Output>) -> usize {
         let mut visited = 0;
         for mut entry in partition.map().iter_mut() {
             let (customer_id, state) = entry.pair_mut();
-            if !state.is_new() {
+            if !state.is_new() && slice.contains(customer_id) {
                 self.evaluate(customer_id, state, now.max(state.last_seen), Trigger::Sweep, out);
                 visited += 1;
             }
@@ -413,6 +440,18 @@ mod tests {
         let a = alerts(&out);
         assert_eq!((a.len(), a[0].kind, a[0].idle_days), (1, AlertKind::Reactivated, 37.0));
         assert_eq!(p.get("c").unwrap().health, Health::Active);
+    }
+
+    #[test]
+    fn slices_partition_the_customers_and_together_sweep_everyone() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        for i in 0..100 {
+            e.apply(&p, &click(&format!("e{i}"), &format!("c{i}"), T0, ClickKind::PageView), None, &mut out);
+        }
+        let total: usize = (0..4).map(|index| e.sweep_slice(&p, T0 + DAY_MS, Slice { index, of: 4 }, &mut out)).sum();
+        assert_eq!(total, 100);
+        assert!((0..4).all(|index| e.sweep_slice(&p, T0 + DAY_MS, Slice { index, of: 4 }, &mut out) < 50));
     }
 
     #[test]

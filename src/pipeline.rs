@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::changelog::{self, Dirty};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::{Envelope, decode};
-use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
+use crate::engine::{Engine, Outcome, Rules, Slice, wall_clock_ms};
 use crate::event::{InputTopic, Source};
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client_config, create_output_topics};
 use crate::output::Output;
@@ -372,7 +372,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     let mut outputs = Vec::with_capacity(8);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut flush_tick = tokio::time::interval(config.state.flush_interval);
-    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval);
+    let slices = u64::from(config.run.sweep_slices);
+    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval / config.run.sweep_slices);
+    let mut next_slice = 0u64;
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
@@ -408,11 +410,13 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 tokio::task::block_in_place(|| shared.flush(&consumer, &owned))?;
             }
             _ = sweep_tick.tick() => {
+                let slice = Slice { index: next_slice, of: slices };
+                next_slice = (next_slice + 1) % slices;
                 for p in shared.owned() {
                     let Some(clock) = clocks.get(&p) else { continue };
                     let now = clock.stream_time(config.run.idle_grace, paused);
                     let partition = cache.get(&shared, p);
-                    engine.sweep(&partition, now, &mut outputs);
+                    engine.sweep_slice(&partition, now, slice, &mut outputs);
                     let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
                     let mut dirty = guard(&shared.dirty);
                     for id in outputs.iter().map(Output::customer_id).chain(evicted.iter().map(|id| id.as_str())) {
