@@ -5,11 +5,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let files = [
-        "engage/v1/events.proto",
-        "engage/v1/outputs.proto",
-        "engage/v1/state.proto",
-    ];
+    let files = ["engage/v1/events.proto", "engage/v1/outputs.proto", "engage/v1/state.proto"];
     let fds = protox::compile(files, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("engage_descriptor.bin"), fds.encode_to_vec())?;

@@ -52,7 +52,8 @@ fn bench(c: &mut Criterion) {
                     let partition = store.partition(0);
                     let mut out = Vec::with_capacity(64);
                     for (offset, r) in records.iter().enumerate() {
-                        let env = Envelope { key: Some(&r.key), require_key: true, timestamp_ms: None, content_type: None };
+                        let env =
+                            Envelope { key: Some(&r.key), require_key: true, timestamp_ms: None, content_type: None };
                         if let Ok(event) = decode(Some(r.topic), format, &env, &r.value, &limits, now) {
                             let source = Source { topic: r.topic, offset: offset as i64 };
                             engine.apply(&partition, &event, Some(source), &mut out);

@@ -18,10 +18,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn main() {
-    let customers: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let customers: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
     let engine = Engine::new(Rules::new(&Config::default()));
     let store = Store::new();
     // Spread over 12 partitions, as a real instance would hold them.

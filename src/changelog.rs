@@ -78,7 +78,12 @@ pub struct RestoreStats {
 /// end into `into` (replacing what it held). Blocks; a missing or
 /// unreachable changelog is an error, because processing without the state
 /// would double-count.
-pub fn restore(config: &Config, topic: &str, into: &Partition, timeout: Duration) -> Result<RestoreStats, KafkaSetupError> {
+pub fn restore(
+    config: &Config,
+    topic: &str,
+    into: &Partition,
+    timeout: Duration,
+) -> Result<RestoreStats, KafkaSetupError> {
     let start = Instant::now();
     let consumer: BaseConsumer = client_config(
         config,
@@ -152,7 +157,12 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
         },
         (None, _) => {
             stats.unreadable += 1;
-            warn!(topic, partition = m.partition(), offset = m.offset(), "changelog record without a UTF-8 key skipped");
+            warn!(
+                topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                "changelog record without a UTF-8 key skipped"
+            );
         }
     }
 }

@@ -104,7 +104,10 @@ impl Config {
             ("topics.dlq", &t.dlq),
         ];
         for (i, (key, name)) in names.iter().enumerate() {
-            if name.is_empty() || name.len() > 249 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if name.is_empty()
+                || name.len() > 249
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
                 return Err(invalid(*key, "must be a Kafka topic name: 1-249 of a-z A-Z 0-9 . _ -"));
             }
             if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
@@ -207,7 +210,10 @@ impl Config {
             return Err(invalid("churn.overdue_gate", "must be from 0 to churn.idle_at_risk"));
         }
         if c.default_cadence.is_zero() || c.bgnbd.time_unit.is_zero() || c.score_drop_window.is_zero() {
-            return Err(invalid("churn", "default_cadence, score_drop_window and bgnbd.time_unit must be longer than zero"));
+            return Err(invalid(
+                "churn",
+                "default_cadence, score_drop_window and bgnbd.time_unit must be longer than zero",
+            ));
         }
         let b = &c.bgnbd;
         for (key, v) in [("r", b.r), ("alpha", b.alpha), ("a", b.a), ("b", b.b)] {
@@ -217,7 +223,10 @@ impl Config {
         }
         let l = &self.lifecycle;
         if l.established_purchase_days == 0 || l.established_active_days == 0 {
-            return Err(invalid("lifecycle", "established_purchase_days and established_active_days must be at least 1"));
+            return Err(invalid(
+                "lifecycle",
+                "established_purchase_days and established_active_days must be at least 1",
+            ));
         }
         Ok(())
     }

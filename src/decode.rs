@@ -264,9 +264,9 @@ fn validate<'a>(
     let customer_id = required_id(raw.customer_id, "customer_id", Reason::MissingCustomerId)?;
     let event_id = required_id(raw.event_id, "event_id", Reason::MissingEventId)?;
     if envelope.require_key {
-        let key = envelope
-            .key
-            .ok_or_else(|| DecodeError::new(Reason::MissingKey, "record has no key; it must be keyed by customer_id"))?;
+        let key = envelope.key.ok_or_else(|| {
+            DecodeError::new(Reason::MissingKey, "record has no key; it must be keyed by customer_id")
+        })?;
         if key != customer_id.as_bytes() {
             return Err(DecodeError::new(
                 Reason::KeyMismatch,
@@ -301,11 +301,11 @@ fn validate<'a>(
         InputTopic::Clickstream => {
             let kind = ClickKind::parse(&type_name);
             let rating = match (kind, &raw.rating) {
-                (ClickKind::Feedback, Some(r)) => Some(
-                    r.value()
-                        .filter(|v| (1.0..=5.0).contains(v))
-                        .ok_or_else(|| DecodeError::new(Reason::InvalidField, "properties.rating must be a number from 1 to 5"))?,
-                ),
+                (ClickKind::Feedback, Some(r)) => {
+                    Some(r.value().filter(|v| (1.0..=5.0).contains(v)).ok_or_else(|| {
+                        DecodeError::new(Reason::InvalidField, "properties.rating must be a number from 1 to 5")
+                    })?)
+                }
                 _ => None,
             };
             EventKind::Click { kind, rating }
@@ -631,10 +631,11 @@ impl<'a> Wire<'a> {
     fn varint(&mut self) -> Result<u64, DecodeError> {
         // Fast path: most varints here (keys, lengths) are one byte.
         if let Some((&b, rest)) = self.buf.split_first()
-            && b < 0x80 {
-                self.buf = rest;
-                return Ok(u64::from(b));
-            }
+            && b < 0x80
+        {
+            self.buf = rest;
+            return Ok(u64::from(b));
+        }
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -666,7 +667,10 @@ impl<'a> Wire<'a> {
             2 => WireType::Len,
             5 => WireType::Fixed32,
             t => {
-                return Err(DecodeError::new(Reason::Malformed, format!("not valid protobuf: wire type {t} is not supported")));
+                return Err(DecodeError::new(
+                    Reason::Malformed,
+                    format!("not valid protobuf: wire type {t} is not supported"),
+                ));
             }
         };
         Ok(Some((number, wire_type)))
@@ -760,15 +764,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.kind, EventKind::Purchase { amount: 19.9, loyalty_member: true, coupon_used: true });
-        let r = json(InputTopic::Purchases, b"c1", r#"{"event_id":"p2","customer_id":"c1","type":"refund","amount":5}"#)
-            .unwrap();
+        let r =
+            json(InputTopic::Purchases, b"c1", r#"{"event_id":"p2","customer_id":"c1","type":"refund","amount":5}"#)
+                .unwrap();
         assert_eq!(r.kind, EventKind::Refund { amount: 5.0 });
         assert_eq!(r.ts_ms, NOW - 1000, "absent ts falls back to the record timestamp");
     }
 
     #[test]
     fn unknown_click_type_is_accepted_not_an_error() {
-        let e = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"video_watch"}"#).unwrap();
+        let e = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"video_watch"}"#)
+            .unwrap();
         assert!(!e.kind.is_known());
     }
 
@@ -785,9 +791,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_neither_crashes_nor_is_mistaken_for_data() {
-        let deep = |inner: &str| {
-            format!(r#"{{"event_id":"e","customer_id":"c1","type":"feedback",{inner}}}"#)
-        };
+        let deep = |inner: &str| format!(r#"{{"event_id":"e","customer_id":"c1","type":"feedback",{inner}}}"#);
         let nest = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         // In a field engage ignores, it is skipped without recursion.
         assert!(json(InputTopic::Clickstream, b"c1", &deep(&format!(r#""extra":{nest}"#))).is_ok());
@@ -798,7 +802,8 @@ mod tests {
 
     #[test]
     fn bad_input_wrong_field_type_names_the_field() {
-        let err = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":7,"type":"search"}"#).unwrap_err();
+        let err =
+            json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":7,"type":"search"}"#).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidField);
         assert!(err.detail.contains("customer_id"), "{}", err.detail);
         let err = json(InputTopic::Clickstream, b"c1", r#"[1,2]"#).unwrap_err();
@@ -818,7 +823,11 @@ mod tests {
         let r = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1"}"#);
         assert_eq!(reason(r), Reason::MissingType);
         let long = "x".repeat(MAX_ID_BYTES + 1);
-        let r = json(InputTopic::Clickstream, b"c1", &format!(r#"{{"event_id":"{long}","customer_id":"c1","type":"search"}}"#));
+        let r = json(
+            InputTopic::Clickstream,
+            b"c1",
+            &format!(r#"{{"event_id":"{long}","customer_id":"c1","type":"search"}}"#),
+        );
         assert_eq!(reason(r), Reason::InvalidField);
     }
 
@@ -840,7 +849,8 @@ mod tests {
 
     #[test]
     fn bad_input_unknown_purchase_type() {
-        let r = json(InputTopic::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"chargeback","amount":1}"#);
+        let r =
+            json(InputTopic::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"chargeback","amount":1}"#);
         assert_eq!(reason(r), Reason::UnknownPurchaseType);
     }
 
@@ -875,7 +885,8 @@ mod tests {
     fn bad_input_oversized_record() {
         let small = Limits { max_record_bytes: 64, ..limits() };
         let body = format!(r#"{{"event_id":"e","customer_id":"c1","type":"search","pad":"{}"}}"#, "x".repeat(64));
-        let err = decode(Some(InputTopic::Clickstream), Format::Json, &keyed(b"c1"), body.as_bytes(), &small, NOW).unwrap_err();
+        let err = decode(Some(InputTopic::Clickstream), Format::Json, &keyed(b"c1"), body.as_bytes(), &small, NOW)
+            .unwrap_err();
         assert_eq!(err.reason, Reason::Oversized);
     }
 
@@ -954,8 +965,13 @@ mod tests {
 
     #[test]
     fn bad_protobuf_truncated_garbage_and_wrong_types() {
-        let msg = proto::ClickEvent { event_id: "e1".into(), customer_id: "c1".into(), r#type: "search".into(), ..Default::default() }
-            .encode_to_vec();
+        let msg = proto::ClickEvent {
+            event_id: "e1".into(),
+            customer_id: "c1".into(),
+            r#type: "search".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let pb = |bytes: &[u8]| {
             decode(Some(InputTopic::Clickstream), Format::Protobuf, &keyed(b"c1"), bytes, &limits(), NOW)
                 .map(Event::into_owned)

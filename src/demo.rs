@@ -70,38 +70,56 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
 
     println!("engage demo");
     println!("  embedded Kafka-protocol broker: {bootstrap}  (point any Kafka client at it)");
-    println!("  topics: {} + {} → {}, {}, {}", config.topics.clickstream, config.topics.purchases,
-        config.topics.scores, config.topics.alerts, config.topics.dlq);
+    println!(
+        "  topics: {} + {} → {}, {}, {}",
+        config.topics.clickstream,
+        config.topics.purchases,
+        config.topics.scores,
+        config.topics.alerts,
+        config.topics.dlq
+    );
     if let Some(addr) = opts.http {
         crate::telemetry::serve(addr).with_context(|| format!("serving metrics on {addr}"))?;
         println!("  metrics: http://{addr}/metrics");
     }
-    println!("  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
-        opts.customers, opts.history_days, opts.days_per_second);
+    println!(
+        "  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
+        opts.customers, opts.history_days, opts.days_per_second
+    );
 
     let stop = shutdown.child_token();
     let store = Arc::new(Store::new());
     let pipeline = tokio::spawn(crate::pipeline::run(config.clone(), store.clone(), stop.clone()));
     let produced = Arc::new(AtomicU64::new(0));
     let sim_now = Arc::new(AtomicI64::new(0));
-    let generator = tokio::spawn(generate(config.clone(), opts.clone(), stop.clone(), produced.clone(), sim_now.clone()));
+    let generator =
+        tokio::spawn(generate(config.clone(), opts.clone(), stop.clone(), produced.clone(), sim_now.clone()));
     let watcher = tokio::spawn(watch(config.clone(), stop.clone(), produced.clone(), sim_now.clone(), store.clone()));
 
     match opts.duration {
         Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = shutdown.cancelled() => {} },
         None => shutdown.cancelled().await,
     }
+    let customers = store.customers();
     stop.cancel();
     let _ = generator.await;
     let _ = watcher.await;
     let summary = pipeline.await.context("pipeline task")??;
-    println!("\nstopped: {} records in, {} applied, {} dead letters, {} outputs, {} customers",
-        summary.records, summary.applied, summary.dead_letters, summary.outputs, store.customers());
+    println!(
+        "\nstopped: {} records in, {} applied, {} dead letters, {} outputs, {} customers",
+        summary.records, summary.applied, summary.dead_letters, summary.outputs, customers
+    );
     drop(mock);
     Ok(())
 }
 
-async fn generate(config: Config, opts: DemoOptions, stop: CancellationToken, produced: Arc<AtomicU64>, sim_now: Arc<AtomicI64>) {
+async fn generate(
+    config: Config,
+    opts: DemoOptions,
+    stop: CancellationToken,
+    produced: Arc<AtomicU64>,
+    sim_now: Arc<AtomicI64>,
+) {
     let producer: ThreadedProducer<DefaultProducerContext> = match ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.properties["bootstrap.servers"])
         .set("linger.ms", "5")
@@ -143,7 +161,13 @@ async fn generate(config: Config, opts: DemoOptions, stop: CancellationToken, pr
     let _ = producer.flush(Duration::from_secs(5));
 }
 
-async fn watch(config: Config, stop: CancellationToken, produced: Arc<AtomicU64>, sim_now: Arc<AtomicI64>, store: Arc<Store>) {
+async fn watch(
+    config: Config,
+    stop: CancellationToken,
+    produced: Arc<AtomicU64>,
+    sim_now: Arc<AtomicI64>,
+    store: Arc<Store>,
+) {
     let consumer: StreamConsumer = match ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.properties["bootstrap.servers"])
         .set("group.id", "engage-demo-watch")
@@ -205,12 +229,11 @@ async fn watch(config: Config, stop: CancellationToken, produced: Arc<AtomicU64>
                 } else {
                     scores += 1;
                     let stage = v["stage"].as_str().unwrap_or("?").to_string();
-                    if let Some(before) = stages.insert(customer.clone(), stage.clone()) {
-                        if before != stage && printed < 8 {
+                    if let Some(before) = stages.insert(customer.clone(), stage.clone())
+                        && before != stage && printed < 8 {
                             printed += 1;
                             println!("  STAGE {customer}: {before} → {stage} (score {:.1})", v["score"].as_f64().unwrap_or(0.0));
                         }
-                    }
                     if let (Some(now), Some(prev)) = (v["score"].as_f64(), v["previous_score"].as_f64()) {
                         let why = v["drivers"][0]["dimension"].as_str().unwrap_or("").to_string();
                         movers.push((now - prev, customer, why));

@@ -91,16 +91,16 @@ pub struct Engine {
 
 /// The wall clock in epoch ms: stamps `processed_at`, never drives a decision.
 pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 enum Trigger {
     /// An applied event; `returned_after` is how long the customer had been
     /// away if the event is newer than all before it.
-    Event { new_customer: bool, returned_after: Option<i64> },
+    Event {
+        new_customer: bool,
+        returned_after: Option<i64>,
+    },
     Sweep,
 }
 
@@ -124,7 +124,13 @@ impl Engine {
     /// Applies one event to its customer in `partition`, pushing the outputs
     /// it causes to `out`. `source` is the record's Kafka position, if any:
     /// records at or below the customer's applied offset are duplicates.
-    pub fn apply(&self, partition: &Partition, event: &Event<'_>, source: Option<Source>, out: &mut Vec<Output>) -> Outcome {
+    pub fn apply(
+        &self,
+        partition: &Partition,
+        event: &Event<'_>,
+        source: Option<Source>,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
         if !event.kind.is_known() {
             return Outcome::UnknownType;
         }
@@ -207,7 +213,14 @@ impl Engine {
         Snapshot { at: now, dimensions, score, stage, signals, purchases }
     }
 
-    fn evaluate(&self, customer_id: &str, state: &mut CustomerState, now: i64, trigger: Trigger, out: &mut Vec<Output>) {
+    fn evaluate(
+        &self,
+        customer_id: &str,
+        state: &mut CustomerState,
+        now: i64,
+        trigger: Trigger,
+        out: &mut Vec<Output>,
+    ) {
         let r = &self.rules;
         let mut snap = self.snapshot_without_p_alive(state, now);
         state.update_peak(snap.score, now, r.churn.peak_window_ms);
@@ -265,7 +278,15 @@ impl Engine {
         }
         if let Some((kind, reasons, idle_days)) = alert {
             state.seq += 1;
-            out.push(Output::Alert(alert_message(customer_id, state.seq, kind, reasons, idle_days, &snap, processed_at)));
+            out.push(Output::Alert(alert_message(
+                customer_id,
+                state.seq,
+                kind,
+                reasons,
+                idle_days,
+                &snap,
+                processed_at,
+            )));
         }
     }
 }
@@ -354,7 +375,10 @@ mod tests {
         // attention v = 1 → 100·(1−e^(−1/20)) = 4.877; satisfaction 50.
         // score = 0.25·4.877 + 0.15·50 = 8.719.
         assert!((s[0].score - 8.719).abs() < 1e-3, "{}", s[0].score);
-        assert_eq!((s[0].seq, s[0].previous_score, s[0].stage, s[0].health), (1, None, Stage::Initiation, Health::Active));
+        assert_eq!(
+            (s[0].seq, s[0].previous_score, s[0].stage, s[0].health),
+            (1, None, Stage::Initiation, Health::Active)
+        );
         assert_eq!(s[0].processed_at, 42);
         assert_eq!(s[0].drivers.as_slice()[0].dimension, Dimension::Satisfaction);
     }

@@ -99,13 +99,14 @@ pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<us
 
 /// Checks the changelog exists with the inputs' partition count.
 pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
-    let consumer: BaseConsumer = client_config(config, &[])
-        .create()
-        .map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+    let consumer: BaseConsumer =
+        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let topic = crate::changelog::topic_name(config);
     match partition_count(&consumer, &topic)? {
         None => Err(KafkaSetupError::MissingTopic { topic, key: "state.changelog_topic (run `engage topics create`)" }),
-        Some(n) if n != partitions => Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions }),
+        Some(n) if n != partitions => {
+            Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions })
+        }
         Some(_) => Ok(()),
     }
 }
@@ -113,9 +114,8 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
 /// Checks SPEC §3's co-partitioning: both inputs exist with the same
 /// partition count. Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
-    let consumer: BaseConsumer = client_config(config, &[])
-        .create()
-        .map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+    let consumer: BaseConsumer =
+        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let t = &config.topics;
     let clickstream = partition_count(&consumer, &t.clickstream)?
         .ok_or(KafkaSetupError::MissingTopic { topic: t.clickstream.clone(), key: "topics.clickstream" })?;
@@ -137,9 +137,8 @@ pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
 /// changelog gets the inputs' partition count when the inputs exist (it
 /// must match them), else `topics.partitions`. Returns the names created.
 pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(config, &[])
-        .create()
-        .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let changelog = crate::changelog::topic_name(config);
     let changelog_partitions = match check_inputs(config) {
@@ -147,19 +146,15 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
         Err(_) => t.partitions,
     };
     let names = [&t.scores, &t.alerts, &t.dlq];
-    let mut topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, t.partitions, TopicReplication::Fixed(t.replication_factor)))
-        .collect();
+    let mut topics: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, t.partitions, TopicReplication::Fixed(t.replication_factor))).collect();
     topics.push(
         NewTopic::new(&changelog, changelog_partitions, TopicReplication::Fixed(t.replication_factor))
             .set("cleanup.policy", "compact"),
     );
     let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
-    let results = admin
-        .create_topics(&topics, &opts)
-        .await
-        .map_err(|e| KafkaSetupError::client("creating output topics", e))?;
+    let results =
+        admin.create_topics(&topics, &opts).await.map_err(|e| KafkaSetupError::client("creating output topics", e))?;
     let mut created = Vec::new();
     for r in results {
         match r {

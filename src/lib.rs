@@ -34,10 +34,11 @@ pub mod changelog;
 pub mod churn;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod event;
-pub mod lifecycle;
 pub mod kafka;
+pub mod lifecycle;
 pub mod output;
 pub mod pipeline;
 pub mod replay;
@@ -48,7 +49,6 @@ pub mod state;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
-pub mod demo;
 
 /// Messages generated from `proto/engage/v1/*.proto` by prost.
 #[allow(missing_docs, clippy::all)]

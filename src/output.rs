@@ -266,8 +266,8 @@ mod tests {
     }
 
     fn proto_fields(message: &str) -> BTreeSet<String> {
-        let fds = FileDescriptorSet::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/engage_descriptor.bin"))[..])
-            .unwrap();
+        let fds =
+            FileDescriptorSet::decode(&include_bytes!(concat!(env!("OUT_DIR"), "/engage_descriptor.bin"))[..]).unwrap();
         let msg = fds.file.iter().flat_map(|f| &f.message_type).find(|m| m.name() == message).unwrap();
         msg.field.iter().map(|f| f.name().to_string()).collect()
     }

@@ -277,8 +277,15 @@ impl ConsumerContext for PipelineContext {
             match changelog::restore(&s.config, &s.changelog, &partition, s.config.state.restore_timeout) {
                 Ok(stats) => {
                     let rate = stats.records as f64 / stats.elapsed.as_secs_f64().max(1e-9);
-                    info!(partition = p, records = stats.records, customers = stats.customers, unreadable = stats.unreadable,
-                          seconds = stats.elapsed.as_secs_f64(), records_per_second = rate as u64, "partition assigned: state restored");
+                    info!(
+                        partition = p,
+                        records = stats.records,
+                        customers = stats.customers,
+                        unreadable = stats.unreadable,
+                        seconds = stats.elapsed.as_secs_f64(),
+                        records_per_second = rate as u64,
+                        "partition assigned: state restored"
+                    );
                     guard(&s.owned).insert(p);
                 }
                 Err(e) => s.set_fatal(PipelineError::Restore(format!("partition {p}: {e}"))),
@@ -352,7 +359,10 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             ("group.id", config.run.group_id.as_str()),
             ("enable.auto.offset.store", "false"),
             // exactly_once commits offsets inside its transactions.
-            ("enable.auto.commit", if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce { "false" } else { "true" }),
+            (
+                "enable.auto.commit",
+                if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce { "false" } else { "true" },
+            ),
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "range"),
@@ -528,16 +538,21 @@ impl PartitionCache {
 
 /// Pauses every assigned partition while too many outputs are in flight,
 /// and resumes once they drain below half. Returns whether paused.
-fn backpressure(consumer: &StreamConsumer<PipelineContext>, progress: &SharedProgress, max: usize, paused: bool) -> bool {
+fn backpressure(
+    consumer: &StreamConsumer<PipelineContext>,
+    progress: &SharedProgress,
+    max: usize,
+    paused: bool,
+) -> bool {
     let in_flight = lock(progress).in_flight();
     let want_paused = if paused { in_flight > max / 2 } else { in_flight > max };
-    if want_paused != paused {
-        if let Ok(assignment) = consumer.assignment() {
-            let result = if want_paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
-            match result {
-                Ok(()) => info!(in_flight, paused = want_paused, "backpressure"),
-                Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
-            }
+    if want_paused != paused
+        && let Ok(assignment) = consumer.assignment()
+    {
+        let result = if want_paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+        match result {
+            Ok(()) => info!(in_flight, paused = want_paused, "backpressure"),
+            Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
         }
     }
     want_paused

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::churn::Health;
 use crate::config::Config;
 use crate::decode::{Envelope, Format, decode};
 use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
 use crate::event::Event;
 use crate::lifecycle::Stage;
 use crate::output::{Dimensions, Output};
-use crate::churn::Health;
 use crate::store::Store;
 
 /// What to replay and where to write the results.
@@ -195,7 +195,12 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
     Ok(summary)
 }
 
-fn write_states(engine: &Engine, partition: &crate::store::Partition, as_of: i64, w: &mut impl Write) -> anyhow::Result<u64> {
+fn write_states(
+    engine: &Engine,
+    partition: &crate::store::Partition,
+    as_of: i64,
+    w: &mut impl Write,
+) -> anyhow::Result<u64> {
     let mut ids = Vec::with_capacity(partition.len());
     partition.for_each(|id, _| ids.push(id.to_string()));
     ids.sort();

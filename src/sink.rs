@@ -461,10 +461,7 @@ mod tests {
         p.register(FLUSH, 0);
         assert!(p.take_committable().is_empty(), "the purchase's output is not delivered yet");
         p.ack(buy, Ok(()));
-        assert_eq!(
-            p.take_committable(),
-            vec![(InputTopic::Clickstream, 0, 6), (InputTopic::Purchases, 0, 10)]
-        );
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 6), (InputTopic::Purchases, 0, 10)]);
     }
 
     #[test]

@@ -301,7 +301,11 @@ mod tests {
         p.advance(start + 120 * DAY as i64, Format::Json, &mut later);
         assert!(!first.is_empty() && !later.is_empty());
         let active = |rs: &[Record], from: i64| {
-            rs.iter().filter(|r| r.ts_ms >= from).map(|r| r.key.clone()).collect::<std::collections::BTreeSet<_>>().len()
+            rs.iter()
+                .filter(|r| r.ts_ms >= from)
+                .map(|r| r.key.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
         };
         // Fewer customers are active in the last 20 days than in the first 20.
         assert!(active(&later, start + 100 * DAY as i64) < active(&first, start), "some drift away");

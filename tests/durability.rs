@@ -96,7 +96,11 @@ fn final_states(broker: &Broker, t: &Topics) -> BTreeMap<String, CustomerState> 
 
 fn assert_same_facts(reference: &BTreeMap<String, CustomerState>, other: &BTreeMap<String, CustomerState>) {
     assert_eq!(reference.len(), other.len(), "same customers");
-    let differ: Vec<_> = reference.iter().filter(|(id, a)| other.get(*id).map(|b| b.offsets) != Some(a.offsets)).map(|(id, a)| (id.clone(), a.offsets, other.get(id).map(|b| b.offsets))).collect();
+    let differ: Vec<_> = reference
+        .iter()
+        .filter(|(id, a)| other.get(*id).map(|b| b.offsets) != Some(a.offsets))
+        .map(|(id, a)| (id.clone(), a.offsets, other.get(id).map(|b| b.offsets)))
+        .collect();
     if !differ.is_empty() {
         println!("{} customers differ in applied offsets; first: {:?}", differ.len(), &differ[..differ.len().min(10)]);
     }
@@ -156,17 +160,36 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
         std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 1500));
         engage.kill9();
         if std::env::var("DEBUG_DURABILITY").is_ok() {
-            let c: rdkafka::consumer::BaseConsumer = broker.client_config().set("group.id", crash.group.as_str()).create().unwrap();
+            let c: rdkafka::consumer::BaseConsumer =
+                broker.client_config().set("group.id", crash.group.as_str()).create().unwrap();
             use rdkafka::consumer::Consumer;
             let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..PARTITIONS { tpl.add_partition(&crash.clickstream, p); tpl.add_partition(&crash.purchases, p); }
+            for p in 0..PARTITIONS {
+                tpl.add_partition(&crash.clickstream, p);
+                tpl.add_partition(&crash.purchases, p);
+            }
             let got = c.committed_offsets(tpl, Duration::from_secs(5)).unwrap();
-            let offs: Vec<String> = got.elements().iter().map(|el| format!("{}{}={:?}", if el.topic().ends_with("clickstream") {"c"} else {"p"}, el.partition(), el.offset().to_raw().unwrap_or(-9))).collect();
+            let offs: Vec<String> = got
+                .elements()
+                .iter()
+                .map(|el| {
+                    format!(
+                        "{}{}={:?}",
+                        if el.topic().ends_with("clickstream") { "c" } else { "p" },
+                        el.partition(),
+                        el.offset().to_raw().unwrap_or(-9)
+                    )
+                })
+                .collect();
             let cl = read_topic(&broker, &format!("{}.engage-state", crash.group), 0, Duration::from_secs(3));
             let mut per = [0usize; 4];
-            for r in &cl { per[r.partition as usize] += 1; }
+            for r in &cl {
+                per[r.partition as usize] += 1;
+            }
             println!("run {i}: changelog {per:?} committed {}", offs.join(" "));
-            for l in engage.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("assigned")) {
+            for l in engage.log().lines().filter(|l| {
+                l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("assigned")
+            }) {
                 println!("   {}", &l[l.len().saturating_sub(160)..]);
             }
         }
@@ -176,7 +199,11 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
     if std::env::var("DEBUG_DURABILITY").is_ok() {
-        for l in engage.log().lines().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("restored")) {
+        for l in engage
+            .log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("revoked") || l.contains("restored"))
+        {
             println!("final: {l}");
         }
     }
@@ -184,7 +211,10 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     assert!(expected.len() > 2_000, "{} customers", expected.len());
     assert_same_facts(&expected, &final_states(&broker, &crash));
     let duplicates = assert_no_seq_gaps(&broker, &crash);
-    println!("crash run: {} customers equal to the reference; {duplicates} duplicate outputs (allowed)", expected.len());
+    println!(
+        "crash run: {} customers equal to the reference; {duplicates} duplicate outputs (allowed)",
+        expected.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -215,7 +245,9 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
 fn wait_committed6(broker: &Broker, t: &Topics, want: (i64, i64)) -> bool {
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
-        if committed(broker, &t.group, &t.clickstream, 6) == want.0 && committed(broker, &t.group, &t.purchases, 6) == want.1 {
+        if committed(broker, &t.group, &t.clickstream, 6) == want.0
+            && committed(broker, &t.group, &t.purchases, 6) == want.1
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(250));

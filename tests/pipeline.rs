@@ -90,17 +90,59 @@ async fn every_bad_input_case_is_dead_lettered_with_its_reason_and_original_byte
         (&click_t, None, click("e", "c", T0, "search"), vec![], "missing_key"),
         (&click_t, Some(b"d"), click("e", "c", T0, "search"), vec![], "key_mismatch"),
         (&click_t, Some(b"c"), br#"{"event_id":"e","type":"search"}"#.to_vec(), vec![], "missing_customer_id"),
-        (&click_t, Some(b"c"), br#"{"event_id":"","customer_id":"c","type":"search"}"#.to_vec(), vec![], "missing_event_id"),
-        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"chargeback","amount":1}"#.to_vec(), vec![], "unknown_purchase_type"),
-        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":-5}"#.to_vec(), vec![], "invalid_amount"),
-        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":"NaN"}"#.to_vec(), vec![], "invalid_amount"),
-        (&buy_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":1e15}"#.to_vec(), vec![], "invalid_amount"),
+        (
+            &click_t,
+            Some(b"c"),
+            br#"{"event_id":"","customer_id":"c","type":"search"}"#.to_vec(),
+            vec![],
+            "missing_event_id",
+        ),
+        (
+            &buy_t,
+            Some(b"c"),
+            br#"{"event_id":"e","customer_id":"c","type":"chargeback","amount":1}"#.to_vec(),
+            vec![],
+            "unknown_purchase_type",
+        ),
+        (
+            &buy_t,
+            Some(b"c"),
+            br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":-5}"#.to_vec(),
+            vec![],
+            "invalid_amount",
+        ),
+        (
+            &buy_t,
+            Some(b"c"),
+            br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":"NaN"}"#.to_vec(),
+            vec![],
+            "invalid_amount",
+        ),
+        (
+            &buy_t,
+            Some(b"c"),
+            br#"{"event_id":"e","customer_id":"c","type":"purchase","amount":1e15}"#.to_vec(),
+            vec![],
+            "invalid_amount",
+        ),
         (&click_t, Some(b"c"), click("e", "c", far_future, "search"), vec![], "future_timestamp"),
-        (&click_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":"search","ts":"noon"}"#.to_vec(), vec![], "invalid_timestamp"),
+        (
+            &click_t,
+            Some(b"c"),
+            br#"{"event_id":"e","customer_id":"c","type":"search","ts":"noon"}"#.to_vec(),
+            vec![],
+            "invalid_timestamp",
+        ),
         (&click_t, Some(b"c"), oversized.into_bytes(), vec![], "oversized"),
         (&click_t, Some(b"c"), vec![0xff, 0x01, 0x02], vec![("content-type", b"application/x-protobuf")], "malformed"),
         (&click_t, Some(b"c"), vec![1, 0, 0, 0, 1, 0], vec![("content-type", b"application/x-protobuf")], "malformed"),
-        (&click_t, Some(b"c"), click("e", "c", T0, "search"), vec![("content-type", b"text/csv")], "unsupported_content_type"),
+        (
+            &click_t,
+            Some(b"c"),
+            click("e", "c", T0, "search"),
+            vec![("content-type", b"text/csv")],
+            "unsupported_content_type",
+        ),
         (&click_t, Some(b"c"), b"\xff\xfe not utf-8".to_vec(), vec![], "malformed"),
     ];
     for (topic, key, value, headers, _) in &cases {
@@ -165,7 +207,14 @@ async fn protobuf_inputs_and_outputs() {
     framed.extend(buy.encode_to_vec());
     produce(&p, &topics.purchases, Some(b"pat"), &framed, &[]).await;
     // A JSON record on the protobuf topic, announced by its header.
-    produce(&p, &topics.clickstream, Some(b"pat"), &super_click("e3", "pat", T0 + 120_000), &[("content-type", b"application/json")]).await;
+    produce(
+        &p,
+        &topics.clickstream,
+        Some(b"pat"),
+        &super_click("e3", "pat", T0 + 120_000),
+        &[("content-type", b"application/json")],
+    )
+    .await;
 
     let extra = "[input]\nclickstream_format = \"protobuf\"\npurchases_format = \"protobuf\"\n\
                  [output]\nscores_format = \"protobuf\"\nalerts_format = \"protobuf\"\n";
@@ -173,8 +222,10 @@ async fn protobuf_inputs_and_outputs() {
     let engage = Engage::start(dir.path(), &topics.config(&broker, extra));
     let scores = read_topic(&broker, &topics.scores, 3, Duration::from_secs(60));
     drop(engage);
-    let decoded: Vec<engage::proto::ScoreChanged> =
-        scores.iter().map(|r| engage::proto::ScoreChanged::decode(&r.value[..]).expect("protobuf ScoreChanged")).collect();
+    let decoded: Vec<engage::proto::ScoreChanged> = scores
+        .iter()
+        .map(|r| engage::proto::ScoreChanged::decode(&r.value[..]).expect("protobuf ScoreChanged"))
+        .collect();
     assert_eq!(decoded.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(decoded[1].dimensions.as_ref().unwrap().transaction > 0.0, "the framed purchase was applied");
     assert_eq!(scores[0].header("content-type"), Some(&b"application/x-protobuf"[..]));
@@ -192,8 +243,14 @@ async fn one_event_per_customer(broker: &Broker, topics: &Topics, from: usize, n
     let p = broker.producer();
     for i in from..from + n {
         let c = format!("u{i:05}");
-        produce(&p, &topics.clickstream, Some(c.as_bytes()), &click(&format!("e{i}"), &c, T0 + i as i64, "page_view"), &[])
-            .await;
+        produce(
+            &p,
+            &topics.clickstream,
+            Some(c.as_bytes()),
+            &click(&format!("e{i}"), &c, T0 + i as i64, "page_view"),
+            &[],
+        )
+        .await;
     }
 }
 
@@ -202,7 +259,8 @@ fn assert_each_customer_scored_once(scores: &[common::Received], n: usize) {
     for s in scores {
         *counts.entry(s.key.clone().unwrap()).or_default() += 1;
     }
-    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).map(|(k, _)| String::from_utf8_lossy(k).to_string()).collect();
+    let twice: Vec<_> =
+        counts.iter().filter(|(_, c)| **c > 1).map(|(k, _)| String::from_utf8_lossy(k).to_string()).collect();
     assert!(twice.is_empty(), "processed twice: {twice:?}");
     assert_eq!(counts.len(), n, "every record processed, none skipped");
 }
@@ -258,7 +316,9 @@ async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
     let odd = common::unique("odd");
     broker.create_topic(&odd, 3).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = topics.config(&broker, "").replace(&format!("purchases = \"{}\"", topics.purchases), &format!("purchases = \"{odd}\""));
+    let config = topics
+        .config(&broker, "")
+        .replace(&format!("purchases = \"{}\"", topics.purchases), &format!("purchases = \"{odd}\""));
     let mut engage = Engage::start(dir.path(), &config);
     let status = engage.child.wait().unwrap();
     assert!(!status.success());
@@ -269,7 +329,9 @@ async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
     assert!(!engage.child.wait().unwrap().success());
     assert!(engage.wait_for_log("max_in_flite", Duration::from_secs(5)), "{}", engage.log());
 
-    let secret = topics.config(&broker, "").replace("[kafka]", "[kafka]\n\"sasl.password\" = \"hunter2\"\n\"enable.idempotence\" = false");
+    let secret = topics
+        .config(&broker, "")
+        .replace("[kafka]", "[kafka]\n\"sasl.password\" = \"hunter2\"\n\"enable.idempotence\" = false");
     let mut engage = Engage::start(dir.path(), &secret);
     assert!(!engage.child.wait().unwrap().success());
     assert!(engage.wait_for_log("kafka.enable.idempotence", Duration::from_secs(5)), "{}", engage.log());
@@ -285,7 +347,14 @@ async fn sweeps_flag_silent_customers_on_stream_time_then_on_the_wall_clock_when
     let day0 = now - 40 * DAY;
     // quiet: active on 4 consecutive days (cadence 1 d), 40 days ago.
     for d in 0..4 {
-        produce(&p, &topics.clickstream, Some(b"quiet"), &click(&format!("q{d}"), "quiet", day0 + d * DAY, "page_view"), &[]).await;
+        produce(
+            &p,
+            &topics.clickstream,
+            Some(b"quiet"),
+            &click(&format!("q{d}"), "quiet", day0 + d * DAY, "page_view"),
+            &[],
+        )
+        .await;
     }
     // busy: keeps stream time moving to day 6 (quiet idle 3 d = 3× cadence).
     produce(&p, &topics.clickstream, Some(b"busy"), &click("b1", "busy", day0 + 6 * DAY, "page_view"), &[]).await;

@@ -16,8 +16,9 @@ fn kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
         (0..ClickKind::KNOWN.len()).prop_map(|i| EventKind::Click { kind: ClickKind::KNOWN[i], rating: None }),
         (1u8..=5).prop_map(|r| EventKind::Click { kind: ClickKind::Feedback, rating: Some(f64::from(r)) }),
-        (0.0..1e6f64, any::<bool>(), any::<bool>())
-            .prop_map(|(amount, loyalty_member, coupon_used)| EventKind::Purchase { amount, loyalty_member, coupon_used }),
+        (0.0..1e6f64, any::<bool>(), any::<bool>()).prop_map(|(amount, loyalty_member, coupon_used)| {
+            EventKind::Purchase { amount, loyalty_member, coupon_used }
+        }),
         (0.0..500.0f64).prop_map(|amount| EventKind::Refund { amount }),
     ]
 }

@@ -74,14 +74,20 @@ async fn restore_speed() {
     let target = Store::new();
     let tp = target.partition(0);
     for (_, v) in &values {
-        let (id, s) = engage::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap()).unwrap();
+        let (id, s) =
+            engage::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap()).unwrap();
         tp.insert(id, s);
     }
     let cpu = n as f64 / start.elapsed().as_secs_f64();
 
     // Baseline 2: a bare consumer reading the same records, doing nothing.
-    let consumer: BaseConsumer = broker.client_config().set("group.id", "bench").set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "16777216").create().unwrap();
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "bench")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "16777216")
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
     consumer.assign(&tpl).unwrap();

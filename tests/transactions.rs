@@ -44,7 +44,14 @@ fn read_committed(bootstrap: &str, topic: &str, want: usize) -> Vec<serde_json::
 async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
     let mock = MockCluster::new(3).unwrap();
     let bootstrap = mock.bootstrap_servers();
-    let topics = ["clickstream", "purchases", "engagement.scores", "engagement.churn-alerts", "engagement.dlq", "eos.engage-state"];
+    let topics = [
+        "clickstream",
+        "purchases",
+        "engagement.scores",
+        "engagement.churn-alerts",
+        "engagement.dlq",
+        "eos.engage-state",
+    ];
     for t in topics {
         mock.create_topic(t, 2, 1).unwrap();
     }
@@ -54,7 +61,10 @@ async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
         let customer = format!("c{i}");
         let value = serde_json::json!({"event_id": format!("e{i}"), "customer_id": customer, "type": "page_view", "ts": t0 + i})
             .to_string();
-        producer.send(FutureRecord::to("clickstream").key(&customer).payload(&value), Duration::from_secs(10)).await.unwrap();
+        producer
+            .send(FutureRecord::to("clickstream").key(&customer).payload(&value), Duration::from_secs(10))
+            .await
+            .unwrap();
     }
     let config = Config::from_toml(&format!(
         "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n\"session.timeout.ms\" = 6000\n\

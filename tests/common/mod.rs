@@ -36,7 +36,8 @@ impl Broker {
         if let Ok(b) = std::env::var("ENGAGE_TEST_BOOTSTRAP") {
             return Broker { bootstrap: b, child: None };
         }
-        let out = Command::new(repo_root().join("scripts/install-broker")).output().expect("run scripts/install-broker");
+        let out =
+            Command::new(repo_root().join("scripts/install-broker")).output().expect("run scripts/install-broker");
         assert!(out.status.success(), "install-broker: {}", String::from_utf8_lossy(&out.stderr));
         let tansu = String::from_utf8(out.stdout).unwrap().trim().to_string();
         for _attempt in 0..5 {
@@ -170,7 +171,13 @@ log_interval = "1s"
 }
 
 /// Produces one record and waits for the broker's acknowledgement.
-pub async fn produce(producer: &FutureProducer, topic: &str, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) {
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) {
     let mut h = OwnedHeaders::new();
     for (k, v) in headers {
         h = h.insert(Header { key: k, value: Some(*v) });
@@ -205,7 +212,8 @@ impl Received {
 /// Reads every partition of `topic` from the beginning until `count`
 /// records arrived and nothing more came for `quiet`, or `timeout`.
 pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration) -> Vec<Received> {
-    let consumer: BaseConsumer = broker.client_config().set("enable.auto.commit", "false").set("group.id", unique("reader")).create().unwrap();
+    let consumer: BaseConsumer =
+        broker.client_config().set("enable.auto.commit", "false").set("group.id", unique("reader")).create().unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
