@@ -26,6 +26,17 @@ pub enum InputTopic {
 }
 
 impl InputTopic {
+    /// Both topics, in [`InputTopic::index`] order.
+    pub const ALL: [InputTopic; 2] = [InputTopic::Clickstream, InputTopic::Purchases];
+
+    /// 0 for clickstream, 1 for purchases: the index of per-topic arrays.
+    pub fn index(self) -> usize {
+        match self {
+            InputTopic::Clickstream => 0,
+            InputTopic::Purchases => 1,
+        }
+    }
+
     /// Stable lower-case name, used in metrics labels and dead-letter headers.
     pub fn as_str(self) -> &'static str {
         match self {

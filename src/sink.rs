@@ -77,22 +77,13 @@ struct PartitionProgress {
     advanced: bool,
 }
 
-fn topic_index(t: InputTopic) -> usize {
-    match t {
-        InputTopic::Clickstream => 0,
-        InputTopic::Purchases => 1,
-    }
-}
-
-const TOPICS: [InputTopic; 2] = [InputTopic::Clickstream, InputTopic::Purchases];
-
 impl PartitionProgress {
     fn settle(&mut self, flushes: bool) {
         while let Some(&(_, work, 0)) = self.pending.front() {
             self.pending.pop_front();
             match work {
                 Work::Record { topic, offset, .. } => {
-                    self.delivered[topic_index(topic)] = Some(offset);
+                    self.delivered[topic.index()] = Some(offset);
                     if !flushes {
                         self.promote();
                     }
@@ -178,14 +169,14 @@ impl Progress {
         for (partition, p) in &mut self.parts {
             if p.advanced {
                 p.advanced = false;
-                for t in TOPICS {
-                    if let Some(o) = p.durable[topic_index(t)] {
+                for t in InputTopic::ALL {
+                    if let Some(o) = p.durable[t.index()] {
                         out.push((t, *partition, o + 1));
                     }
                 }
             }
         }
-        out.sort_by_key(|(t, p, _)| (*p, topic_index(*t)));
+        out.sort_by_key(|(t, p, _)| (*p, t.index()));
         out
     }
 

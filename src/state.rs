@@ -16,7 +16,7 @@
 use compact_str::CompactString;
 
 use crate::churn::Health;
-use crate::event::{Event, EventKind, InputTopic, Source, day_of};
+use crate::event::{Event, EventKind, Source, day_of};
 use crate::lifecycle::Stage;
 use crate::proto;
 use crate::scoring::{DIMENSIONS, ScoringRules};
@@ -129,13 +129,6 @@ pub fn event_id_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes()).max(1)
 }
 
-fn topic_index(topic: InputTopic) -> usize {
-    match topic {
-        InputTopic::Clickstream => 0,
-        InputTopic::Purchases => 1,
-    }
-}
-
 /// BG/NBD's purchase summary at daily granularity, as `lifetimes`
 /// (`summary_data_from_transaction_data`, freq "D") builds it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -158,13 +151,13 @@ impl CustomerState {
     /// or below the highest applied for its topic, or its id is among the
     /// most recent ones.
     pub fn already_applied(&self, source: Option<Source>, id_hash: u64) -> bool {
-        source.is_some_and(|s| s.offset <= self.offsets[topic_index(s.topic)]) || self.recent_ids.contains(&id_hash)
+        source.is_some_and(|s| s.offset <= self.offsets[s.topic.index()]) || self.recent_ids.contains(&id_hash)
     }
 
     /// Records that this input has been applied.
     pub fn mark_applied(&mut self, source: Option<Source>, id_hash: u64) {
         if let Some(s) = source {
-            let slot = &mut self.offsets[topic_index(s.topic)];
+            let slot = &mut self.offsets[s.topic.index()];
             *slot = (*slot).max(s.offset);
         }
         self.recent_ids[self.recent_pos as usize] = id_hash;
@@ -404,7 +397,7 @@ pub fn health_to_proto(h: Health) -> proto::Health {
 mod tests {
     use super::*;
     use crate::config::ScoringConfig;
-    use crate::event::{ClickKind, DAY_MS};
+    use crate::event::{ClickKind, DAY_MS, InputTopic};
     use std::borrow::Cow;
 
     fn rules() -> ScoringRules {

@@ -65,13 +65,6 @@ fn by_topic(name: &'static str) -> [Counter; 2] {
     [counter!(name, "topic" => "clickstream"), counter!(name, "topic" => "purchases")]
 }
 
-fn topic_index(t: InputTopic) -> usize {
-    match t {
-        InputTopic::Clickstream => 0,
-        InputTopic::Purchases => 1,
-    }
-}
-
 impl PipelineMetrics {
     /// Registers the handles (with whatever recorder is installed; a no-op
     /// without one).
@@ -90,17 +83,17 @@ impl PipelineMetrics {
 
     /// One input record read.
     pub fn record_in(&self, topic: InputTopic) {
-        self.records_in[topic_index(topic)].increment(1);
+        self.records_in[topic.index()].increment(1);
     }
 
     /// One event of an unknown type.
     pub fn unknown_type(&self, topic: InputTopic) {
-        self.unknown_types[topic_index(topic)].increment(1);
+        self.unknown_types[topic.index()].increment(1);
     }
 
     /// One duplicate skipped.
     pub fn duplicate(&self, topic: InputTopic) {
-        self.duplicates[topic_index(topic)].increment(1);
+        self.duplicates[topic.index()].increment(1);
     }
 
     /// One dead letter.

@@ -68,11 +68,11 @@ fn config(broker: &Broker, t: &Topics) -> String {
     t.config(broker, "sweep_interval = \"1h\"\n[state]\nflush_interval = \"200ms\"\n")
 }
 
-fn wait_committed(broker: &Broker, t: &Topics, want: (i64, i64), timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+fn wait_committed(broker: &Broker, t: &Topics, partitions: i32, want: (i64, i64)) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
-        if committed(broker, &t.group, &t.clickstream, PARTITIONS) == want.0
-            && committed(broker, &t.group, &t.purchases, PARTITIONS) == want.1
+        if committed(broker, &t.group, &t.clickstream, partitions) == want.0
+            && committed(broker, &t.group, &t.purchases, partitions) == want.1
         {
             return true;
         }
@@ -147,7 +147,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     // Reference: one uninterrupted run.
     let reference = run_topics(&broker, &base, "reference").await;
     let mut engage = Engage::start(dir.path(), &config(&broker, &reference));
-    assert!(wait_committed(&broker, &reference, want, Duration::from_secs(180)), "{}", engage.log());
+    assert!(wait_committed(&broker, &reference, PARTITIONS, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
     // Crash run: kill -9 five times at pseudo-random moments.
@@ -195,7 +195,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
         }
     }
     let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
-    assert!(wait_committed(&broker, &crash, want, Duration::from_secs(180)), "{}", engage.log());
+    assert!(wait_committed(&broker, &crash, PARTITIONS, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
     if std::env::var("DEBUG_DURABILITY").is_ok() {
@@ -225,7 +225,7 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     let dir = tempfile::tempdir().unwrap();
     let reference = run_topics(&broker, &base, "single").await;
     let mut single = Engage::start(dir.path(), &config(&broker, &reference));
-    assert!(wait_committed6(&broker, &reference, want), "{}", single.log());
+    assert!(wait_committed(&broker, &reference, 6, want), "{}", single.log());
     assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0));
 
     let group = run_topics(&broker, &base, "group").await;
@@ -235,22 +235,9 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     assert!(c.wait_for_log("state restored", Duration::from_secs(60)), "{}", c.log());
     std::thread::sleep(Duration::from_millis(800));
     c.kill9();
-    assert!(wait_committed6(&broker, &group, want), "{}\n{}", a.log(), b.log());
+    assert!(wait_committed(&broker, &group, 6, want), "{}\n{}", a.log(), b.log());
     assert_eq!(a.terminate(Duration::from_secs(30)).0, Some(0));
     drop(b);
     assert_same_facts(&final_states(&broker, &reference), &final_states(&broker, &group));
     assert_no_seq_gaps(&broker, &group);
-}
-
-fn wait_committed6(broker: &Broker, t: &Topics, want: (i64, i64)) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        if committed(broker, &t.group, &t.clickstream, 6) == want.0
-            && committed(broker, &t.group, &t.purchases, 6) == want.1
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
 }
