@@ -455,18 +455,22 @@ impl Default for StateConfig {
     }
 }
 
-/// `[http]`: where engage serves `/metrics`.
+/// `[http]`: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`,
+/// `/v1/customers`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Listen address. Loopback by default, so nothing is exposed unless
     /// asked; in a container use `0.0.0.0:9898`. Empty disables the server.
     pub listen: String,
+    /// Serve `GET /v1/customers/{id}` and `GET /v1/customers?health=...`.
+    /// Turn off where customer data must not be readable over HTTP.
+    pub customer_api: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9898".into() }
+        HttpConfig { listen: "127.0.0.1:9898".into(), customer_api: true }
     }
 }
 

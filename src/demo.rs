@@ -78,17 +78,21 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
         config.topics.alerts,
         config.topics.dlq
     );
+    let store = Arc::new(Store::new());
+    let stop = shutdown.child_token();
     if let Some(addr) = opts.http {
-        crate::telemetry::serve(addr).with_context(|| format!("serving metrics on {addr}"))?;
-        println!("  metrics: http://{addr}/metrics");
+        let metrics = crate::telemetry::install().context("installing the metrics recorder")?;
+        let engine = crate::engine::Engine::new(crate::engine::Rules::new(&config));
+        let state = crate::http::AppState::new(store.clone(), engine, Some(metrics), true);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tokio::spawn(crate::http::serve_on(listener, state, stop.clone()));
+        println!("  HTTP: http://{addr}/metrics, /readyz, /v1/customers?health=at_risk");
     }
     println!(
         "  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
         opts.customers, opts.history_days, opts.days_per_second
     );
 
-    let stop = shutdown.child_token();
-    let store = Arc::new(Store::new());
     let pipeline = tokio::spawn(crate::pipeline::run(config.clone(), store.clone(), stop.clone()));
     let produced = Arc::new(AtomicU64::new(0));
     let sim_now = Arc::new(AtomicI64::new(0));

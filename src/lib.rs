@@ -25,7 +25,8 @@
 //! - [`changelog`]: durable state: flushing changed customers, restoring a
 //!   partition's customers on assignment.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
-//! - [`telemetry`]: metric names, the Prometheus endpoint.
+//! - [`telemetry`]: metric names and the Prometheus recorder.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
 //! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
@@ -37,6 +38,7 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod http;
 pub mod kafka;
 pub mod lifecycle;
 pub mod output;

@@ -89,6 +89,27 @@ enum TopicsAction {
     },
 }
 
+/// Starts the HTTP endpoint when `http.listen` is set. Binding happens
+/// here, so a taken port fails start-up with a clear message.
+async fn serve_http(
+    config: &Config,
+    store: &std::sync::Arc<engage::store::Store>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = config.http.address() else { return Ok(None) };
+    let metrics = engage::telemetry::install().context("installing the metrics recorder")?;
+    let engine = engage::engine::Engine::new(engage::engine::Rules::new(config));
+    let state = engage::http::AppState::new(store.clone(), engine, Some(metrics), config.http.customer_api);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding http.listen {addr}"))?;
+    tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
+    let shutdown = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = engage::http::serve_on(listener, state, shutdown).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
@@ -117,12 +138,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
-            if let Some(addr) = config.http.address() {
-                engage::telemetry::serve(addr).with_context(|| format!("serving metrics on {addr} (http.listen)"))?;
-            }
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let store = std::sync::Arc::new(engage::store::Store::new());
-            engage::pipeline::run(config, store, shutdown).await?;
+            let http = serve_http(&config, &store, &shutdown).await?;
+            let result = engage::pipeline::run(config, store, shutdown.clone()).await;
+            shutdown.cancel();
+            if let Some(h) = http {
+                let _ = h.await;
+            }
+            result?;
             Ok(())
         }
         Command::Demo { duration, customers, days_per_second, history_days, http, seed } => {

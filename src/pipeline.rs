@@ -291,6 +291,7 @@ impl ConsumerContext for PipelineContext {
                 Err(e) => s.set_fatal(PipelineError::Restore(format!("partition {p}: {e}"))),
             }
         }
+        s.store.status().set_joined();
     }
 }
 
@@ -400,6 +401,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             biased;
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
+                store.status().beat(wall_clock_ms());
                 if let Some(failure) = lock(&progress).failure() {
                     return Err(PipelineError::Delivery(failure.to_string()));
                 }

@@ -91,6 +91,36 @@ impl Partition {
 pub struct Store {
     partitions: RwLock<BTreeMap<i32, Arc<Partition>>>,
     restoring: std::sync::atomic::AtomicUsize,
+    status: Status,
+}
+
+/// Liveness and readiness signals the pipeline publishes for the HTTP probes.
+#[derive(Debug, Default)]
+pub struct Status {
+    heartbeat_ms: std::sync::atomic::AtomicI64,
+    joined: std::sync::atomic::AtomicBool,
+}
+
+impl Status {
+    /// The main loop is alive at `now_ms`.
+    pub fn beat(&self, now_ms: i64) {
+        self.heartbeat_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wall-clock time (epoch ms) of the main loop's latest heartbeat.
+    pub fn heartbeat_ms(&self) -> i64 {
+        self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The consumer has received its (possibly empty) assignment.
+    pub fn set_joined(&self) {
+        self.joined.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the consumer has joined its group.
+    pub fn joined(&self) -> bool {
+        self.joined.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Marks a partition as restoring for as long as it lives (see
@@ -140,6 +170,11 @@ impl Store {
     /// see partial state.
     pub fn restoring(&self) -> usize {
         self.restoring.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Liveness and readiness signals.
+    pub fn status(&self) -> &Status {
+        &self.status
     }
 
     /// Counts a restore in progress until the guard is dropped.

@@ -3,10 +3,8 @@
 //! Prometheus endpoint. Hot paths hold pre-registered handles
 //! ([`PipelineMetrics`]) instead of looking metrics up per event.
 
-use std::net::SocketAddr;
-
 use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::decode::Reason;
 use crate::event::InputTopic;
@@ -37,12 +35,12 @@ pub fn describe() {
     describe_gauge!(CUSTOMERS, "Customers held in memory on this instance.");
 }
 
-/// Installs the Prometheus recorder and serves it on `addr` (any path).
-/// Must be called inside the tokio runtime.
-pub fn serve(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
-    PrometheusBuilder::new().with_http_listener(addr).install()?;
+/// Installs the Prometheus recorder; the handle renders `/metrics`
+/// ([`crate::http`]).
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
     describe();
-    Ok(())
+    Ok(handle)
 }
 
 /// Pre-registered handles for the pipeline's per-record counters.

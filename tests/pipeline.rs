@@ -391,3 +391,58 @@ async fn customers_idle_past_retention_are_evicted_and_tombstoned_in_the_changel
     assert!(last(b"old").value.is_empty(), "tombstone for the evicted customer");
     assert!(!last(b"new").value.is_empty());
 }
+
+/// The value of one sample line in a Prometheus text exposition.
+fn sample(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let now = engage::engine::wall_clock_ms();
+    produce(&p, &topics.clickstream, Some(b"kim"), &click("k1", "kim", now - 3 * DAY, "review"), &[]).await;
+    produce(&p, &topics.purchases, Some(b"kim"), &purchase("k2", "kim", now - 2 * DAY, 80.0), &[]).await;
+    produce(&p, &topics.clickstream, Some(b"kim"), b"{broken", &[]).await;
+    let addr = common::free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let engage = Engage::start(dir.path(), &config);
+    let scores = read_topic(&broker, &topics.scores, 2, Duration::from_secs(60));
+    assert_eq!(scores.len(), 2);
+
+    assert_eq!(common::http_get(&addr, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(common::http_get(&addr, "/readyz").map(|r| r.0), Some(200), "assigned and restored");
+    let (status, body) = common::http_get(&addr, "/v1/customers/kim").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let kim: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((kim["purchase_days"].as_i64(), kim["active_days"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(kim["seq"], 2);
+    assert!(kim["dimensions"]["social"].as_f64().unwrap() > 0.0 && kim["p_alive"] == 1.0);
+    assert_eq!(common::http_get(&addr, "/v1/customers/nobody").map(|r| r.0), Some(404));
+    let (status, body) = common::http_get(&addr, "/v1/customers?health=at_risk&limit=5").unwrap();
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert_eq!(common::http_get(&addr, "/v1/customers?health=sad").map(|r| r.0), Some(400));
+
+    // Counters move as the records did: 3 read, 1 dead letter as malformed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = common::http_get(&addr, "/metrics").unwrap().1;
+        if sample(&m, "engage_records_in_total{topic=\"clickstream\"}") >= 2.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sample(&metrics, "engage_records_in_total{topic=\"clickstream\"}"), 2.0, "{metrics}");
+    assert_eq!(sample(&metrics, "engage_records_in_total{topic=\"purchases\"}"), 1.0);
+    assert_eq!(sample(&metrics, "engage_dead_letters_total{reason=\"malformed\"}"), 1.0);
+    assert_eq!(sample(&metrics, "engage_outputs_total{kind=\"score\"}"), 2.0);
+    drop(engage);
+}

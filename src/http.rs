@@ -1,0 +1,191 @@
+//! The HTTP endpoint ops and services talk to (SPEC §10): `/metrics`
+//! (Prometheus), `/healthz` (the process is alive and its main loop is
+//! making progress), `/readyz` (the consumer has joined its group and every
+//! assigned partition is restored), and the customer query API, served from
+//! this instance's state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::churn::Health;
+use crate::engine::{Engine, wall_clock_ms};
+use crate::lifecycle::Stage;
+use crate::output::Dimensions;
+use crate::scoring::Driver;
+use crate::store::Store;
+
+/// How stale the main loop's heartbeat may be before `/healthz` fails: the
+/// loop ticks every 100 ms, so this only trips when it is truly stuck.
+const HEARTBEAT_LIMIT: Duration = Duration::from_secs(30);
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    store: Arc<Store>,
+    engine: Engine,
+    metrics: Option<PrometheusHandle>,
+    customer_api: bool,
+}
+
+impl AppState {
+    /// State for the server; `metrics` renders `/metrics` when present.
+    pub fn new(store: Arc<Store>, engine: Engine, metrics: Option<PrometheusHandle>, customer_api: bool) -> Self {
+        AppState { store, engine, metrics, customer_api }
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/customers", get(list_customers))
+        .route("/v1/customers/{id}", get(get_customer))
+        .with_state(state)
+}
+
+/// Serves the routes on `addr` until `shutdown`.
+pub async fn serve(addr: SocketAddr, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    serve_on(tokio::net::TcpListener::bind(addr).await?, state, shutdown).await
+}
+
+/// Serves the routes on a bound listener until `shutdown`. Request bodies
+/// are refused: no route needs one.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).layer(axum::extract::DefaultBodyLimit::max(0));
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => ([("content-type", "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed").into_response(),
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let age = wall_clock_ms() - s.store.status().heartbeat_ms();
+    if age <= HEARTBEAT_LIMIT.as_millis() as i64 {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("main loop silent for {age} ms")).into_response()
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let status = s.store.status();
+    if !status.joined() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not yet assigned partitions by the consumer group").into_response();
+    }
+    match s.store.restoring() {
+        0 => (StatusCode::OK, "ready").into_response(),
+        n => (StatusCode::SERVICE_UNAVAILABLE, format!("restoring {n} partition(s)")).into_response(),
+    }
+}
+
+/// `GET /v1/customers/{id}`: a customer as of now.
+#[derive(Serialize)]
+pub struct CustomerView {
+    customer_id: String,
+    /// Input partition that owns the customer.
+    partition: i32,
+    /// Composite score now (decayed to the current time).
+    score: f64,
+    dimensions: Dimensions,
+    /// Dimensions that moved the score since the last published one.
+    drivers: Vec<Driver>,
+    stage: Stage,
+    health: Health,
+    p_alive: f64,
+    cadence_days: f64,
+    idle_days: f64,
+    /// Event time (epoch ms) of the latest activity.
+    last_seen: i64,
+    first_seen: i64,
+    active_days: u16,
+    purchase_days: u16,
+    seq: u32,
+}
+
+fn view(s: &AppState, id: &str, partition: i32, state: &crate::state::CustomerState) -> CustomerView {
+    let snap = s.engine.snapshot(state, wall_clock_ms().max(state.last_seen));
+    let drivers = s.engine.rules().scoring.drivers(&state.published_dimension_scores(), &snap.dimensions);
+    CustomerView {
+        customer_id: id.to_string(),
+        partition,
+        score: snap.score,
+        dimensions: snap.dimensions.into(),
+        drivers: drivers.as_slice().to_vec(),
+        stage: state.stage,
+        health: state.health,
+        p_alive: snap.signals.p_alive,
+        cadence_days: snap.signals.cadence_days,
+        idle_days: snap.signals.idle_days,
+        last_seen: state.last_seen,
+        first_seen: state.first_seen,
+        active_days: state.active_days,
+        purchase_days: state.purchase_days,
+        seq: state.seq,
+    }
+}
+
+async fn get_customer(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    if !s.customer_api {
+        return (StatusCode::NOT_FOUND, "the customer API is disabled (http.customer_api)").into_response();
+    }
+    match s.store.find(&id) {
+        Some((partition, state)) => Json(view(&s, &id, partition, &state)).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("customer {id:?} is not held by this instance")).into_response(),
+    }
+}
+
+/// `GET /v1/customers?health=at_risk&limit=N`.
+#[derive(Deserialize)]
+pub struct ListQuery {
+    health: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_customers(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    if !s.customer_api {
+        return (StatusCode::NOT_FOUND, "the customer API is disabled (http.customer_api)").into_response();
+    }
+    let wanted = match q.health.as_deref() {
+        None | Some("at_risk") => Health::AtRisk,
+        Some("dormant") => Health::Dormant,
+        Some("active") => Health::Active,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("health={other:?}; use active, at_risk or dormant"))
+                .into_response();
+        }
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let mut found = Vec::new();
+    for p in s.store.partitions() {
+        p.for_each(|id, state| {
+            if state.health == wanted {
+                found.push(view(&s, id, p.id(), state));
+            }
+        });
+    }
+    // Lowest P(alive) first: the customers most likely lost.
+    found.sort_by(|a, b| a.p_alive.total_cmp(&b.p_alive).then_with(|| a.customer_id.cmp(&b.customer_id)));
+    found.truncate(limit);
+    Json(found).into_response()
+}
