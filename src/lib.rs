@@ -28,6 +28,7 @@
 //! - [`telemetry`]: metric names and the Prometheus recorder.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
 //! - [`demo`]: `engage demo`, everything on one machine with no setup.
+//! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
@@ -38,6 +39,7 @@ pub mod decode;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod fit;
 pub mod http;
 pub mod kafka;
 pub mod lifecycle;

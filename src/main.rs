@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Estimate the churn model's parameters from a purchase history: BG/NBD
+    /// (r, alpha, a, b) by maximum likelihood, and Gamma-Gamma (p, q, gamma)
+    /// on repeat customers' spend. Prints JSON, including a [churn.bgnbd]
+    /// table to paste into engage.toml.
+    Fit {
+        /// JSONL events (purchase and refund lines are used); repeat for several.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// End of the calibration period (RFC 3339); later events are ignored.
+        #[arg(long)]
+        as_of: String,
+        /// Time unit of the parameters: weeks (as in the paper) or days.
+        #[arg(long, default_value = "weeks")]
+        time_unit: TimeUnit,
+    },
     /// Manage the topics engage writes.
     Topics {
         #[command(subcommand)]
@@ -77,6 +92,12 @@ enum Command {
         #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
         sweep_every: std::time::Duration,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimeUnit {
+    Weeks,
+    Days,
 }
 
 #[derive(Subcommand)]
@@ -158,6 +179,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let opts = engage::demo::DemoOptions { duration, customers, days_per_second, history_days, http, seed };
             engage::demo::demo(opts, shutdown).await
+        }
+        Command::Fit { inputs, as_of, time_unit } => {
+            let as_of = parse_time(&as_of).context("--as-of")?;
+            let config = Config::default();
+            let mut counts = engage::replay::ReplaySummary::default();
+            let events = engage::replay::read_events(
+                &inputs,
+                Some(as_of),
+                &config.input.limits(),
+                engage::engine::wall_clock_ms(),
+                &mut counts,
+                |_| Ok(()),
+            )?;
+            let (unit_days, unit) = match time_unit {
+                TimeUnit::Weeks => (7.0, "7days"),
+                TimeUnit::Days => (1.0, "1day"),
+            };
+            let data = engage::fit::summaries(&events, as_of, unit_days);
+            let bgnbd = engage::fit::fit_bgnbd(&data)?;
+            let gamma_gamma = engage::fit::fit_gamma_gamma(&data).map_err(|e| e.to_string());
+            let toml = format!(
+                "[churn.bgnbd]\nr = {:.6}\nalpha = {:.6}\na = {:.6}\nb = {:.6}\ntime_unit = \"{unit}\"\n",
+                bgnbd.r, bgnbd.alpha, bgnbd.a, bgnbd.b
+            );
+            let out = serde_json::json!({
+                "bgnbd": bgnbd,
+                "gamma_gamma": gamma_gamma.as_ref().ok(),
+                "gamma_gamma_error": gamma_gamma.as_ref().err(),
+                "input": { "lines": counts.lines, "bad_lines": counts.dead_letters, "after_as_of": counts.after_as_of },
+                "config": toml,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            eprint!("{toml}");
+            Ok(())
         }
         Command::Topics { action: TopicsAction::Create { config } } => {
             let config = Config::load(config.as_deref())?;

@@ -109,44 +109,18 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
     let limits = config.input.limits();
     let now = wall_clock_ms();
 
-    let mut events: Vec<(Event<'static>, usize, u64)> = Vec::new();
-    for (file_index, path) in opts.inputs.iter().enumerate() {
-        let name = path.display().to_string();
-        let mut reader = BufReader::new(File::open(path).with_context(|| format!("opening {name}"))?);
-        let mut buf = Vec::new();
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {name}"))? == 0 {
-                break;
-            }
-            line_no += 1;
-            let line = buf.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
-            summary.lines += 1;
-            match decode(None, Format::Json, &Envelope::default(), line, &limits, now) {
-                Ok(e) if opts.as_of.is_some_and(|t| e.ts_ms > t) => summary.after_as_of += 1,
-                Ok(e) => events.push((e.into_owned(), file_index, line_no)),
-                Err(err) => {
-                    summary.dead_letters += 1;
-                    let value = String::from_utf8_lossy(line);
-                    let dl = DeadLetter {
-                        file: &name,
-                        line: line_no,
-                        reason: err.reason.as_str(),
-                        detail: &err.detail,
-                        value: &value,
-                    };
-                    serde_json::to_writer(&mut dlq, &dl)?;
-                    dlq.write_all(b"\n")?;
-                }
-            }
-        }
-    }
-    // Event-time order; ties keep file and line order.
-    events.sort_by_key(|(e, f, l)| (e.ts_ms, *f, *l));
+    let events = read_events(&opts.inputs, opts.as_of, &limits, now, &mut summary, |bad| {
+        let dl = DeadLetter {
+            file: bad.file,
+            line: bad.line,
+            reason: bad.error.reason.as_str(),
+            detail: &bad.error.detail,
+            value: &String::from_utf8_lossy(bad.value),
+        };
+        serde_json::to_writer(&mut dlq, &dl)?;
+        dlq.write_all(b"\n")?;
+        Ok(())
+    })?;
 
     let engine = Engine::new(Rules::new(config));
     let store = Store::new();
@@ -165,8 +139,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
         Ok(())
     };
     let every = opts.sweep_every_ms.max(1);
-    let mut next_sweep = events.first().map(|(e, ..)| (e.ts_ms.div_euclid(every) + 1) * every);
-    for (event, ..) in &events {
+    let mut next_sweep = events.first().map(|e| (e.ts_ms.div_euclid(every) + 1) * every);
+    for event in &events {
         while let Some(t) = next_sweep.filter(|t| *t <= event.ts_ms) {
             engine.sweep(&partition, t, &mut out);
             next_sweep = Some(t + every);
@@ -178,7 +152,7 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
         }
         write(&mut out, &mut summary)?;
     }
-    let as_of = opts.as_of.or(events.last().map(|(e, ..)| e.ts_ms));
+    let as_of = opts.as_of.or(events.last().map(|e| e.ts_ms));
     summary.as_of = as_of;
     if let Some(as_of) = as_of {
         while let Some(t) = next_sweep.filter(|t| *t < as_of) {
@@ -193,6 +167,60 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
         f.flush()?;
     }
     Ok(summary)
+}
+
+/// An input line that is not a usable event.
+pub struct BadLine<'a> {
+    /// The file it is in.
+    pub file: &'a str,
+    /// Its 1-based line number.
+    pub line: u64,
+    /// Why it is bad.
+    pub error: &'a crate::decode::DecodeError,
+    /// The line itself.
+    pub value: &'a [u8],
+}
+
+/// Reads and decodes JSONL event files, sorted by event time (ties keep
+/// file and line order). Events after `as_of` are counted and left out;
+/// bad lines go to `on_bad`. Shared by `engage replay` and `engage fit`.
+pub fn read_events(
+    inputs: &[PathBuf],
+    as_of: Option<i64>,
+    limits: &crate::decode::Limits,
+    now: i64,
+    summary: &mut ReplaySummary,
+    mut on_bad: impl FnMut(BadLine<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Event<'static>>> {
+    let mut events: Vec<(Event<'static>, usize, u64)> = Vec::new();
+    for (file_index, path) in inputs.iter().enumerate() {
+        let name = path.display().to_string();
+        let mut reader = BufReader::new(File::open(path).with_context(|| format!("opening {name}"))?);
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {name}"))? == 0 {
+                break;
+            }
+            line_no += 1;
+            let line = buf.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            summary.lines += 1;
+            match decode(None, Format::Json, &Envelope::default(), line, limits, now) {
+                Ok(e) if as_of.is_some_and(|t| e.ts_ms > t) => summary.after_as_of += 1,
+                Ok(e) => events.push((e.into_owned(), file_index, line_no)),
+                Err(error) => {
+                    summary.dead_letters += 1;
+                    on_bad(BadLine { file: &name, line: line_no, error: &error, value: line })?;
+                }
+            }
+        }
+    }
+    events.sort_by_key(|(e, f, l)| (e.ts_ms, *f, *l));
+    Ok(events.into_iter().map(|(e, ..)| e).collect())
 }
 
 fn write_states(

@@ -1,0 +1,293 @@
+//! `engage fit`: maximum-likelihood estimates of the BG/NBD purchase model
+//! (Fader, Hardie & Lee 2005, "Counting Your Customers the Easy Way") and the
+//! Gamma-Gamma spend model (Fader, Hardie & Lee 2005, "RFM and CLV") from a
+//! purchase history, by Nelder–Mead in log-parameter space (so parameters
+//! stay positive) from several starting points.
+
+use serde::Serialize;
+
+/// One customer's purchase summary, in the model's time unit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Summary {
+    /// Repeat purchase days (x).
+    pub x: f64,
+    /// Time of the last purchase day since the first (t_x).
+    pub t_x: f64,
+    /// Observation time since the first purchase day (T).
+    pub t: f64,
+    /// Mean spend per repeat purchase day (0 without repeats).
+    pub monetary: f64,
+}
+
+/// Why a fit could not be made. Not retryable with the same data.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FitError {
+    /// Too few customers to estimate four parameters.
+    #[error("{0} customers with purchases; a BG/NBD fit needs at least 10")]
+    TooFewCustomers(usize),
+    /// Nobody bought twice: the purchase rate and drop-out cannot be told apart.
+    #[error("no customer made a repeat purchase; the data cannot support a {0} fit")]
+    NoRepeatBuyers(&'static str),
+    /// A summary value is negative, not finite, or t_x > T.
+    #[error("invalid summary for customer #{0}: need 0 <= t_x <= T, x >= 0, all finite")]
+    InvalidSummary(usize),
+    /// The optimiser ended on a non-finite likelihood.
+    #[error("the {0} fit did not converge to a finite likelihood")]
+    DidNotConverge(&'static str),
+}
+
+/// Fitted BG/NBD parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct BgNbdFit {
+    /// Shape of the purchase-rate Gamma.
+    pub r: f64,
+    /// Scale of the purchase-rate Gamma.
+    pub alpha: f64,
+    /// Drop-out Beta parameter.
+    pub a: f64,
+    /// Drop-out Beta parameter.
+    pub b: f64,
+    /// Log-likelihood at the estimate.
+    pub log_likelihood: f64,
+    /// Customers fitted.
+    pub customers: usize,
+}
+
+/// Fitted Gamma-Gamma parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct GammaGammaFit {
+    /// Shape of the per-transaction spend Gamma.
+    pub p: f64,
+    /// Shape of the Gamma over customers' spend scale.
+    pub q: f64,
+    /// Scale (γ) of the Gamma over customers' spend scale.
+    pub gamma: f64,
+    /// Log-likelihood at the estimate.
+    pub log_likelihood: f64,
+    /// Repeat customers fitted.
+    pub customers: usize,
+}
+
+/// Builds each customer's purchase summary as of `as_of` (epoch ms) from
+/// events, with days as engage counts them (UTC purchase days, same-day
+/// purchases once), converted to `unit_days`-long time units. Customers
+/// without a purchase are left out, as in the paper.
+pub fn summaries(events: &[crate::event::Event<'_>], as_of: i64, unit_days: f64) -> Vec<Summary> {
+    use crate::state::CustomerState;
+    let rules = crate::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
+    let mut states: std::collections::BTreeMap<&str, CustomerState> = std::collections::BTreeMap::new();
+    for e in events {
+        if matches!(e.kind, crate::event::EventKind::Purchase { .. } | crate::event::EventKind::Refund { .. }) {
+            states.entry(e.customer_id.as_ref()).or_default().absorb(e, &[0.0; 5], &rules);
+        }
+    }
+    states
+        .values()
+        .filter_map(|s| {
+            let p = s.purchase_summary(as_of)?;
+            let x = f64::from(p.repeat_purchases);
+            let monetary = if x > 0.0 { (s.spend_lifetime - s.spend_first_day) / x } else { 0.0 };
+            Some(Summary { x, t_x: p.recency_days / unit_days, t: p.age_days / unit_days, monetary })
+        })
+        .collect()
+}
+
+fn ln_gamma(x: f64) -> f64 {
+    libm::lgamma(x)
+}
+
+/// log(e^a + e^b) without overflow.
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    if m == f64::NEG_INFINITY { m } else { m + ((a - m).exp() + (b - m).exp()).ln() }
+}
+
+/// BG/NBD log-likelihood of one customer (paper eq. 6, in logs).
+pub fn bgnbd_log_likelihood(r: f64, alpha: f64, a: f64, b: f64, s: &Summary) -> f64 {
+    let x = s.x;
+    let a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
+    let a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
+    let a3 = -(r + x) * (alpha + s.t).ln();
+    if x > 0.0 {
+        let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + s.t_x).ln();
+        a1 + a2 + log_add_exp(a3, a4)
+    } else {
+        a1 + a2 + a3
+    }
+}
+
+/// Gamma-Gamma log-likelihood of one repeat customer.
+pub fn gamma_gamma_log_likelihood(p: f64, q: f64, gamma: f64, s: &Summary) -> f64 {
+    let (x, m) = (s.x, s.monetary);
+    ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * gamma.ln() + (p * x - 1.0) * m.ln() + p * x * x.ln()
+        - (p * x + q) * (x * m + gamma).ln()
+}
+
+fn check(data: &[Summary]) -> Result<(), FitError> {
+    for (i, s) in data.iter().enumerate() {
+        let ok = [s.x, s.t_x, s.t, s.monetary].iter().all(|v| v.is_finite() && *v >= 0.0) && s.t_x <= s.t;
+        if !ok {
+            return Err(FitError::InvalidSummary(i));
+        }
+    }
+    Ok(())
+}
+
+/// Fits BG/NBD to `data` (times in the desired unit).
+pub fn fit_bgnbd(data: &[Summary]) -> Result<BgNbdFit, FitError> {
+    check(data)?;
+    if data.len() < 10 {
+        return Err(FitError::TooFewCustomers(data.len()));
+    }
+    if data.iter().all(|s| s.x == 0.0) {
+        return Err(FitError::NoRepeatBuyers("BG/NBD"));
+    }
+    let nll = |theta: &[f64; 4]| {
+        let [r, alpha, a, b] = theta.map(f64::exp);
+        -data.iter().map(|s| bgnbd_log_likelihood(r, alpha, a, b, s)).sum::<f64>()
+    };
+    let mean_t = data.iter().map(|s| s.t).sum::<f64>() / data.len() as f64;
+    let starts = [[0.0, mean_t.max(1e-3).ln(), 0.0, 0.0], [-1.0, 1.0, -0.5, 0.5], [0.5, 2.0, 0.5, 1.5]];
+    let (best, value) = starts
+        .iter()
+        .map(|s| nelder_mead(nll, *s))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or(FitError::DidNotConverge("BG/NBD"))?;
+    if !value.is_finite() {
+        return Err(FitError::DidNotConverge("BG/NBD"));
+    }
+    let [r, alpha, a, b] = best.map(f64::exp);
+    Ok(BgNbdFit { r, alpha, a, b, log_likelihood: -value, customers: data.len() })
+}
+
+/// Fits Gamma-Gamma to the repeat customers of `data`.
+pub fn fit_gamma_gamma(data: &[Summary]) -> Result<GammaGammaFit, FitError> {
+    check(data)?;
+    let repeat: Vec<Summary> = data.iter().copied().filter(|s| s.x > 0.0 && s.monetary > 0.0).collect();
+    if repeat.is_empty() {
+        return Err(FitError::NoRepeatBuyers("Gamma-Gamma"));
+    }
+    if repeat.len() < 10 {
+        return Err(FitError::TooFewCustomers(repeat.len()));
+    }
+    let nll = |theta: &[f64; 3]| {
+        let [p, q, g] = theta.map(f64::exp);
+        -repeat.iter().map(|s| gamma_gamma_log_likelihood(p, q, g, s)).sum::<f64>()
+    };
+    let mean_m = repeat.iter().map(|s| s.monetary).sum::<f64>() / repeat.len() as f64;
+    let starts = [[0.0, 0.0, mean_m.ln()], [1.0, 1.0, mean_m.ln()], [2.0, 1.5, 2.5]];
+    let (best, value) = starts
+        .iter()
+        .map(|s| nelder_mead(nll, *s))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .ok_or(FitError::DidNotConverge("Gamma-Gamma"))?;
+    if !value.is_finite() {
+        return Err(FitError::DidNotConverge("Gamma-Gamma"));
+    }
+    let [p, q, gamma] = best.map(f64::exp);
+    Ok(GammaGammaFit { p, q, gamma, log_likelihood: -value, customers: repeat.len() })
+}
+
+/// Nelder–Mead minimisation (standard coefficients), restarted from its
+/// best point until a restart no longer improves, to avoid the method's
+/// premature collapse on curved valleys.
+fn nelder_mead<const N: usize>(f: impl Fn(&[f64; N]) -> f64, start: [f64; N]) -> ([f64; N], f64) {
+    let eval = |p: &[f64; N]| {
+        let v = f(p);
+        if v.is_nan() { f64::INFINITY } else { v }
+    };
+    let mut best = (start, eval(&start));
+    for _restart in 0..20 {
+        let mut simplex: Vec<([f64; N], f64)> = vec![best];
+        for i in 0..N {
+            let mut p = best.0;
+            p[i] += 0.5;
+            simplex.push((p, eval(&p)));
+        }
+        for _ in 0..4000 {
+            simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let spread = (simplex[N].1 - simplex[0].1).abs();
+            if spread <= 1e-12 * (1.0 + simplex[0].1.abs()) {
+                break;
+            }
+            let mut centroid = [0.0; N];
+            for (p, _) in &simplex[..N] {
+                for i in 0..N {
+                    centroid[i] += p[i] / N as f64;
+                }
+            }
+            let towards = |t: f64| {
+                let mut p = [0.0; N];
+                for i in 0..N {
+                    p[i] = centroid[i] + t * (simplex[N].0[i] - centroid[i]);
+                }
+                p
+            };
+            let reflected = towards(-1.0);
+            let fr = eval(&reflected);
+            if fr < simplex[0].1 {
+                let expanded = towards(-2.0);
+                let fe = eval(&expanded);
+                simplex[N] = if fe < fr { (expanded, fe) } else { (reflected, fr) };
+            } else if fr < simplex[N - 1].1 {
+                simplex[N] = (reflected, fr);
+            } else {
+                let contracted = if fr < simplex[N].1 { towards(-0.5) } else { towards(0.5) };
+                let fc = eval(&contracted);
+                if fc < simplex[N].1.min(fr) {
+                    simplex[N] = (contracted, fc);
+                } else {
+                    let best_point = simplex[0].0;
+                    for (p, v) in simplex.iter_mut().skip(1) {
+                        for i in 0..N {
+                            p[i] = best_point[i] + 0.5 * (p[i] - best_point[i]);
+                        }
+                        *v = eval(p);
+                    }
+                }
+            }
+        }
+        simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let improved = simplex[0].1 < best.1 - 1e-10 * (1.0 + best.1.abs());
+        best = simplex[0];
+        if !improved {
+            break;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nelder_mead_finds_the_minimum_of_a_curved_valley() {
+        // Rosenbrock: minimum 0 at (1, 1).
+        let (p, v) =
+            nelder_mead(|p: &[f64; 2]| (1.0 - p[0]).powi(2) + 100.0 * (p[1] - p[0] * p[0]).powi(2), [-1.2, 1.0]);
+        assert!(v < 1e-10 && (p[0] - 1.0).abs() < 1e-4 && (p[1] - 1.0).abs() < 1e-4, "{p:?} {v}");
+    }
+
+    #[test]
+    fn tiny_data_and_one_time_buyers_are_refused_with_a_reason() {
+        let one = Summary { x: 0.0, t_x: 0.0, t: 10.0, monetary: 0.0 };
+        assert_eq!(fit_bgnbd(&[one; 3]).unwrap_err(), FitError::TooFewCustomers(3));
+        assert_eq!(fit_bgnbd(&[one; 50]).unwrap_err(), FitError::NoRepeatBuyers("BG/NBD"));
+        assert_eq!(fit_gamma_gamma(&[one; 50]).unwrap_err(), FitError::NoRepeatBuyers("Gamma-Gamma"));
+        let bad = Summary { x: 1.0, t_x: 20.0, t: 10.0, monetary: 5.0 };
+        assert_eq!(fit_bgnbd(&[bad; 20]).unwrap_err(), FitError::InvalidSummary(0));
+    }
+
+    #[test]
+    fn extreme_values_stay_finite() {
+        let mut data: Vec<Summary> = (0..40)
+            .map(|i| Summary { x: f64::from(i % 5), t_x: f64::from(i % 5) * 2.0, t: 80.0, monetary: 10.0 })
+            .collect();
+        data.push(Summary { x: 5000.0, t_x: 999.0, t: 1000.0, monetary: 1e6 });
+        let fit = fit_bgnbd(&data).unwrap();
+        assert!(fit.log_likelihood.is_finite() && fit.r > 0.0 && fit.alpha > 0.0);
+        let gg = fit_gamma_gamma(&data).unwrap();
+        assert!(gg.log_likelihood.is_finite());
+    }
+}
