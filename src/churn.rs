@@ -79,6 +79,65 @@ impl BgNbd {
     }
 }
 
+impl BgNbd {
+    /// Expected purchases in the next `t` (model time units) for a customer
+    /// with summary (x, t_x, T): the paper's eq. 10, with the Gauss
+    /// hypergeometric function summed in logs so long histories stay finite.
+    pub fn expected_purchases(&self, t: f64, x: f64, t_x: f64, big_t: f64) -> f64 {
+        let (r, alpha, a, b) = (self.r, self.alpha, self.a, self.b);
+        let z = t / (alpha + big_t + t);
+        let ln_hyp = ln_hyp2f1(r + x, b + x, a + b + x - 1.0, z);
+        let first = (a + b + x - 1.0) / (a - 1.0);
+        let second = 1.0 - (ln_hyp + (r + x) * ((alpha + big_t) / (alpha + big_t + t)).ln()).exp();
+        let denominator =
+            if x > 0.0 { 1.0 + (a / (b + x - 1.0)) * ((alpha + big_t) / (alpha + t_x)).powf(r + x) } else { 1.0 };
+        (first * second / denominator).max(0.0)
+    }
+}
+
+/// ln ₂F₁(a, b; c; z) for positive a, b, c and 0 ≤ z < 1, by its power
+/// series with the running sum rescaled so it cannot overflow.
+fn ln_hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
+    let (mut term, mut sum, mut ln_scale) = (1.0f64, 1.0f64, 0.0f64);
+    for k in 0..1_000_000 {
+        let k = f64::from(k);
+        term *= (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
+        sum += term;
+        if sum > 1e200 {
+            sum *= 1e-200;
+            term *= 1e-200;
+            ln_scale += 200.0 * std::f64::consts::LN_10;
+        }
+        if term <= 1e-17 * sum {
+            break;
+        }
+    }
+    sum.ln() + ln_scale
+}
+
+/// Gamma-Gamma spend model parameters (Fader, Hardie & Lee 2005, "RFM and
+/// CLV").
+#[derive(Clone, Copy, Debug)]
+pub struct GammaGamma {
+    /// Shape of the per-transaction spend Gamma.
+    pub p: f64,
+    /// Shape of the Gamma over customers' spend scale.
+    pub q: f64,
+    /// Scale of the Gamma over customers' spend scale.
+    pub gamma: f64,
+}
+
+impl GammaGamma {
+    /// Expected spend per transaction for a customer with `x` repeat
+    /// transactions of mean value `mean`: a weighted mix of the population
+    /// mean and the customer's own (the population mean when x = 0).
+    pub fn expected_order_value(&self, x: f64, mean: f64) -> f64 {
+        let population = self.gamma * self.p / (self.q - 1.0);
+        let weight = self.p * x / (self.p * x + self.q - 1.0);
+        (1.0 - weight) * population + weight * mean
+    }
+}
+
 /// The signal values a health assessment is made from.
 #[derive(Clone, Copy, Debug)]
 pub struct Signals {
@@ -117,6 +176,8 @@ pub struct Reason {
 pub struct ChurnRules {
     /// The BG/NBD model.
     pub model: BgNbd,
+    /// The Gamma-Gamma spend model.
+    pub spend: GammaGamma,
     /// The model's time unit, in days.
     pub unit_days: f64,
     /// Cadence prior for customers with fewer than two active days, days.
@@ -139,6 +200,7 @@ impl ChurnRules {
         let days = |d: std::time::Duration| d.as_secs_f64() / 86_400.0;
         ChurnRules {
             model: BgNbd { r: c.bgnbd.r, alpha: c.bgnbd.alpha, a: c.bgnbd.a, b: c.bgnbd.b },
+            spend: GammaGamma { p: c.gamma_gamma.p, q: c.gamma_gamma.q, gamma: c.gamma_gamma.gamma },
             unit_days: days(c.bgnbd.time_unit),
             default_cadence_days: days(c.default_cadence),
             peak_window_ms: c.score_drop_window.as_millis() as i64,
@@ -222,6 +284,31 @@ mod tests {
             assert!((got - want).abs() < 5e-5, "x={x}: {got} vs {want}");
         }
         assert_eq!(LIFETIMES.p_alive(0.0, 0.0, 38.86), 1.0);
+    }
+
+    #[test]
+    fn expected_purchases_match_lifetimes() {
+        // lifetimes 0.11.3 conditional_expected_number_of_purchases_up_to_time
+        // with the fitted CDNOW parameters (values printed by lifetimes):
+        for (t, x, t_x, big_t, want) in [
+            (39.0, 2.0, 30.43, 38.86, 1.2259103856938929),
+            (39.0, 0.0, 0.0, 38.86, 0.19478091229356514),
+            (90.0 / 7.0, 26.0, 30.86, 31.0, 8.196313950449401),
+        ] {
+            let e = LIFETIMES.expected_purchases(t, x, t_x, big_t);
+            assert!((e - want).abs() < 1e-9 * want, "x={x}: {e} vs {want}");
+        }
+        // Long histories stay finite.
+        assert!(LIFETIMES.expected_purchases(13.0, 500.0, 999.0, 1000.0).is_finite());
+    }
+
+    #[test]
+    fn expected_order_value_matches_lifetimes() {
+        // lifetimes GammaGammaFitter.conditional_expected_average_profit with
+        // p 6.25, q 3.74, v 15.44: x=2, mean 22.345 → 24.659613; x=0 → 35.218978.
+        let gg = GammaGamma { p: 6.25, q: 3.74, gamma: 15.44 };
+        assert!((gg.expected_order_value(2.0, 22.345) - 24.659613).abs() < 1e-6);
+        assert!((gg.expected_order_value(0.0, 0.0) - 35.218978).abs() < 1e-6);
     }
 
     #[test]

@@ -221,6 +221,10 @@ impl Config {
                 return Err(invalid(format!("churn.bgnbd.{key}"), "must be a positive number"));
             }
         }
+        let g = &c.gamma_gamma;
+        if !(g.p > 0.0 && g.q > 1.0 && g.gamma > 0.0 && g.p.is_finite() && g.q.is_finite() && g.gamma.is_finite()) {
+            return Err(invalid("churn.gamma_gamma", "need p > 0, q > 1 and gamma > 0"));
+        }
         let l = &self.lifecycle;
         if l.established_purchase_days == 0 || l.established_active_days == 0 {
             return Err(invalid(
@@ -737,8 +741,10 @@ pub struct ChurnConfig {
     /// between `active` (each event) and `at_risk` (each sweep), one alert
     /// per flip. 0 applies the signals unconditionally. Not in the SPEC; 1.
     pub overdue_gate: f64,
-    /// The BG/NBD model behind P(alive).
+    /// The BG/NBD model behind P(alive) and expected purchases.
     pub bgnbd: BgNbdConfig,
+    /// The Gamma-Gamma spend model behind expected value.
+    pub gamma_gamma: GammaGammaConfig,
 }
 
 impl Default for ChurnConfig {
@@ -755,6 +761,7 @@ impl Default for ChurnConfig {
             score_drop_min_peak: 20.0,
             overdue_gate: 1.0,
             bgnbd: BgNbdConfig::default(),
+            gamma_gamma: GammaGammaConfig::default(),
         }
     }
 }
@@ -781,6 +788,26 @@ impl Default for BgNbdConfig {
     /// The published CDNOW fit (SPEC §7).
     fn default() -> Self {
         BgNbdConfig { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426, time_unit: Duration::from_secs(7 * DAY) }
+    }
+}
+
+/// `[churn.gamma_gamma]`: Gamma-Gamma spend parameters (Fader, Hardie &
+/// Lee 2005, "RFM and CLV"); `engage fit` estimates them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GammaGammaConfig {
+    /// Shape of the per-transaction spend Gamma.
+    pub p: f64,
+    /// Shape of the Gamma over customers' spend scale; must exceed 1.
+    pub q: f64,
+    /// Scale of the Gamma over customers' spend scale (currency units).
+    pub gamma: f64,
+}
+
+impl Default for GammaGammaConfig {
+    /// The CDNOW sample fit (p 6.25, q 3.74, γ 15.44).
+    fn default() -> Self {
+        GammaGammaConfig { p: 6.25, q: 3.74, gamma: 15.44 }
     }
 }
 

@@ -62,6 +62,19 @@ pub struct Snapshot {
     pub purchases: Option<PurchaseSummary>,
 }
 
+/// What a customer is expected to bring in the next 90 days (BG/NBD
+/// conditional expectation × Gamma-Gamma expected order value).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Value90 {
+    /// Expected purchase days in the next 90 days.
+    pub expected_purchases: f64,
+    /// Expected spend in the next 90 days, currency units.
+    pub expected_value: f64,
+}
+
+/// The horizon of [`Value90`], in days.
+pub const VALUE_HORIZON_DAYS: f64 = 90.0;
+
 /// One of `of` disjoint slices of the customers (by a stable hash of the
 /// id), for spreading a sweep over several ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +195,23 @@ impl Engine {
         snap
     }
 
+    /// Expected purchases and value over the next 90 days, from the state's
+    /// purchase summary; `None` before the first purchase (the models start
+    /// at a customer's first purchase).
+    pub fn value_90d(&self, state: &CustomerState, snap: &Snapshot) -> Option<Value90> {
+        let p = snap.purchases?;
+        let c = &self.rules.churn;
+        let x = f64::from(p.repeat_purchases);
+        let expected_purchases = c.model.expected_purchases(
+            VALUE_HORIZON_DAYS / c.unit_days,
+            x,
+            p.recency_days / c.unit_days,
+            p.age_days / c.unit_days,
+        );
+        let mean = if x > 0.0 { (state.spend_lifetime - state.spend_first_day) / x } else { 0.0 };
+        Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
+    }
+
     fn p_alive(&self, snap: &Snapshot) -> f64 {
         snap.purchases
             .map(|p| self.rules.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
@@ -259,6 +289,7 @@ impl Engine {
         }
         let processed_at = (self.clock)();
         if publish {
+            let value = self.value_90d(state, &snap);
             let before_dims = if new_customer { [0.0; DIMENSIONS] } else { state.published_dimension_scores() };
             state.seq += 1;
             out.push(Output::Score(ScoreChanged {
@@ -271,6 +302,8 @@ impl Engine {
                 health,
                 p_alive: snap.signals.p_alive,
                 drivers: r.scoring.drivers(&before_dims, &snap.dimensions),
+                expected_purchases_90d: value.map(|v| v.expected_purchases),
+                expected_value_90d: value.map(|v| v.expected_value),
                 event_time: now,
                 processed_at,
             }));

@@ -120,12 +120,17 @@ pub struct CustomerView {
     first_seen: i64,
     active_days: u16,
     purchase_days: u16,
+    /// BG/NBD expected purchase days in the next 90 days.
+    expected_purchases_90d: Option<f64>,
+    /// Expected spend in the next 90 days.
+    expected_value_90d: Option<f64>,
     seq: u32,
 }
 
 fn view(s: &AppState, id: &str, partition: i32, state: &crate::state::CustomerState) -> CustomerView {
     let snap = s.engine.snapshot(state, wall_clock_ms().max(state.last_seen));
     let drivers = s.engine.rules().scoring.drivers(&state.published_dimension_scores(), &snap.dimensions);
+    let value = s.engine.value_90d(state, &snap);
     CustomerView {
         customer_id: id.to_string(),
         partition,
@@ -141,6 +146,8 @@ fn view(s: &AppState, id: &str, partition: i32, state: &crate::state::CustomerSt
         first_seen: state.first_seen,
         active_days: state.active_days,
         purchase_days: state.purchase_days,
+        expected_purchases_90d: value.map(|v| v.expected_purchases),
+        expected_value_90d: value.map(|v| v.expected_value),
         seq: state.seq,
     }
 }

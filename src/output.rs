@@ -73,6 +73,12 @@ pub struct ScoreChanged {
     /// Which dimensions moved the score since the previous message, largest
     /// first, in composite points.
     pub drivers: Drivers,
+    /// BG/NBD expected purchase days in the next 90 days; absent before the
+    /// first purchase.
+    pub expected_purchases_90d: Option<f64>,
+    /// That times the Gamma-Gamma expected order value; absent before the
+    /// first purchase.
+    pub expected_value_90d: Option<f64>,
     /// Event time (epoch ms) of the event or sweep that caused the message.
     pub event_time: i64,
     /// Wall-clock time (epoch ms) the message was produced.
@@ -195,6 +201,8 @@ impl Output {
                     .iter()
                     .map(|d| proto::Driver { dimension: d.dimension.as_str().to_string(), delta: d.delta })
                     .collect(),
+                expected_purchases_90d: s.expected_purchases_90d,
+                expected_value_90d: s.expected_value_90d,
                 event_time: s.event_time,
                 processed_at: s.processed_at,
             }
@@ -243,6 +251,8 @@ mod tests {
             health: Health::AtRisk,
             p_alive: 0.7,
             drivers: Drivers::default(),
+            expected_purchases_90d: Some(0.5),
+            expected_value_90d: Some(20.0),
             event_time: 1000,
             processed_at: 2000,
         }

@@ -93,6 +93,10 @@ struct StateLine<'a> {
     /// BG/NBD T, days.
     age_days: Option<f64>,
     spend_lifetime: f64,
+    /// BG/NBD expected purchase days in the next 90 days.
+    expected_purchases_90d: Option<f64>,
+    /// Expected spend in the next 90 days.
+    expected_value_90d: Option<f64>,
     seq: u32,
 }
 
@@ -235,6 +239,7 @@ fn write_states(
     for id in &ids {
         let Some(state) = partition.get(id) else { continue };
         let snap = engine.snapshot(&state, as_of.max(state.last_seen));
+        let value = engine.value_90d(&state, &snap);
         let line = StateLine {
             customer_id: id,
             score: snap.score,
@@ -252,6 +257,8 @@ fn write_states(
             recency_days: snap.purchases.map(|p| p.recency_days),
             age_days: snap.purchases.map(|p| p.age_days),
             spend_lifetime: state.spend_lifetime,
+            expected_purchases_90d: value.map(|v| v.expected_purchases),
+            expected_value_90d: value.map(|v| v.expected_value),
             seq: state.seq,
         };
         serde_json::to_writer(&mut *w, &line)?;

@@ -62,6 +62,10 @@ fn replay_matches_the_lifetimes_summary_and_p_alive_for_every_customer() {
         assert_eq!(s["age_days"].as_f64(), Some(num(3)), "T of {}", f[0]);
         let p = s["p_alive"].as_f64().unwrap();
         assert!((p - num(5)).abs() < 1e-6, "p_alive of {}: {p} vs {}", f[0], num(5));
+        for (field, col) in [("expected_purchases_90d", 6), ("expected_value_90d", 7)] {
+            let got = s[field].as_f64().unwrap();
+            assert!((got - num(col)).abs() <= 1e-6 * num(col).max(1.0), "{field} of {}: {got} vs {}", f[0], num(col));
+        }
         compared += 1;
     }
     assert_eq!(compared, 2357);
