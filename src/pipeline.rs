@@ -454,6 +454,11 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                         continue;
                     }
                 };
+                // A restore that failed inside this very recv() must stop us
+                // before the partition's records are applied to empty state.
+                if let Some(e) = guard(&shared.fatal).take() {
+                    return Err(e);
+                }
                 summary.records += 1;
                 let kind = inputs.kind(message.topic());
                 metrics.record_in(kind);
