@@ -100,6 +100,43 @@ impl Slice {
 pub struct Engine {
     rules: Rules,
     clock: fn() -> i64,
+    memo: std::sync::Arc<ExpectationMemo>,
+}
+
+/// Remembers recent BG/NBD expectations. They depend only on (x, t_x, T)
+/// in whole days, which for a customer change at most daily, while the
+/// hypergeometric series behind them costs up to microseconds; a small
+/// direct-mapped table turns most evaluations into a lookup.
+#[derive(Debug)]
+struct ExpectationMemo {
+    slots: std::sync::Mutex<Vec<(u64, f64)>>,
+}
+
+impl ExpectationMemo {
+    const SLOTS: usize = 1 << 14;
+
+    fn new() -> Self {
+        ExpectationMemo { slots: std::sync::Mutex::new(vec![(u64::MAX, 0.0); Self::SLOTS]) }
+    }
+
+    /// (x, t_x, T) packed into one key, or `None` if out of range.
+    fn key(x: u32, t_x_days: f64, age_days: f64) -> Option<u64> {
+        let (t_x, t) = (t_x_days as u64, age_days as u64);
+        (x < 1 << 22 && t_x < 1 << 21 && t < 1 << 21 && t_x as f64 == t_x_days && t as f64 == age_days)
+            .then_some(u64::from(x) << 42 | t_x << 21 | t)
+    }
+
+    fn get_or(&self, key: Option<u64>, compute: impl FnOnce() -> f64) -> f64 {
+        let Some(key) = key else { return compute() };
+        let slot = (xxhash_rust::xxh3::xxh3_64(&key.to_le_bytes()) as usize) & (Self::SLOTS - 1);
+        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slots[slot].0 == key {
+            return slots[slot].1;
+        }
+        let value = compute();
+        slots[slot] = (key, value);
+        value
+    }
 }
 
 /// The wall clock in epoch ms: stamps `processed_at`, never drives a decision.
@@ -120,7 +157,7 @@ enum Trigger {
 impl Engine {
     /// An engine with these rules, stamping outputs with the wall clock.
     pub fn new(rules: Rules) -> Engine {
-        Engine { rules, clock: wall_clock_ms }
+        Engine { rules, clock: wall_clock_ms, memo: std::sync::Arc::new(ExpectationMemo::new()) }
     }
 
     /// Replaces the `processed_at` clock (tests use a fixed one).
@@ -202,12 +239,15 @@ impl Engine {
         let p = snap.purchases?;
         let c = &self.rules.churn;
         let x = f64::from(p.repeat_purchases);
-        let expected_purchases = c.model.expected_purchases(
-            VALUE_HORIZON_DAYS / c.unit_days,
-            x,
-            p.recency_days / c.unit_days,
-            p.age_days / c.unit_days,
-        );
+        let key = ExpectationMemo::key(p.repeat_purchases, p.recency_days, p.age_days);
+        let expected_purchases = self.memo.get_or(key, || {
+            c.model.expected_purchases(
+                VALUE_HORIZON_DAYS / c.unit_days,
+                x,
+                p.recency_days / c.unit_days,
+                p.age_days / c.unit_days,
+            )
+        });
         let mean = if x > 0.0 { (state.spend_lifetime - state.spend_first_day) / x } else { 0.0 };
         Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
     }
