@@ -148,14 +148,7 @@ pub fn fit_bgnbd(data: &[Summary]) -> Result<BgNbdFit, FitError> {
     };
     let mean_t = data.iter().map(|s| s.t).sum::<f64>() / data.len() as f64;
     let starts = [[0.0, mean_t.max(1e-3).ln(), 0.0, 0.0], [-1.0, 1.0, -0.5, 0.5], [0.5, 2.0, 0.5, 1.5]];
-    let (best, value) = starts
-        .iter()
-        .map(|s| nelder_mead(nll, *s))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .ok_or(FitError::DidNotConverge("BG/NBD"))?;
-    if !value.is_finite() {
-        return Err(FitError::DidNotConverge("BG/NBD"));
-    }
+    let (best, value) = minimise(nll, &starts, "BG/NBD")?;
     let [r, alpha, a, b] = best.map(f64::exp);
     Ok(BgNbdFit { r, alpha, a, b, log_likelihood: -value, customers: data.len() })
 }
@@ -176,16 +169,24 @@ pub fn fit_gamma_gamma(data: &[Summary]) -> Result<GammaGammaFit, FitError> {
     };
     let mean_m = repeat.iter().map(|s| s.monetary).sum::<f64>() / repeat.len() as f64;
     let starts = [[0.0, 0.0, mean_m.ln()], [1.0, 1.0, mean_m.ln()], [2.0, 1.5, 2.5]];
-    let (best, value) = starts
-        .iter()
-        .map(|s| nelder_mead(nll, *s))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .ok_or(FitError::DidNotConverge("Gamma-Gamma"))?;
-    if !value.is_finite() {
-        return Err(FitError::DidNotConverge("Gamma-Gamma"));
-    }
+    let (best, value) = minimise(nll, &starts, "Gamma-Gamma")?;
     let [p, q, gamma] = best.map(f64::exp);
     Ok(GammaGammaFit { p, q, gamma, log_likelihood: -value, customers: repeat.len() })
+}
+
+/// The best of Nelder–Mead runs from each start; an error unless it is
+/// finite.
+fn minimise<const N: usize>(
+    f: impl Fn(&[f64; N]) -> f64 + Copy,
+    starts: &[[f64; N]],
+    model: &'static str,
+) -> Result<([f64; N], f64), FitError> {
+    starts
+        .iter()
+        .map(|s| nelder_mead(f, *s))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .filter(|(_, v)| v.is_finite())
+        .ok_or(FitError::DidNotConverge(model))
 }
 
 /// Nelder–Mead minimisation (standard coefficients), restarted from its
