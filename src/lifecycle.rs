@@ -5,7 +5,6 @@
 use serde::Serialize;
 
 use crate::config::LifecycleConfig;
-use crate::event::DAY_MS;
 
 /// Where a customer relationship stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -112,17 +111,17 @@ impl LifecycleRules {
     }
 }
 
-/// Helper for tests and docs: days in ms.
-pub const fn days(n: i64) -> i64 {
-    n * DAY_MS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DAY_MS;
 
     fn rules() -> LifecycleRules {
         LifecycleRules::new(&LifecycleConfig::default())
+    }
+
+    const fn days(n: i64) -> i64 {
+        n * DAY_MS
     }
 
     fn facts(age_days: i64, active_days: u32, purchase_days: u32, span_days: i64) -> StageFacts {

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -54,9 +53,6 @@ pub enum PipelineError {
     /// would double-count, so engage stops. Retryable.
     #[error("state restore failed: {0}")]
     Restore(String),
-    /// The consumer failed fatally.
-    #[error("consumer failed: {0}")]
-    Consumer(KafkaError),
     /// `exactly_once`: a transaction could not be committed (and was
     /// aborted). Restarting resumes from the last committed transaction.
     #[error("transaction failed and was aborted: {0}")]
