@@ -14,8 +14,18 @@ use engage::replay::{ReplayOptions, parse_time, replay};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log format on stderr: human-readable text, or one JSON object per
+    /// line for log pipelines. RUST_LOG sets the level (default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -135,10 +145,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

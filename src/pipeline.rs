@@ -243,6 +243,7 @@ impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let s = &self.shared;
+        metrics::counter!(crate::telemetry::REBALANCES, "kind" => "revoke").increment(1);
         s.generation.fetch_add(1, Ordering::SeqCst);
         let partitions: Vec<i32> = partitions_of(tpl).into_iter().filter(|p| guard(&s.owned).contains(p)).collect();
         if let Err(e) = s.finish(consumer, &partitions) {
@@ -257,11 +258,13 @@ impl ConsumerContext for PipelineContext {
             s.store.remove_partition(p);
             info!(partition = p, "partition revoked: flushed, committed, dropped");
         }
+        metrics::gauge!(crate::telemetry::ASSIGNED_PARTITIONS).set(guard(&s.owned).len() as f64);
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
         let s = &self.shared;
+        metrics::counter!(crate::telemetry::REBALANCES, "kind" => "assign").increment(1);
         s.generation.fetch_add(1, Ordering::SeqCst);
         for p in partitions_of(tpl) {
             if guard(&s.owned).contains(&p) {
@@ -283,11 +286,14 @@ impl ConsumerContext for PipelineContext {
                         "partition assigned: state restored"
                     );
                     guard(&s.owned).insert(p);
+                    metrics::counter!(crate::telemetry::RESTORE_RECORDS).increment(stats.records);
+                    metrics::histogram!(crate::telemetry::RESTORE_DURATION).record(stats.elapsed.as_secs_f64());
                 }
                 Err(e) => s.set_fatal(PipelineError::Restore(format!("partition {p}: {e}"))),
             }
         }
         s.store.status().set_joined();
+        metrics::gauge!(crate::telemetry::ASSIGNED_PARTITIONS).set(guard(&s.owned).len() as f64);
     }
 }
 
@@ -565,7 +571,10 @@ fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
     for o in outputs {
         match o {
             Output::Score(_) => metrics.scores.increment(1),
-            Output::Alert(_) => metrics.alerts.increment(1),
+            Output::Alert(a) => {
+                metrics.alerts.increment(1);
+                metrics.alert(a.kind);
+            }
         }
     }
 }

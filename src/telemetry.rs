@@ -23,6 +23,16 @@ pub const OUTPUTS: &str = "engage_outputs_total";
 pub const IN_FLIGHT: &str = "engage_producer_in_flight";
 /// Customers held in memory on this instance.
 pub const CUSTOMERS: &str = "engage_customers";
+/// Churn alerts published, by `kind` (at_risk, dormant, reactivated).
+pub const ALERTS: &str = "engage_alerts_total";
+/// Consumer-group rebalances seen, by `kind` (assign, revoke).
+pub const REBALANCES: &str = "engage_rebalances_total";
+/// Input partitions currently assigned and restored.
+pub const ASSIGNED_PARTITIONS: &str = "engage_assigned_partitions";
+/// Changelog records read while restoring partitions.
+pub const RESTORE_RECORDS: &str = "engage_restore_records_total";
+/// Time each partition restore took.
+pub const RESTORE_DURATION: &str = "engage_restore_duration_seconds";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -33,6 +43,11 @@ pub fn describe() {
     describe_counter!(OUTPUTS, "Score changes and churn alerts published, by kind.");
     describe_gauge!(IN_FLIGHT, "Outputs sent and not yet acknowledged by the broker.");
     describe_gauge!(CUSTOMERS, "Customers held in memory on this instance.");
+    describe_counter!(ALERTS, "Churn alerts published, by kind.");
+    describe_counter!(REBALANCES, "Consumer-group rebalances, by kind (assign, revoke).");
+    describe_gauge!(ASSIGNED_PARTITIONS, "Input partitions currently assigned and restored.");
+    describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
+    metrics::describe_histogram!(RESTORE_DURATION, metrics::Unit::Seconds, "Time each partition restore took.");
 }
 
 /// Installs the Prometheus recorder; the handle renders `/metrics`
@@ -53,6 +68,8 @@ pub struct PipelineMetrics {
     pub scores: Counter,
     /// Alerts published.
     pub alerts: Counter,
+    /// Alerts by kind: at_risk, dormant, reactivated.
+    pub alerts_by_kind: [Counter; 3],
     /// Unacknowledged outputs.
     pub in_flight: Gauge,
     /// Customers held.
@@ -74,6 +91,11 @@ impl PipelineMetrics {
             dead_letters: Reason::ALL.iter().map(|r| (*r, counter!(DEAD_LETTERS, "reason" => r.as_str()))).collect(),
             scores: counter!(OUTPUTS, "kind" => "score"),
             alerts: counter!(OUTPUTS, "kind" => "alert"),
+            alerts_by_kind: [
+                counter!(ALERTS, "kind" => "at_risk"),
+                counter!(ALERTS, "kind" => "dormant"),
+                counter!(ALERTS, "kind" => "reactivated"),
+            ],
             in_flight: gauge!(IN_FLIGHT),
             customers: gauge!(CUSTOMERS),
         }
@@ -92,6 +114,16 @@ impl PipelineMetrics {
     /// One duplicate skipped.
     pub fn duplicate(&self, topic: InputTopic) {
         self.duplicates[topic.index()].increment(1);
+    }
+
+    /// One alert published.
+    pub fn alert(&self, kind: crate::output::AlertKind) {
+        let i = match kind {
+            crate::output::AlertKind::AtRisk => 0,
+            crate::output::AlertKind::Dormant => 1,
+            crate::output::AlertKind::Reactivated => 2,
+        };
+        self.alerts_by_kind[i].increment(1);
     }
 
     /// One dead letter.

@@ -453,5 +453,8 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     assert_eq!(sample(&metrics, "engage_records_in_total{topic=\"purchases\"}"), 1.0);
     assert_eq!(sample(&metrics, "engage_dead_letters_total{reason=\"malformed\"}"), 1.0);
     assert_eq!(sample(&metrics, "engage_outputs_total{kind=\"score\"}"), 2.0);
+    assert_eq!(sample(&metrics, "engage_assigned_partitions"), 1.0);
+    assert!(sample(&metrics, "engage_rebalances_total{kind=\"assign\"}") >= 1.0);
+    assert!(metrics.contains("engage_restore_duration_seconds"), "{metrics}");
     drop(engage);
 }
