@@ -265,9 +265,14 @@ pub struct Engage {
 
 impl Engage {
     pub fn start(dir: &Path, config: &str) -> Engage {
+        Self::start_binary(dir, config, env!("CARGO_BIN_EXE_engage"))
+    }
+
+    /// Like [`Engage::start`], with an explicit binary.
+    pub fn start_binary(dir: &Path, config: &str, binary: &str) -> Engage {
         let path = dir.join(format!("engage-{}.toml", unique("c")));
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_engage"))
+        let mut child = Command::new(binary)
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
