@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed, read_topic};
 use engage::decode::Format;
-use engage::event::InputTopic;
 use engage::state::CustomerState;
 use prost::Message as _;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const PARTITIONS: i32 = 4;
 
@@ -20,29 +18,7 @@ const PARTITIONS: i32 = 4;
 /// event times in the past. Returns how many went to each input topic.
 fn feed(broker: &Broker, topics: &Topics, n: usize, customers: u64) -> (i64, i64) {
     let start = engage::engine::wall_clock_ms() - 40 * 86_400_000;
-    let records = engage::synth::records(42, n, customers, start, 10_000, Format::Json);
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "1000000").create().unwrap();
-    let (mut clicks, mut buys) = (0, 0);
-    for r in &records {
-        let topic = match r.topic {
-            InputTopic::Clickstream => {
-                clicks += 1;
-                &topics.clickstream
-            }
-            InputTopic::Purchases => {
-                buys += 1;
-                &topics.purchases
-            }
-        };
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
-        while let Err((_, back)) = producer.send(record) {
-            record = back;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    producer.flush(Duration::from_secs(60)).unwrap();
-    (clicks, buys)
+    common::feed(broker, topics, &engage::synth::records(42, n, customers, start, 10_000, Format::Json))
 }
 
 /// Output topics and group of one run, so two runs over the same inputs do

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed};
 use engage::decode::Format;
-use engage::event::InputTopic;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 4;
@@ -26,24 +24,7 @@ async fn end_to_end_throughput() {
     let topics = Topics::create(&broker, PARTITIONS).await;
     let start = engage::engine::wall_clock_ms() - 30 * 86_400_000;
     let records = engage::synth::records(9, n, 50_000, start, 5_000, Format::Json);
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "2000000").create().unwrap();
-    let (mut clicks, mut buys) = (0i64, 0i64);
-    for r in &records {
-        let topic = if r.topic == InputTopic::Clickstream {
-            clicks += 1;
-            &topics.clickstream
-        } else {
-            buys += 1;
-            &topics.purchases
-        };
-        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
-        while let Err((_, back)) = producer.send(rec) {
-            rec = back;
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
+    let (clicks, buys) = common::feed(&broker, &topics, &records);
 
     // Ceiling: a bare consumer reading both topics, doing nothing.
     let consumer: BaseConsumer = broker.client_config().set("group.id", "ceiling").create().unwrap();

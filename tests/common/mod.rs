@@ -360,3 +360,32 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
 }
+
+/// Produces `records` to the inputs of `topics` as fast as the broker takes
+/// them; returns how many went to (clickstream, purchases).
+pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record]) -> (i64, i64) {
+    use engage::event::InputTopic;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "2000000").create().unwrap();
+    let (mut clicks, mut buys) = (0, 0);
+    for r in records {
+        let topic = match r.topic {
+            InputTopic::Clickstream => {
+                clicks += 1;
+                &topics.clickstream
+            }
+            InputTopic::Purchases => {
+                buys += 1;
+                &topics.purchases
+            }
+        };
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    (clicks, buys)
+}
