@@ -1,9 +1,9 @@
 //! `engage run`: the Kafka pipeline. One consumer-group member reads both
 //! input topics, applies each record to the engine and hands the outputs to
 //! the [`Sink`]. Changed customers are flushed to the state changelog every
-//! `state.flush_interval`, once every output sent before is acknowledged;
-//! an input offset is committed only after the flush that follows it is
-//! acknowledged too. So after any crash the changelog holds, for every
+//! `state.flush_interval`: encoded at once, written once every output sent
+//! before is acknowledged (consumption goes on meanwhile); an input offset
+//! is committed only after the flush that follows it is acknowledged too. So after any crash the changelog holds, for every
 //! customer, a state whose outputs were all delivered, and the per-customer
 //! applied offsets in it make replayed records no-ops (SPEC §8).
 //!
@@ -34,9 +34,9 @@ use crate::engine::{Engine, Outcome, Rules, Slice, wall_clock_ms};
 use crate::event::{InputTopic, Source};
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client_config, create_output_topics};
 use crate::output::Output;
-use crate::sink::{CONTENT_TYPE, Progress, SharedProgress, Sink, Work, lock};
+use crate::sink::{CONTENT_TYPE, Origin, Progress, STATISTICS_INTERVAL_MS, SharedProgress, Sink, Work, lock};
 use crate::store::{Partition, Store};
-use crate::telemetry::PipelineMetrics;
+use crate::telemetry::{LagReporter, PipelineMetrics};
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
 /// from the last committed offsets and the changelog, so nothing is lost.
@@ -130,39 +130,40 @@ impl Shared {
         guard(&self.owned).iter().copied().collect()
     }
 
-    /// Writes the changed customers of `partitions` to the changelog, after
-    /// every output sent so far has been acknowledged (so a durable state
-    /// never runs ahead of its delivered outputs). In `exactly_once` mode
-    /// the outputs, the changelog records and the input offsets are instead
-    /// committed as one transaction. Blocks.
+    /// Takes a changelog flush of `partitions`: their changed customers
+    /// are encoded now and written once every output sent before is
+    /// acknowledged ([`Sink::stage_changelog`]), so a durable state never
+    /// runs ahead of its delivered outputs; consumption does not wait. In
+    /// `exactly_once` mode the outputs, the changelog records and the input
+    /// offsets are instead committed as one transaction, which blocks.
     fn flush<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) -> Result<(), PipelineError> {
         if partitions.is_empty() {
             return Ok(());
         }
-        if self.sink.is_transactional() {
-            self.write_changelog(partitions);
-            let mut offsets = TopicPartitionList::new();
-            for ((kind, p), next) in guard(&self.processed).iter() {
-                if partitions.contains(p) {
-                    let _ = offsets.add_partition_offset(self.inputs.name(*kind), *p, Offset::Offset(*next));
-                }
-            }
-            let group = consumer
-                .group_metadata()
-                .ok_or_else(|| PipelineError::Transaction("the consumer has no group metadata".into()))?;
-            return self
-                .sink
-                .commit_transaction(&offsets, &group, self.config.run.shutdown_deadline)
-                .map_err(|e| PipelineError::Transaction(e.to_string()));
-        }
-        self.sink
-            .flush(self.config.run.shutdown_deadline)
-            .map_err(|e| PipelineError::Delivery(format!("outputs not acknowledged before a changelog flush: {e}")))?;
         if let Some(f) = lock(self.sink.progress()).failure() {
             return Err(PipelineError::Delivery(f.to_string()));
         }
         self.write_changelog(partitions);
-        Ok(())
+        if !self.sink.is_transactional() {
+            self.sink.release_changelog();
+            return Ok(());
+        }
+        self.sink
+            .flush(self.config.run.shutdown_deadline)
+            .map_err(|e| PipelineError::Transaction(format!("outputs not acknowledged: {e}")))?;
+        self.sink.release_changelog();
+        let mut offsets = TopicPartitionList::new();
+        for ((kind, p), next) in guard(&self.processed).iter() {
+            if partitions.contains(p) {
+                let _ = offsets.add_partition_offset(self.inputs.name(*kind), *p, Offset::Offset(*next));
+            }
+        }
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| PipelineError::Transaction("the consumer has no group metadata".into()))?;
+        self.sink
+            .commit_transaction(&offsets, &group, self.config.run.shutdown_deadline)
+            .map_err(|e| PipelineError::Transaction(e.to_string()))
     }
 
     fn write_changelog(&self, partitions: &[i32]) {
@@ -176,7 +177,7 @@ impl Shared {
                     (id, value)
                 })
                 .collect();
-            self.sink.send_changelog(p, records);
+            self.sink.stage_changelog(p, records);
         }
     }
 
@@ -200,17 +201,29 @@ impl Shared {
         }
     }
 
-    /// Flush, wait for the changelog, store and commit synchronously.
+    /// Flush, wait until the flush and everything before it is
+    /// acknowledged (at most `run.shutdown_deadline`), store and commit
+    /// synchronously.
     fn finish<C: ConsumerContext>(&self, consumer: &impl Consumer<C>, partitions: &[i32]) -> Result<(), PipelineError> {
         self.flush(consumer, partitions)?;
         if self.sink.is_transactional() {
             return Ok(());
         }
-        self.sink
-            .flush(self.config.run.shutdown_deadline)
-            .map_err(|_| PipelineError::ShutdownDeadline(self.config.run.shutdown_deadline))?;
-        if let Some(f) = lock(self.sink.progress()).failure() {
-            return Err(PipelineError::Delivery(f.to_string()));
+        let deadline = Instant::now() + self.config.run.shutdown_deadline;
+        loop {
+            self.sink.release_changelog();
+            let progress = lock(self.sink.progress());
+            if let Some(f) = progress.failure() {
+                return Err(PipelineError::Delivery(f.to_string()));
+            }
+            if partitions.iter().all(|p| progress.is_drained(*p)) {
+                break;
+            }
+            drop(progress);
+            if Instant::now() >= deadline {
+                return Err(PipelineError::ShutdownDeadline(self.config.run.shutdown_deadline));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         self.store_done(consumer);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
@@ -235,9 +248,14 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
 /// assign, restore before the first record.
 struct PipelineContext {
     shared: Arc<Shared>,
+    lag: LagReporter,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        self.lag.report(&stats);
+    }
+}
 
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -252,7 +270,7 @@ impl ConsumerContext for PipelineContext {
         }
         guard(&s.processed).retain(|(_, p), _| !partitions.contains(p));
         for p in partitions {
-            lock(s.sink.progress()).forget(p);
+            s.sink.forget(p);
             guard(&s.dirty).forget(p);
             guard(&s.owned).remove(&p);
             s.store.remove_partition(p);
@@ -369,20 +387,25 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             ("auto.commit.interval.ms", "1000"),
             ("auto.offset.reset", "earliest"),
             ("partition.assignment.strategy", "range"),
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
         ],
     )
-    .create_with_context(PipelineContext { shared: shared.clone() })
+    .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
     .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
     consumer
         .subscribe(&[&inputs.clickstream, &inputs.purchases])
         .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
 
-    let engine = Engine::new(Rules::new(&config));
-    let metrics = PipelineMetrics::new();
-    let limits = config.input.limits();
-    let retention_ms = config.state.retention.as_millis() as i64;
-    let mut summary = RunSummary::default();
-    let mut outputs = Vec::with_capacity(8);
+    let mut worker = Worker {
+        engine: Engine::new(Rules::new(&config)),
+        metrics: PipelineMetrics::new(),
+        limits: config.input.limits(),
+        summary: RunSummary::default(),
+        outputs: Vec::with_capacity(8),
+        cache: PartitionCache { generation: u64::MAX, partitions: HashMap::new() },
+        clocks: HashMap::new(),
+        shared: shared.clone(),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut flush_tick = tokio::time::interval(config.state.flush_interval);
     let slices = u64::from(config.run.sweep_slices);
@@ -392,8 +415,10 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     let mut paused = false;
-    let mut cache = PartitionCache { generation: u64::MAX, partitions: HashMap::new() };
-    let mut clocks: HashMap<i32, StreamClock> = HashMap::new();
+    // Population gauges, refreshed every log interval until this returns.
+    let census = CancellationToken::new();
+    tokio::spawn(crate::telemetry::census_loop(store.clone(), config.run.log_interval, census.clone()));
+    let _stop_census = census.drop_guard();
 
     loop {
         if let Some(e) = guard(&shared.fatal).take() {
@@ -408,13 +433,14 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     return Err(PipelineError::Delivery(failure.to_string()));
                 }
                 if !transactional {
+                    sink.release_changelog();
                     shared.store_done(&consumer);
                 }
-                metrics.in_flight.set(lock(&progress).in_flight() as f64);
+                worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
                 paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
-                    metrics.customers.set(store.customers() as f64);
+                    let summary = &worker.summary;
                     info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
                           outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
                 }
@@ -426,93 +452,24 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             _ = sweep_tick.tick() => {
                 let slice = Slice { index: next_slice, of: slices };
                 next_slice = (next_slice + 1) % slices;
-                for p in shared.owned() {
-                    let Some(clock) = clocks.get(&p) else { continue };
-                    let now = clock.stream_time(config.run.idle_grace, paused);
-                    let partition = cache.get(&shared, p);
-                    engine.sweep_slice(&partition, now, slice, &mut outputs);
-                    let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
-                    let mut dirty = guard(&shared.dirty);
-                    for id in outputs.iter().map(Output::customer_id).chain(evicted.iter().map(|id| id.as_str())) {
-                        dirty.mark(p, id);
-                    }
-                    drop(dirty);
-                    if !evicted.is_empty() {
-                        info!(partition = p, evicted = evicted.len(), "retention: evicted idle customers");
-                    }
-                    if !outputs.is_empty() {
-                        count_outputs(&metrics, &outputs);
-                        summary.outputs += outputs.len() as u64;
-                        debug!(partition = p, stream_time = now, outputs = outputs.len(), "sweep");
-                        sink.send_outputs(&mut outputs, Work::Sweep { partition: p });
-                    }
-                }
+                worker.sweep(slice, paused);
             }
             message = consumer.recv() => {
-                let message = match message {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(error = %e, "consumer error");
-                        continue;
+                // Then whatever else is already fetched, without going back
+                // through the select (its timers cost more than a record).
+                let mut next = Some(message);
+                let mut batch = 0;
+                while let Some(message) = next {
+                    match message {
+                        Ok(m) => worker.handle(&m)?,
+                        Err(e) => warn!(error = %e, "consumer error"),
                     }
-                };
-                // A restore that failed inside this very recv() must stop us
-                // before the partition's records are applied to empty state.
-                if let Some(e) = guard(&shared.fatal).take() {
-                    return Err(e);
-                }
-                summary.records += 1;
-                let kind = inputs.kind(message.topic());
-                metrics.record_in(kind);
-                let p = message.partition();
-                let work = Work::Record { topic: kind, partition: p, offset: message.offset() };
-                if transactional {
-                    guard(&shared.processed).insert((kind, p), message.offset() + 1);
-                }
-                let format = match kind {
-                    InputTopic::Clickstream => config.input.clickstream_format,
-                    InputTopic::Purchases => config.input.purchases_format,
-                };
-                let envelope = Envelope {
-                    key: message.key(),
-                    require_key: true,
-                    timestamp_ms: message.timestamp().to_millis(),
-                    content_type: content_type(&message),
-                };
-                let value = message.payload().unwrap_or(&[]);
-                match decode(Some(kind), format, &envelope, value, &limits, wall_clock_ms()) {
-                    Ok(event) => {
-                        let partition = cache.get(&shared, p);
-                        let source = Source { topic: kind, offset: message.offset() };
-                        clocks.entry(p).or_default().observe(event.ts_ms);
-                        match engine.apply(&partition, &event, Some(source), &mut outputs) {
-                            Outcome::Applied => {
-                                summary.applied += 1;
-                                guard(&shared.dirty).mark(p, &event.customer_id);
-                            }
-                            Outcome::Duplicate => {
-                                summary.duplicates += 1;
-                                metrics.duplicate(kind);
-                            }
-                            Outcome::UnknownType => {
-                                summary.unknown_types += 1;
-                                metrics.unknown_type(kind);
-                            }
-                        }
-                        count_outputs(&metrics, &outputs);
-                        summary.outputs += outputs.len() as u64;
-                        sink.send_outputs(&mut outputs, work);
+                    batch += 1;
+                    if lock(&progress).in_flight() > config.run.max_in_flight {
+                        paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                        break;
                     }
-                    Err(error) => {
-                        summary.dead_letters += 1;
-                        metrics.dead_letter(error.reason);
-                        debug!(topic = message.topic(), partition = p, offset = message.offset(),
-                               reason = %error.reason, "dead letter");
-                        sink.send_dead_letter(&message, &error, work);
-                    }
-                }
-                if lock(&progress).in_flight() > config.run.max_in_flight {
-                    paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                    next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
                 }
             }
         }
@@ -521,8 +478,133 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
     let owned = shared.owned();
     tokio::task::block_in_place(|| shared.finish(&consumer, &owned))?;
-    info!(?summary, "stopped cleanly");
-    Ok(summary)
+    info!(summary = ?worker.summary, "stopped cleanly");
+    Ok(worker.summary)
+}
+
+/// Records handled per wake-up of the main loop before the timers get a
+/// look in again.
+const RECV_BATCH: usize = 512;
+
+/// The future's output if it is ready right now, without waiting.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The main loop's per-record and per-sweep state.
+struct Worker {
+    engine: Engine,
+    metrics: PipelineMetrics,
+    limits: crate::decode::Limits,
+    summary: RunSummary,
+    outputs: Vec<Output>,
+    cache: PartitionCache,
+    clocks: HashMap<i32, StreamClock>,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    /// Decodes, applies and publishes one input record (or dead-letters it).
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), PipelineError> {
+        let consumed = Instant::now();
+        let shared = &*self.shared;
+        // A restore that failed inside this very recv() must stop us
+        // before the partition's records are applied to empty state.
+        if let Some(e) = guard(&shared.fatal).take() {
+            return Err(e);
+        }
+        let config = &shared.config;
+        let sink = &shared.sink;
+        self.summary.records += 1;
+        let kind = shared.inputs.kind(message.topic());
+        self.metrics.record_in(kind);
+        let p = message.partition();
+        let work = Work::Record { topic: kind, partition: p, offset: message.offset() };
+        if sink.is_transactional() {
+            guard(&shared.processed).insert((kind, p), message.offset() + 1);
+        }
+        let format = match kind {
+            InputTopic::Clickstream => config.input.clickstream_format,
+            InputTopic::Purchases => config.input.purchases_format,
+        };
+        let envelope = Envelope {
+            key: message.key(),
+            require_key: true,
+            timestamp_ms: message.timestamp().to_millis(),
+            content_type: content_type(message),
+        };
+        let value = message.payload().unwrap_or(&[]);
+        match decode(Some(kind), format, &envelope, value, &self.limits, wall_clock_ms()) {
+            Ok(event) => {
+                self.metrics.event(&event.kind);
+                let partition = self.cache.get(shared, p);
+                let source = Source { topic: kind, offset: message.offset() };
+                self.clocks.entry(p).or_default().observe(event.ts_ms);
+                match self.engine.apply(&partition, &event, Some(source), &mut self.outputs) {
+                    Outcome::Applied => {
+                        self.summary.applied += 1;
+                        guard(&shared.dirty).mark(p, &event.customer_id);
+                    }
+                    Outcome::Duplicate => {
+                        self.summary.duplicates += 1;
+                        self.metrics.duplicate(kind);
+                    }
+                    Outcome::UnknownType => {
+                        self.summary.unknown_types += 1;
+                        self.metrics.unknown_type(kind);
+                    }
+                }
+                count_outputs(&self.metrics, &self.outputs);
+                self.summary.outputs += self.outputs.len() as u64;
+                let origin = Origin { consumed, produced_ms: message.timestamp().to_millis() };
+                sink.send_outputs(&mut self.outputs, work, Some(origin));
+            }
+            Err(error) => {
+                self.summary.dead_letters += 1;
+                self.metrics.dead_letter(error.reason);
+                debug!(topic = message.topic(), partition = p, offset = message.offset(),
+                       reason = %error.reason, "dead letter");
+                sink.send_dead_letter(message, &error, work);
+            }
+        }
+        Ok(())
+    }
+
+    /// One sweep tick: `slice` of every owned partition, at each partition's
+    /// stream time; then retention.
+    fn sweep(&mut self, slice: Slice, paused: bool) {
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let config = &shared.config;
+        let retention_ms = config.state.retention.as_millis() as i64;
+        for p in shared.owned() {
+            let Some(clock) = self.clocks.get(&p) else { continue };
+            let now = clock.stream_time(config.run.idle_grace, paused);
+            let partition = self.cache.get(shared, p);
+            self.engine.sweep_slice(&partition, now, slice, &mut self.outputs);
+            let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
+            let mut dirty = guard(&shared.dirty);
+            for id in self.outputs.iter().map(Output::customer_id).chain(evicted.iter().map(|id| id.as_str())) {
+                dirty.mark(p, id);
+            }
+            drop(dirty);
+            if !evicted.is_empty() {
+                info!(partition = p, evicted = evicted.len(), "retention: evicted idle customers");
+            }
+            if !self.outputs.is_empty() {
+                count_outputs(&self.metrics, &self.outputs);
+                self.summary.outputs += self.outputs.len() as u64;
+                debug!(partition = p, stream_time = now, outputs = self.outputs.len(), "sweep");
+                shared.sink.send_outputs(&mut self.outputs, Work::Sweep { partition: p }, None);
+            }
+        }
+        self.metrics.sweep_duration.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The main loop's handles on store partitions. A rebalance (which runs

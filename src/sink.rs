@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
@@ -18,6 +18,7 @@ use crate::decode::{DecodeError, Format};
 use crate::event::InputTopic;
 use crate::kafka::{KafkaSetupError, client_config};
 use crate::output::{OUTPUT_SCHEMA_VERSION, Output};
+use crate::telemetry::{self, LatencyMetrics};
 
 /// A unit of work whose deliveries gate commits, queued per input
 /// partition number (both input topics' partition *p* share one queue, in
@@ -180,6 +181,33 @@ impl Progress {
         out
     }
 
+    /// Registers a changelog flush whose records are not written yet. It
+    /// holds a *gate* in place of deliveries (not counted as in flight), so
+    /// neither it nor anything after it completes until [`Progress::open`]
+    /// replaces the gate with the flush's real deliveries.
+    pub fn register_gated_flush(&mut self, partition: i32) -> Token {
+        let token = self.register(Work::Flush { partition }, 1);
+        self.in_flight -= 1;
+        token
+    }
+
+    /// Whether every piece of work registered before `token` is complete,
+    /// so a gated flush may now write its records.
+    pub fn is_next(&self, token: Token) -> bool {
+        self.parts.get(&token.partition).and_then(|p| p.pending.front()).is_some_and(|(id, ..)| *id == token.id)
+    }
+
+    /// Replaces a gated flush's gate with the `deliveries` its records are
+    /// about to make.
+    pub fn open(&mut self, token: Token, deliveries: u32) {
+        let Some(p) = self.parts.get_mut(&token.partition) else { return };
+        if let Ok(i) = p.pending.binary_search_by_key(&token.id, |(id, ..)| *id) {
+            p.pending[i].2 = deliveries;
+            self.in_flight += deliveries as usize;
+        }
+        p.settle(self.flushes);
+    }
+
     /// Whether any work of this partition still awaits deliveries.
     pub fn is_drained(&self, partition: i32) -> bool {
         self.parts.get(&partition).is_none_or(|p| p.pending.is_empty())
@@ -194,6 +222,10 @@ impl Progress {
     }
 }
 
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Shared handle on [`Progress`].
 pub type SharedProgress = Arc<Mutex<Progress>>;
 
@@ -203,22 +235,56 @@ pub fn lock(p: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
     p.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Producer callbacks: delivery reports go straight into [`Progress`].
-pub struct SinkContext {
-    progress: SharedProgress,
+/// Where an output came from, for the latency histograms.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    /// When the input record was consumed.
+    pub consumed: Instant,
+    /// The input record's Kafka timestamp (epoch ms), when it has one.
+    pub produced_ms: Option<i64>,
 }
 
-impl ClientContext for SinkContext {}
+/// What each sent record carries to its delivery report.
+#[derive(Debug)]
+pub struct Delivery {
+    token: Token,
+    origin: Option<Origin>,
+}
+
+/// Producer callbacks: delivery reports go straight into [`Progress`] and
+/// the latency histograms.
+pub struct SinkContext {
+    progress: SharedProgress,
+    latency: LatencyMetrics,
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        metrics::gauge!(telemetry::PRODUCER_QUEUE).set(stats.msg_cnt as f64);
+    }
+}
 
 impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Token>;
+    type DeliveryOpaque = Box<Delivery>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, token: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Self::DeliveryOpaque) {
         let result = match result {
-            Ok(_) => Ok(()),
-            Err((e, m)) => Err(format!("delivery to {} failed: {e}", m.topic())),
+            Ok(_) => {
+                if let Some(origin) = delivery.origin {
+                    self.latency.processing.record(origin.consumed.elapsed().as_secs_f64());
+                    if let Some(ms) = origin.produced_ms {
+                        let ms = crate::engine::wall_clock_ms().saturating_sub(ms).max(0);
+                        self.latency.end_to_end.record(ms as f64 / 1000.0);
+                    }
+                }
+                Ok(())
+            }
+            Err((e, m)) => {
+                metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => m.topic().to_string()).increment(1);
+                Err(format!("delivery to {} failed: {e}", m.topic()))
+            }
         };
-        lock(&self.progress).ack(*token, result);
+        lock(&self.progress).ack(delivery.token, result);
     }
 }
 
@@ -230,8 +296,19 @@ pub struct Sink {
     alerts: (String, Format),
     dlq: String,
     changelog: String,
+    /// Changelog flushes encoded but waiting for the work before them, per
+    /// partition, oldest first.
+    staged: Mutex<HashMap<i32, VecDeque<(Token, ChangelogRecords)>>>,
     transactional: bool,
 }
+
+/// One partition's changed customers, encoded: key and value (`None` for a
+/// tombstone).
+pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
+
+/// How often librdkafka reports the statistics behind the lag and producer
+/// queue metrics, unless `[kafka] statistics_interval_ms` says otherwise.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
 
 /// The header that names a record's encoding.
 pub const CONTENT_TYPE: &str = "content-type";
@@ -246,14 +323,19 @@ fn content_type(format: Format) -> &'static str {
 impl Sink {
     /// An idempotent producer on the configured brokers.
     pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
-        let defaults = [("enable.idempotence", "true"), ("linger.ms", "5"), ("acks", "all")];
+        let defaults = [
+            ("enable.idempotence", "true"),
+            ("linger.ms", "5"),
+            ("acks", "all"),
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+        ];
         let mut client = client_config(config, &defaults);
         let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         if transactional {
             client.set("transactional.id", config.run.transactional_id());
         }
         let producer: ThreadedProducer<SinkContext> = client
-            .create_with_context(SinkContext { progress: progress.clone() })
+            .create_with_context(SinkContext { progress: progress.clone(), latency: LatencyMetrics::new() })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
         if transactional {
             producer
@@ -262,13 +344,20 @@ impl Sink {
                 .map_err(|e| KafkaSetupError::client("initialising transactions (does the broker support them?)", e))?;
         }
         let t = &config.topics;
+        let changelog = crate::changelog::topic_name(config);
+        // Registered at 0, so dashboards and alert rules see the series
+        // before the first failure.
+        for topic in [&t.scores, &t.alerts, &t.dlq, &changelog] {
+            metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => topic.clone()).absolute(0);
+        }
         Ok(Sink {
             producer,
             progress,
             scores: (t.scores.clone(), config.output.scores_format),
             alerts: (t.alerts.clone(), config.output.alerts_format),
             dlq: t.dlq.clone(),
-            changelog: crate::changelog::topic_name(config),
+            changelog,
+            staged: Mutex::new(HashMap::new()),
             transactional,
         })
     }
@@ -278,8 +367,9 @@ impl Sink {
         &self.progress
     }
 
-    /// Sends the outputs one piece of work caused (possibly none).
-    pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work) {
+    /// Sends the outputs one piece of work caused (possibly none); `origin`
+    /// is the input record behind them (none for a sweep).
+    pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
         let token = lock(&self.progress).register(work, outputs.len() as u32);
         for output in outputs.drain(..) {
             let ((topic, format), kind) = match &output {
@@ -291,7 +381,7 @@ impl Sink {
                 .insert(Header { key: CONTENT_TYPE, value: Some(content_type(*format)) })
                 .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })
                 .insert(Header { key: "engage.message.type", value: Some(kind) });
-            let record = BaseRecord::with_opaque_to(topic, Box::new(token))
+            let record = BaseRecord::with_opaque_to(topic, Box::new(Delivery { token, origin }))
                 .key(output.customer_id())
                 .payload(&payload)
                 .headers(headers);
@@ -299,19 +389,49 @@ impl Sink {
         }
     }
 
-    /// Writes one partition's changed customers to the changelog (value
-    /// `None`: a tombstone for an evicted customer), as one [`Work::Flush`].
-    /// An empty flush still completes, releasing the offsets before it.
-    pub fn send_changelog(&self, partition: i32, records: Vec<(CompactString, Option<Vec<u8>>)>) {
-        let token = lock(&self.progress).register(Work::Flush { partition }, records.len() as u32);
-        for (id, value) in &records {
-            let mut record: BaseRecord<'_, str, [u8], Box<Token>> =
-                BaseRecord::with_opaque_to(&self.changelog, Box::new(token)).key(id.as_str()).partition(partition);
-            if let Some(v) = value {
-                record = record.payload(v);
+    /// Queues one partition's changed customers (value `None`: a tombstone
+    /// for an evicted customer) as one [`Work::Flush`], without waiting:
+    /// the records were encoded when the flush was taken, and they are
+    /// written by [`Sink::release_changelog`] once every output of the work
+    /// before the flush is acknowledged — so the changelog never holds a
+    /// state whose outputs could still be lost, while consumption goes on
+    /// meanwhile. An empty flush still completes, releasing the offsets
+    /// before it.
+    pub fn stage_changelog(&self, partition: i32, records: ChangelogRecords) {
+        let token = lock(&self.progress).register_gated_flush(partition);
+        guard(&self.staged).entry(partition).or_default().push_back((token, records));
+    }
+
+    /// Writes every staged flush whose preceding work is complete. Cheap
+    /// when none is ready; the pipeline calls it on its tick.
+    pub fn release_changelog(&self) {
+        let mut staged = guard(&self.staged);
+        for queue in staged.values_mut() {
+            while let Some(&(token, _)) = queue.front() {
+                if !lock(&self.progress).is_next(token) {
+                    break;
+                }
+                let Some((token, records)) = queue.pop_front() else { break };
+                lock(&self.progress).open(token, records.len() as u32);
+                for (id, value) in &records {
+                    let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
+                        BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { token, origin: None }))
+                            .key(id.as_str())
+                            .partition(token.partition);
+                    if let Some(v) = value {
+                        record = record.payload(v);
+                    }
+                    self.send(record);
+                }
             }
-            self.send(record);
         }
+    }
+
+    /// Forgets a partition's bookkeeping and staged flushes (after it was
+    /// revoked and committed).
+    pub fn forget(&self, partition: i32) {
+        guard(&self.staged).remove(&partition);
+        lock(&self.progress).forget(partition);
     }
 
     /// Sends a record engage cannot use to the dead-letter topic: original
@@ -332,8 +452,8 @@ impl Sink {
             .insert(Header { key: "engage.source.topic", value: Some(message.topic()) })
             .insert(Header { key: "engage.source.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "engage.source.offset", value: Some(offset.as_str()) });
-        let mut record: BaseRecord<'_, [u8], [u8], Box<Token>> =
-            BaseRecord::with_opaque_to(&self.dlq, Box::new(token)).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
+            BaseRecord::with_opaque_to(&self.dlq, Box::new(Delivery { token, origin: None })).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
@@ -348,7 +468,7 @@ impl Sink {
     /// error is reported as a delivery failure, which stops the pipeline.
     fn send<K: rdkafka::message::ToBytes + ?Sized, P: rdkafka::message::ToBytes + ?Sized>(
         &self,
-        mut record: BaseRecord<'_, K, P, Box<Token>>,
+        mut record: BaseRecord<'_, K, P, Box<Delivery>>,
     ) {
         loop {
             match self.producer.send(record) {
@@ -358,7 +478,8 @@ impl Sink {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, r)) => {
-                    let token = *r.delivery_opaque;
+                    let token = r.delivery_opaque.token;
+                    metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => r.topic.to_string()).increment(1);
                     lock(&self.progress).ack(token, Err(format!("cannot enqueue to {}: {e}", r.topic)));
                     return;
                 }
@@ -442,6 +563,29 @@ mod tests {
         assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 3)]);
         p.register(FLUSH, 0);
         assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 4)]);
+    }
+
+    #[test]
+    fn a_gated_flush_opens_only_after_the_work_before_it_and_holds_back_what_follows() {
+        let mut p = Progress::new(true);
+        let a = p.register(w(1), 1);
+        let flush = p.register_gated_flush(0);
+        p.register(w(2), 0);
+        assert_eq!(p.in_flight(), 1, "the gate is not an output in flight");
+        assert!(!p.is_next(flush), "offset 1's output is not delivered yet");
+        p.ack(a, Ok(()));
+        assert!(p.is_next(flush));
+        assert!(p.take_committable().is_empty(), "the flush's records are not even written");
+        p.open(flush, 2);
+        assert_eq!(p.in_flight(), 2);
+        p.ack(flush, Ok(()));
+        assert!(p.take_committable().is_empty());
+        p.ack(flush, Ok(()));
+        // The flush covers 1 only: 2 came after it.
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 2)]);
+        let empty = p.register_gated_flush(0);
+        p.open(empty, 0);
+        assert_eq!(p.take_committable(), vec![(InputTopic::Clickstream, 0, 3)]);
     }
 
     #[test]

@@ -401,6 +401,23 @@ async fn customers_idle_past_retention_are_evicted_and_tombstoned_in_the_changel
     assert!(!last(b"new").value.is_empty());
 }
 
+/// Every `engage_…` metric name a rules file or dashboard mentions.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("engage_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        // "engage_" inside a longer word (e.g. a label value) is not a name.
+        let preceded = rest[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !preceded {
+            names.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
 /// The value of one sample line in a Prometheus text exposition.
 fn sample(metrics: &str, line_start: &str) -> f64 {
     metrics
@@ -440,21 +457,54 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     assert_eq!((status, body.as_str()), (200, "[]"));
     assert_eq!(common::http_get(&addr, "/v1/customers?health=sad").map(|r| r.0), Some(400));
 
-    // Counters move as the records did: 3 read, 1 dead letter as malformed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Counters move as the records did: 3 read, 1 dead letter as malformed;
+    // the lag reaches 0 once everything is committed; the census sees kim.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         let m = common::http_get(&addr, "/metrics").unwrap().1;
-        if sample(&m, "engage_records_in_total{topic=\"clickstream\"}") >= 2.0 || std::time::Instant::now() > deadline {
+        let settled = sample(&m, "engage_records_in_total{topic=\"clickstream\"}") >= 2.0
+            && m.contains("engage_consumer_lag{")
+            && m.lines().filter(|l| l.starts_with("engage_consumer_lag{")).all(|l| l.ends_with(" 0"))
+            && sample(&m, "engage_customers{partition=\"0\"}") == 1.0
+            && m.contains("engage_sweep_duration_seconds_count");
+        if settled || std::time::Instant::now() > deadline {
             break m;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(sample(&metrics, "engage_records_in_total{topic=\"clickstream\"}"), 2.0, "{metrics}");
     assert_eq!(sample(&metrics, "engage_records_in_total{topic=\"purchases\"}"), 1.0);
+    assert_eq!(sample(&metrics, "engage_events_total{topic=\"clickstream\",type=\"review\"}"), 1.0);
+    assert_eq!(sample(&metrics, "engage_events_total{topic=\"purchases\",type=\"purchase\"}"), 1.0);
     assert_eq!(sample(&metrics, "engage_dead_letters_total{reason=\"malformed\"}"), 1.0);
     assert_eq!(sample(&metrics, "engage_outputs_total{kind=\"score\"}"), 2.0);
+    assert_eq!(sample(&metrics, "engage_end_to_end_latency_seconds_count"), 2.0, "one per score change");
+    assert_eq!(sample(&metrics, "engage_processing_latency_seconds_count"), 2.0);
     assert_eq!(sample(&metrics, "engage_assigned_partitions"), 1.0);
+    assert_eq!(sample(&metrics, "engage_ready"), 1.0);
+    assert_eq!(sample(&metrics, "engage_customers{partition=\"0\"}"), 1.0, "{metrics}");
+    assert_eq!(sample(&metrics, "engage_customers_by_health{health=\"active\"}"), 1.0);
+    assert_eq!(sample(&metrics, "engage_customers_by_stage{stage=\"integration\"}"), 1.0, "{metrics}");
+    let lags: Vec<&str> = metrics.lines().filter(|l| l.starts_with("engage_consumer_lag{")).collect();
+    assert_eq!(lags.len(), 2, "one per input partition: {metrics}");
+    assert!(lags.iter().all(|l| l.ends_with(" 0")), "lag reaches 0: {lags:?}");
+    assert!(sample(&metrics, "engage_process_resident_memory_bytes") > 1e6);
     assert!(sample(&metrics, "engage_rebalances_total{kind=\"assign\"}") >= 1.0);
+    // Every metric the alert rules and the dashboard query is one this
+    // instance exports.
+    for file in ["deploy/prometheus/alerts.yaml", "deploy/grafana/engage.json"] {
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        let names = metric_names(&text);
+        assert!(names.len() >= 6, "{file}: {names:?}");
+        for name in names {
+            let exported = metrics.lines().any(|l| {
+                // A histogram's base name is exported as _bucket/_sum/_count.
+                l.strip_prefix(name.as_str())
+                    .is_some_and(|rest| ["{", " ", "_bucket{", "_sum", "_count"].iter().any(|s| rest.starts_with(s)))
+            });
+            assert!(exported, "{file} uses {name}, which engage does not export:\n{metrics}");
+        }
+    }
     assert!(metrics.contains("engage_restore_duration_seconds"), "{metrics}");
     drop(engage);
 }

@@ -23,8 +23,12 @@ async fn end_to_end_throughput() {
     let broker = Broker::start();
     let topics = Topics::create(&broker, PARTITIONS).await;
     let start = engage::engine::wall_clock_ms() - 30 * 86_400_000;
-    let records = engage::synth::records(9, n, 50_000, start, 5_000, Format::Json);
+    // Event times spread over the last 30 days, whatever N is.
+    let step = (30 * 86_400_000 / n as i64).max(1);
+    let records = engage::synth::records(9, n, 50_000, start, step, Format::Json);
+    let t = Instant::now();
     let (clicks, buys) = common::feed(&broker, &topics, &records);
+    let produce_rate = n as f64 / t.elapsed().as_secs_f64();
 
     // Ceiling: a bare consumer reading both topics, doing nothing.
     let consumer: BaseConsumer = broker.client_config().set("group.id", "ceiling").create().unwrap();
@@ -47,7 +51,8 @@ async fn end_to_end_throughput() {
     // engage: from start-up until every offset is committed (includes the
     // group join, which tansu holds for up to the session timeout).
     let dir = tempfile::tempdir().unwrap();
-    let config = topics.config(&broker, "sweep_interval = \"1h\"\n");
+    let extra = std::env::var("E2E_RUN_CONFIG").unwrap_or_default().replace(';', "\n");
+    let config = topics.config(&broker, &format!("sweep_interval = \"1h\"\n{extra}\n"));
     let t = Instant::now();
     let mut engage = Engage::start_binary(dir.path(), &config, env!("CARGO_BIN_EXE_engage"));
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)));
@@ -60,10 +65,16 @@ async fn end_to_end_throughput() {
     }
     let total = t.elapsed();
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
+    if std::env::var_os("E2E_LOG").is_some() {
+        println!("{}", engage.log());
+    }
     let processing = (total - joined).as_secs_f64();
     let rate = n as f64 / processing;
     println!("end-to-end benchmark: {n} events over 50 000 customers, {PARTITIONS} partitions");
     println!("  bare consumer ceiling: {ceiling:>10.0} events/s");
+    println!("  producer feeding the backlog: {produce_rate:>5.0} events/s");
+    let log = engage.log();
+    println!("  backpressure pauses: {}", log.matches("paused=true").count());
     println!("  engage (join excluded): {rate:>9.0} events/s  ({:.2} of the ceiling)", rate / ceiling);
     println!("  group join + restore: {:.1} s; total {:.1} s", joined.as_secs_f64(), total.as_secs_f64());
 }

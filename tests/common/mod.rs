@@ -140,7 +140,7 @@ impl Topics {
 "bootstrap.servers" = "{bootstrap}"
 "session.timeout.ms" = 6000
 "max.poll.interval.ms" = 7000
-"statistics.interval.ms" = 0
+"statistics.interval.ms" = 1000
 
 [topics]
 clickstream = "{c}"
