@@ -152,9 +152,31 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
         NewTopic::new(&changelog, changelog_partitions, TopicReplication::Fixed(t.replication_factor))
             .set("cleanup.policy", "compact"),
     );
+    create_missing(&admin, &topics, "creating output topics").await
+}
+
+/// Creates both input topics with `partitions` partitions each (so they are
+/// co-partitioned) where they do not exist yet: for local set-ups and load
+/// generation (`engage loadgen --create-topics`). Returns the names created.
+pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec<String>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let t = &config.topics;
+    let topics: Vec<NewTopic<'_>> = [&t.clickstream, &t.purchases]
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(t.replication_factor)))
+        .collect();
+    create_missing(&admin, &topics, "creating input topics").await
+}
+
+/// Creates `topics`, ignoring those that already exist.
+async fn create_missing(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[NewTopic<'_>],
+    what: &str,
+) -> Result<Vec<String>, KafkaSetupError> {
     let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
-    let results =
-        admin.create_topics(&topics, &opts).await.map_err(|e| KafkaSetupError::client("creating output topics", e))?;
+    let results = admin.create_topics(topics, &opts).await.map_err(|e| KafkaSetupError::client(what, e))?;
     let mut created = Vec::new();
     for r in results {
         match r {

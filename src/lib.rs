@@ -25,11 +25,13 @@
 //! - [`changelog`]: durable state: flushing changed customers, restoring a
 //!   partition's customers on assignment.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
-//! - [`telemetry`]: metric names and the Prometheus recorder.
+//! - [`telemetry`]: metric names, the Prometheus recorder, consumer lag from
+//!   librdkafka statistics and the periodic population census.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
 //! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
+//! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
 pub mod changelog;
@@ -43,6 +45,7 @@ pub mod fit;
 pub mod http;
 pub mod kafka;
 pub mod lifecycle;
+pub mod loadgen;
 pub mod output;
 pub mod pipeline;
 pub mod replay;

@@ -75,6 +75,44 @@ enum Command {
         #[arg(long, default_value = "weeks")]
         time_unit: TimeUnit,
     },
+    /// Produce realistic synthetic traffic into the input topics: a skewed
+    /// customer population with sessions, purchases, customers who drift
+    /// away and some who return, optionally some bad records. Prints a JSON
+    /// summary; progress goes to stderr.
+    Loadgen {
+        /// Configuration file (brokers and topic names).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Events per second (default: as fast as the broker takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Simulated customers.
+        #[arg(long, default_value_t = 10_000)]
+        customers: usize,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this long (e.g. 10m). Without --count or --duration,
+        /// stops when the simulation reaches the present.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Seed: the same seed gives the same records.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Wire format: json or protobuf.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Fraction of records replaced by bad ones (dead letters), 0-1.
+        #[arg(long, default_value_t = 0.0)]
+        bad_fraction: f64,
+        /// Days of simulated history before the present.
+        #[arg(long, default_value_t = 365.0)]
+        history_days: f64,
+        /// Create the input topics (co-partitioned) with this many partitions
+        /// when they do not exist.
+        #[arg(long)]
+        create_topics: Option<i32>,
+    },
     /// Manage the topics engage writes.
     Topics {
         #[command(subcommand)]
@@ -224,6 +262,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
             eprint!("{toml}");
+            Ok(())
+        }
+        Command::Loadgen {
+            config,
+            rate,
+            customers,
+            count,
+            duration,
+            seed,
+            format,
+            bad_fraction,
+            history_days,
+            create_topics,
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let format = match format.as_str() {
+                "json" => engage::decode::Format::Json,
+                "protobuf" => engage::decode::Format::Protobuf,
+                other => anyhow::bail!("--format {other:?}: expected json or protobuf"),
+            };
+            anyhow::ensure!((0.0..=1.0).contains(&bad_fraction), "--bad-fraction must be between 0 and 1");
+            anyhow::ensure!(rate.is_none_or(|r| r > 0.0), "--rate must be positive");
+            if let Some(partitions) = create_topics {
+                let created = engage::kafka::create_input_topics(&config, partitions).await?;
+                if !created.is_empty() {
+                    eprintln!("loadgen: created {created:?}");
+                }
+            }
+            let opts = engage::loadgen::LoadOptions {
+                rate,
+                customers,
+                count,
+                duration,
+                seed,
+                format,
+                bad_fraction,
+                history_days,
+                progress_every: std::time::Duration::from_secs(5),
+            };
+            let stop = engage::shutdown::on_signals().context("installing signal handlers")?;
+            let summary = engage::loadgen::loadgen(&config, &opts, stop).await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Command::Topics { action: TopicsAction::Create { config } } => {
