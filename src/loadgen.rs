@@ -90,9 +90,11 @@ const BAD_VALUES: [&[u8]; 6] = [
 /// Produces the simulated traffic until the count, the duration, the
 /// present or `stop` is reached, whichever comes first.
 pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToken) -> Result<LoadSummary, LoadError> {
+    // Paced traffic is latency-sensitive: send at once. Flat out: batch.
+    let linger = if opts.rate.is_some() { "1" } else { "10" };
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(
         config,
-        &[("linger.ms", "10"), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
+        &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
     )
     .create()
     .map_err(|e| KafkaSetupError::client("creating the load producer", e))?;

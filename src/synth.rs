@@ -204,10 +204,13 @@ struct SimCustomer {
 /// customer visits on their own rhythm (cadences from half a day to two
 /// weeks, skewed towards the frequent), browses in sessions, buys
 /// sometimes; about 30 % drift away for good at some point and a third of
-/// those come back later. Deterministic for a seed.
+/// those come back later. Deterministic for a seed; customer and event ids
+/// carry the seed, so populations of different seeds never share a customer
+/// or an event id.
 #[derive(Clone, Debug)]
 pub struct Population {
     rng: SplitMix64,
+    seed: u64,
     customers: Vec<SimCustomer>,
     seq: usize,
 }
@@ -225,7 +228,7 @@ impl Population {
                     .filter(|_| rng.next_f64() < 0.33)
                     .map(|c| c + ((20.0 + 20.0 * rng.next_f64()) * DAY) as i64);
                 SimCustomer {
-                    id: format!("c-{i:06}"),
+                    id: format!("s{seed}-c{i:06}"),
                     cadence_days,
                     next_visit,
                     churn_at,
@@ -234,7 +237,7 @@ impl Population {
                 }
             })
             .collect();
-        Population { rng, customers, seq: 0 }
+        Population { rng, seed, customers, seq: 0 }
     }
 
     /// Appends the events of every visit due before `until` (epoch ms).
@@ -252,7 +255,7 @@ impl Population {
                         let kind = pick_kind(&mut self.rng, &SESSION_MIX);
                         let draft = Draft {
                             kind,
-                            event_id: format!("sim-{}", self.seq),
+                            event_id: format!("s{}-e{}", self.seed, self.seq),
                             customer: &c.id,
                             ts,
                             amount: 0.0,
@@ -268,7 +271,7 @@ impl Population {
                         let amount = (5.0 * 60f64.powf(self.rng.next_f64()) * 100.0).round() / 100.0;
                         let draft = Draft {
                             kind: if self.rng.next_f64() < 0.03 { "refund" } else { "purchase" },
-                            event_id: format!("sim-{}", self.seq),
+                            event_id: format!("s{}-e{}", self.seed, self.seq),
                             customer: &c.id,
                             ts: ts + 30_000,
                             amount,

@@ -110,10 +110,11 @@ pub fn describe() {
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time each partition restore took.");
 }
 
-/// Buckets of every `_seconds` histogram: 1 ms to 10 s, about three per
-/// decade, so p50 and p99 are readable anywhere in that range.
-pub const SECONDS_BUCKETS: [f64; 14] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Buckets of every `_seconds` histogram: 1 ms to 10 s (and 30 s), finer
+/// below 100 ms where engage's latency lives, so p50 and p99 are readable
+/// anywhere in that range.
+pub const SECONDS_BUCKETS: [f64; 18] =
+    [0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Installs the Prometheus recorder; the handle renders `/metrics`
 /// ([`crate::http`]).

@@ -1,0 +1,379 @@
+//! The end-to-end benchmark through the real broker (tansu on loopback),
+//! every figure a ratio against a baseline measured in the same run, or a
+//! figure per customer. Not part of the test suite: `scripts/bench-e2e`.
+//!
+//! 1. **Throughput.** `engage loadgen`'s population preloads N events; a
+//!    bare rdkafka consumer reads them (the client/broker ceiling); then
+//!    `engage run` (release build) processes the same backlog from scratch,
+//!    every output produced and acknowledged, the changelog written and all
+//!    offsets committed.
+//! 2. **Latency.** With engage caught up, loadgen produces new customers'
+//!    traffic at half the rate engage just sustained; engage's own
+//!    `engage_end_to_end_latency_seconds` histogram (input record's
+//!    produce timestamp → output acknowledged) gives p50, p99 and p99.9,
+//!    overall and per second.
+//! 3. **Memory.** One event for each of M customers (default 1 M) on fresh
+//!    topics; RSS per customer once processed, and again in a fresh
+//!    instance after restoring them all from the changelog.
+//!
+//! Prints one table and writes an SVG plot of throughput and latency over
+//! time (`E2E_PLOT`, default `target/bench-e2e/e2e.svg`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Broker, Engage, Topics, committed};
+use engage::config::Config;
+use engage::decode::Format;
+use engage::loadgen::{LoadOptions, loadgen};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const PARTITIONS: i32 = 4;
+const LATENCY: &str = "engage_end_to_end_latency_seconds";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Cumulative bucket counts of a histogram in a Prometheus exposition, by
+/// upper bound (the last is +Inf).
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, value) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The q-quantile of the observations between two scrapes of a histogram,
+/// interpolated linearly within its bucket (as Prometheus'
+/// histogram_quantile does). `None` without observations.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, f64)> =
+        after.iter().map(|(le, n)| (*le, n - before.iter().find(|(l, _)| l == le).map_or(0.0, |(_, m)| *m))).collect();
+    let total = counts.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, n) in &counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let share = if n > prev.1 { (rank - prev.1) / (n - prev.1) } else { 1.0 };
+            return Some(prev.0 + (le - prev.0) * share);
+        }
+        prev = (le, n);
+    }
+    None
+}
+
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn scrape(addr: &str) -> String {
+    common::http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default()
+}
+
+fn engage_config(topics: &Topics, broker: &Broker, http: &str) -> String {
+    topics
+        .config(broker, "sweep_interval = \"1h\"\n")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""))
+}
+
+fn wait_committed(broker: &Broker, topics: &Topics, clicks: i64, buys: i64, engage: &Engage, limit: Duration) {
+    let t = Instant::now();
+    while committed(broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
+        || committed(broker, &topics.group, &topics.purchases, PARTITIONS) < buys
+    {
+        assert!(t.elapsed() < limit, "not all committed in {limit:?}:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-e2e"]
+async fn end_to_end() {
+    let n: u64 = env_or("E2E_EVENTS", 2_000_000);
+    let customers: usize = env_or("E2E_CUSTOMERS", 50_000);
+    let memory_customers: usize = env_or("E2E_MEMORY_CUSTOMERS", 1_000_000);
+    let latency_secs: u64 = env_or("E2E_LATENCY_SECONDS", 30);
+    let binary = env!("CARGO_BIN_EXE_engage");
+    let broker = Broker::start();
+    let mut report = Vec::new();
+
+    // 1. Throughput. About 1.2 events per customer-day: enough history for N.
+    let topics = Topics::create(&broker, PARTITIONS).await;
+    let http = common::free_addr();
+    let config_text = engage_config(&topics, &broker, &http);
+    let config = Config::from_toml(&config_text).unwrap();
+    let history_days = (1.5 * n as f64 / (customers as f64 * 1.16)).max(30.0);
+    let opts = LoadOptions {
+        rate: None,
+        customers,
+        count: Some(n),
+        duration: None,
+        seed: 1,
+        format: Format::Json,
+        bad_fraction: 0.0,
+        history_days,
+        progress_every: Duration::from_secs(30),
+    };
+    let t = Instant::now();
+    let load = loadgen(&config, &opts, CancellationToken::new()).await.unwrap();
+    let preload = t.elapsed().as_secs_f64();
+    assert_eq!(load.records, n, "the population produced fewer events than asked");
+
+    let consumer: BaseConsumer = broker.client_config().set("group.id", "ceiling").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topics.clickstream, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let t = Instant::now();
+    let mut seen = 0;
+    while seen < n {
+        if let Some(m) = consumer.poll(Duration::from_secs(5)) {
+            m.unwrap();
+            seen += 1;
+        }
+    }
+    let ceiling = n as f64 / t.elapsed().as_secs_f64();
+    drop(consumer);
+
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start_binary(dir.path(), &config_text, binary);
+    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
+    let t = Instant::now();
+    let mut throughput = Vec::new();
+    let mut last = (0.0, 0.0);
+    let (clicks, buys) = (load.clickstream as i64, load.purchases as i64);
+    while committed(&broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
+        || committed(&broker, &topics.group, &topics.purchases, PARTITIONS) < buys
+    {
+        assert!(t.elapsed() < Duration::from_secs(900), "{}", engage.log());
+        std::thread::sleep(Duration::from_millis(1000));
+        let at = t.elapsed().as_secs_f64();
+        let records = sample(&scrape(&http), "engage_records_in_total");
+        throughput.push((at, (records - last.1) / (at - last.0)));
+        last = (at, records);
+    }
+    let processing = t.elapsed().as_secs_f64();
+    let rate = n as f64 / processing;
+    report.push(format!(
+        "preload (engage loadgen, {customers} customers, {history_days:.0} days): {n} events in {preload:.1} s"
+    ));
+    report.push(format!("bare consumer ceiling                {ceiling:>10.0} events/s"));
+    report.push(format!(
+        "engage, all outputs acked + committed {rate:>9.0} events/s   {:.2} of the ceiling",
+        rate / ceiling
+    ));
+
+    // 2. Latency at half the sustained rate (or E2E_LATENCY_RATE), new
+    // customers (seed 2).
+    let half = env_or("E2E_LATENCY_RATE", (rate / 2.0).round());
+    let before = buckets(&scrape(&http), LATENCY);
+    let opts = LoadOptions {
+        rate: Some(half),
+        customers,
+        count: None,
+        duration: Some(Duration::from_secs(latency_secs)),
+        seed: 2,
+        history_days: 60.0,
+        ..opts
+    };
+    let generator = {
+        let config = config.clone();
+        tokio::spawn(async move { loadgen(&config, &opts, CancellationToken::new()).await.unwrap() })
+    };
+    let t = Instant::now();
+    let mut latency = Vec::new();
+    let mut previous = before.clone();
+    while !generator.is_finished() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = buckets(&scrape(&http), LATENCY);
+        let at = t.elapsed().as_secs_f64();
+        let q = |q| quantile(&previous, &now, q).map(|s| s * 1000.0);
+        if let (Some(p50), Some(p99), Some(p999)) = (q(0.5), q(0.99), q(0.999)) {
+            latency.push((at, p50, p99, p999));
+        }
+        previous = now;
+    }
+    let sent = generator.await.unwrap();
+    let (clicks, buys) = (clicks + sent.clickstream as i64, buys + sent.purchases as i64);
+    wait_committed(&broker, &topics, clicks, buys, &engage, Duration::from_secs(300));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = buckets(&scrape(&http), LATENCY);
+    let ms = |q| quantile(&before, &after, q).map_or(f64::NAN, |s| s * 1000.0);
+    let observed = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
+    report.push(format!(
+        "latency at {half:.0} events/s asked, {:.0} achieved, {observed:.0} outputs: p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
+        sent.rate,
+        ms(0.5),
+        ms(0.99),
+        ms(0.999)
+    ));
+    drop(engage);
+
+    // 3. Memory: one event per customer on fresh topics.
+    let topics = Topics::create(&broker, PARTITIONS).await;
+    let http = common::free_addr();
+    let config_text = engage_config(&topics, &broker, &http);
+    let now = engage::engine::wall_clock_ms();
+    let records: Vec<engage::synth::Record> = (0..memory_customers)
+        .map(|i| {
+            let id = format!("m-{i:08}");
+            let ts = now - 86_400_000 + (i as i64 % 86_400) * 1000;
+            let value = format!(r#"{{"event_id":"e{i}","customer_id":"{id}","type":"page_view","ts":{ts}}}"#);
+            engage::synth::Record {
+                topic: engage::event::InputTopic::Clickstream,
+                key: id.into_bytes(),
+                value: value.into_bytes(),
+                ts_ms: ts,
+            }
+        })
+        .collect();
+    let (clicks, buys) = common::feed(&broker, &topics, &records);
+    drop(records);
+    let rss_of = |http: &str| {
+        let m = scrape(http);
+        (sample(&m, "engage_process_resident_memory_bytes"), sample(&m, "engage_customers"))
+    };
+    let mut engage = Engage::start_binary(dir.path(), &config_text, binary);
+    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
+    wait_committed(&broker, &topics, clicks, buys, &engage, Duration::from_secs(600));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, held) = rss_of(&http);
+    assert_eq!(engage.terminate(Duration::from_secs(60)).0, Some(0), "{}", engage.log());
+    let restored = Engage::start_binary(dir.path(), &config_text, binary);
+    let t = Instant::now();
+    while common::http_get(&http, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(t.elapsed() < Duration::from_secs(300), "{}", restored.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let restore_secs = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss_restored, held_restored) = rss_of(&http);
+    report.push(format!(
+        "memory at {held:.0} customers: RSS {:.0} MiB, {:.0} B per customer; after restore ({held_restored:.0} customers, ready in {restore_secs:.1} s): {:.0} MiB, {:.0} B per customer",
+        rss / 1048576.0,
+        rss / held,
+        rss_restored / 1048576.0,
+        rss_restored / held_restored
+    ));
+    drop(restored);
+
+    println!("\nend-to-end benchmark, {PARTITIONS} partitions, tansu on loopback, release build");
+    for line in &report {
+        println!("  {line}");
+    }
+    let plot = std::env::var("E2E_PLOT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-e2e/e2e.svg").to_string());
+    let plot = std::path::PathBuf::from(plot);
+    std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
+    std::fs::write(&plot, svg(&throughput, ceiling, &latency, half)).unwrap();
+    println!("  plot: {}", plot.display());
+}
+
+/// Two stacked line charts: throughput over time (with the ceiling) and
+/// latency percentiles over time.
+fn svg(throughput: &[(f64, f64)], ceiling: f64, latency: &[(f64, f64, f64, f64)], rate: f64) -> String {
+    let mut out = String::from(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="640" font-family="sans-serif" font-size="12">"#,
+    );
+    out.push_str(r#"<rect width="800" height="640" fill="white"/>"#);
+    let events: Vec<(f64, f64)> = throughput.to_vec();
+    chart(
+        &mut out,
+        20.0,
+        "engage throughput while processing the backlog (events/s)",
+        &[
+            ("engage", "#1f77b4", events),
+            (
+                "bare consumer ceiling",
+                "#999999",
+                vec![(0.0, ceiling), (throughput.last().map_or(1.0, |t| t.0), ceiling)],
+            ),
+        ],
+    );
+    let series = |i: usize| latency.iter().map(|l| (l.0, [l.1, l.2, l.3][i])).collect::<Vec<_>>();
+    chart(
+        &mut out,
+        340.0,
+        &format!("end-to-end latency at {rate:.0} events/s (ms, per second)"),
+        &[("p50", "#2ca02c", series(0)), ("p99", "#ff7f0e", series(1)), ("p99.9", "#d62728", series(2))],
+    );
+    out.push_str("</svg>\n");
+    out
+}
+
+/// One line of a chart: name, colour, (x, y) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+fn chart(out: &mut String, top: f64, title: &str, series: &[Series<'_>]) {
+    use std::fmt::Write;
+    let (left, width, height) = (70.0, 700.0, 230.0);
+    let points = series.iter().flat_map(|s| s.2.iter());
+    let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max);
+    let y_max = points.map(|p| p.1).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
+    let y0 = top + 30.0 + height;
+    let _ = write!(out, r#"<text x="{left}" y="{}" font-size="14">{title}</text>"#, top + 15.0);
+    let _ = write!(
+        out,
+        r#"<rect x="{left}" y="{}" width="{width}" height="{height}" fill="none" stroke="black"/>"#,
+        top + 30.0
+    );
+    for i in 0..=4 {
+        let v = y_max * i as f64 / 4.0;
+        let y = y0 - height * i as f64 / 4.0;
+        let _ = write!(
+            out,
+            r##"<text x="{}" y="{y}" text-anchor="end">{v:.0}</text><line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/>"##,
+            left - 5.0,
+            left + width
+        );
+    }
+    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="middle">seconds</text>"#, left + width / 2.0, y0 + 28.0);
+    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="end">{x_max:.0}</text>"#, left + width, y0 + 14.0);
+    for (i, (name, color, data)) in series.iter().enumerate() {
+        let path: Vec<String> = data
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|(x, y)| format!("{:.1},{:.1}", left + width * x / x_max, y0 - height * y / y_max))
+            .collect();
+        let _ = write!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let _ = write!(
+            out,
+            r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
+            left + 10.0 + 160.0 * i as f64,
+            top + 48.0
+        );
+    }
+}
+
+#[test]
+fn quantiles_interpolate_within_buckets_between_two_scrapes() {
+    let before = [(0.01, 0.0), (0.1, 0.0), (f64::INFINITY, 0.0)];
+    let after = [(0.01, 50.0), (0.1, 100.0), (f64::INFINITY, 100.0)];
+    assert_eq!(quantile(&before, &after, 0.5), Some(0.01));
+    assert!((quantile(&before, &after, 0.75).unwrap() - 0.055).abs() < 1e-12);
+    assert_eq!(quantile(&after, &after, 0.5), None, "no observations in between");
+    let text = "x_bucket{le=\"0.01\"} 3\nx_bucket{le=\"+Inf\"} 4\nx_count 4\n";
+    assert_eq!(buckets(text, "x"), vec![(0.01, 3.0), (f64::INFINITY, 4.0)]);
+}
