@@ -146,6 +146,8 @@ async fn end_to_end() {
         tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
     }
     consumer.assign(&tpl).unwrap();
+    let broker_cpu = || broker.pid().map_or(0.0, common::cpu_seconds);
+    let (cpu0, broker0) = (common::cpu_seconds(std::process::id()), broker_cpu());
     let t = Instant::now();
     let mut seen = 0;
     while seen < n {
@@ -155,11 +157,15 @@ async fn end_to_end() {
         }
     }
     let ceiling = n as f64 / t.elapsed().as_secs_f64();
+    let per_million = 1e6 / n as f64;
+    let ceiling_cpu = (common::cpu_seconds(std::process::id()) - cpu0) * per_million;
+    let ceiling_broker_cpu = (broker_cpu() - broker0) * per_million;
     drop(consumer);
 
     let dir = tempfile::tempdir().unwrap();
     let engage = Engage::start_binary(dir.path(), &config_text, binary);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
+    let (engage0, broker0) = (common::cpu_seconds(engage.child.id()), broker_cpu());
     let t = Instant::now();
     let mut throughput = Vec::new();
     let mut last = (0.0, 0.0);
@@ -176,6 +182,8 @@ async fn end_to_end() {
     }
     let processing = t.elapsed().as_secs_f64();
     let rate = n as f64 / processing;
+    let engage_cpu = (common::cpu_seconds(engage.child.id()) - engage0) * per_million;
+    let engage_broker_cpu = (broker_cpu() - broker0) * per_million;
     report.push(format!(
         "preload (engage loadgen, {customers} customers, {history_days:.0} days): {n} events in {preload:.1} s"
     ));
@@ -183,6 +191,10 @@ async fn end_to_end() {
     report.push(format!(
         "engage, all outputs acked + committed {rate:>9.0} events/s   {:.2} of the ceiling",
         rate / ceiling
+    ));
+    report.push(format!(
+        "CPU seconds per million events: ceiling client {ceiling_cpu:.2} + broker {ceiling_broker_cpu:.2}; \
+         engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
     ));
 
     // 2. Latency at half the sustained rate (or E2E_LATENCY_RATE), new

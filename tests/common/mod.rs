@@ -31,7 +31,24 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// CPU seconds (user + system) a process has used so far, from
+/// `/proc/PID/stat` (Linux; clock ticks of 1/100 s).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces), 1-based:
+    // utime is field 14, stime field 15.
+    // The first field after it is field 3 (state).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |k: usize| rest.split_whitespace().nth(k - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (field(14) + field(15)) / 100.0
+}
+
 impl Broker {
+    /// The broker process id, when this harness started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn start() -> Broker {
         if let Ok(b) = std::env::var("ENGAGE_TEST_BOOTSTRAP") {
             return Broker { bootstrap: b, child: None };
