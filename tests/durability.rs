@@ -1,6 +1,8 @@
-//! Durable state against a real broker: kill -9 at random moments, restart,
-//! and the final state equals an uninterrupted run's; scale-out with an
-//! instance killed mid-run. Long-ish (about a minute each).
+//! Durable state and faults against a real broker, each compared with an
+//! uninterrupted run over the same input: kill -9 at random moments; an
+//! instance killed during scale-out; the broker stalled (SIGSTOP) longer
+//! than the clients' session timeout; outputs acknowledged slowly enough
+//! that input must pause. Each reports what it checked. About a minute each.
 
 mod common;
 
@@ -216,4 +218,134 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     drop(b);
     assert_same_facts(&final_states(&broker, &reference), &final_states(&broker, &group));
     assert_no_seq_gaps(&broker, &group);
+}
+
+/// Runs engage over `want` from scratch in `t`, uninterrupted; the reference
+/// the fault runs are compared with.
+async fn reference_run(broker: &Broker, base: &Topics, want: (i64, i64)) -> BTreeMap<String, CustomerState> {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = run_topics(broker, base, "reference").await;
+    let mut engage = Engage::start(dir.path(), &config(broker, &reference));
+    assert!(wait_committed(broker, &reference, PARTITIONS, want), "{}", engage.log());
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
+    final_states(broker, &reference)
+}
+
+/// What a fault scenario checked, printed for the record.
+fn report(scenario: &str, want: (i64, i64), states: &BTreeMap<String, CustomerState>, broker: &Broker, t: &Topics) {
+    let outputs: usize =
+        [&t.scores, &t.alerts].iter().map(|topic| read_topic(broker, topic, 1, Duration::from_secs(30)).len()).sum();
+    let dead = read_topic(broker, &t.dlq, 0, Duration::from_secs(3)).len();
+    let duplicates = assert_no_seq_gaps(broker, t);
+    println!(
+        "{scenario}: {} events in; {} customers, all equal to the uninterrupted run; {dead} dead letters; \
+         {outputs} outputs, {duplicates} duplicates, no seq gaps",
+        want.0 + want.1,
+        states.len()
+    );
+}
+
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed(&broker, &base, 60_000, 2_000);
+    let expected = reference_run(&broker, &base, want).await;
+
+    let stall = run_topics(&broker, &base, "stall").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut engage = Engage::start(dir.path(), &config(&broker, &stall));
+    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
+    std::thread::sleep(Duration::from_millis(300));
+    // Longer than session.timeout.ms (6 s): the group expires engage's
+    // membership when the broker resumes.
+    let pid = broker.pid().expect("a broker this test started");
+    signal(pid, "STOP");
+    std::thread::sleep(Duration::from_secs(12));
+    signal(pid, "CONT");
+    // engage rides it out (or, where librdkafka gives up, exits non-zero
+    // and a restart recovers): either way the run completes.
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(status) = engage.child.try_wait().unwrap() {
+            assert!(!status.success(), "engage stopped with success mid-run:\n{}", engage.log());
+            restarts += 1;
+            engage = Engage::start(dir.path(), &config(&broker, &stall));
+        }
+        if committed(&broker, &stall.group, &stall.clickstream, PARTITIONS) == want.0
+            && committed(&broker, &stall.group, &stall.purchases, PARTITIONS) == want.1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", engage.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
+    let states = final_states(&broker, &stall);
+    assert_same_facts(&expected, &states);
+    report(&format!("broker stalled 12 s ({restarts} restarts needed)"), want, &states, &broker, &stall);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed(&broker, &base, 8_000, 500);
+    let expected = reference_run(&broker, &base, want).await;
+
+    // Every output waits 100 ms before it is sent, and at most 100 may be
+    // unacknowledged: outputs back up far faster than they drain.
+    let slow = run_topics(&broker, &base, "slow").await;
+    let max_in_flight = 100;
+    let addr = common::free_addr();
+    let text = config(&broker, &slow)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"linger.ms\" = 100")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))
+        .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut engage = Engage::start(dir.path(), &text);
+    let (mut peak_in_flight, mut peak_rss) = (0.0f64, 0.0f64);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while committed(&broker, &slow.group, &slow.clickstream, PARTITIONS) != want.0
+        || committed(&broker, &slow.group, &slow.purchases, PARTITIONS) != want.1
+    {
+        assert!(Instant::now() < deadline, "{}", engage.log());
+        let m = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        let value = |name: &str| {
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        peak_in_flight = peak_in_flight.max(value("engage_producer_in_flight "));
+        peak_rss = peak_rss.max(value("engage_process_resident_memory_bytes "));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = engage.log();
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{log}");
+    assert!(log.matches("backpressure").count() >= 2, "input paused and resumed:\n{log}");
+    // In flight: outputs up to the bound, plus those of the record that
+    // crossed it, plus the changelog flush waiting behind them (at most one
+    // record per customer).
+    let bound = f64::from(max_in_flight) + 8.0 + expected.len() as f64;
+    assert!(peak_in_flight <= bound, "in flight peaked at {peak_in_flight}, bound {bound}");
+    assert!(peak_rss < 256.0 * 1024.0 * 1024.0, "RSS peaked at {peak_rss}");
+    let states = final_states(&broker, &slow);
+    assert_same_facts(&expected, &states);
+    report(
+        &format!(
+            "slow outputs (in flight peaked at {peak_in_flight} of {max_in_flight}, RSS {:.0} MiB)",
+            peak_rss / 1048576.0
+        ),
+        want,
+        &states,
+        &broker,
+        &slow,
+    );
 }

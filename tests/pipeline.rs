@@ -318,6 +318,36 @@ async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_proce
     assert_each_customer_scored_once(&all, total);
 }
 
+/// SASL credentials pass through to librdkafka, and the password appears in
+/// no log line, at any level, in either log format, even when the broker
+/// refuses the connection and every client reports errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_reach_the_logs_even_at_debug_level() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cr3t-hunter2-password";
+    let config = topics.config(&broker, "").replace(
+        "[kafka]",
+        &format!(
+            "[kafka]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
+             \"sasl.username\" = \"engage\"\n\"sasl.password\" = \"{secret}\"\n\"debug\" = \"security,broker\""
+        ),
+    );
+    for format in ["text", "json"] {
+        let args = ["--log-format", format];
+        let mut engage = Engage::start_with(dir.path(), &config, env!("CARGO_BIN_EXE_engage"), &args, "debug");
+        // The broker does not speak SASL: start-up fails (or hangs in
+        // retries); either way, give every client time to log.
+        let exited = engage.wait_for_log("error", Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = engage.terminate(Duration::from_secs(20));
+        let log = engage.log();
+        assert!(exited, "{format}: expected the connection errors to be logged:\n{log}");
+        assert!(!log.contains(secret), "{format}: the password was logged:\n{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
     let broker = Broker::start();

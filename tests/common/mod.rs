@@ -287,12 +287,18 @@ impl Engage {
 
     /// Like [`Engage::start`], with an explicit binary.
     pub fn start_binary(dir: &Path, config: &str, binary: &str) -> Engage {
+        Self::start_with(dir, config, binary, &[], "info,librdkafka=warn,rdkafka=warn")
+    }
+
+    /// `engage [global_args] run --config …` with `RUST_LOG=rust_log`.
+    pub fn start_with(dir: &Path, config: &str, binary: &str, global_args: &[&str], rust_log: &str) -> Engage {
         let path = dir.join(format!("engage-{}.toml", unique("c")));
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(binary)
+            .args(global_args)
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
