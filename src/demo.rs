@@ -149,15 +149,10 @@ async fn generate(
                 InputTopic::Clickstream => &config.topics.clickstream,
                 InputTopic::Purchases => &config.topics.purchases,
             };
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
+            let record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
+            if let Err(e) = crate::kafka::enqueue(&producer, record).await {
+                eprintln!("demo: cannot produce traffic: {e}");
+                return;
             }
             produced.fetch_add(1, Ordering::Relaxed);
         }

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::decode::Format;
 use crate::engine::wall_clock_ms;
 use crate::event::{DAY_MS, InputTopic};
-use crate::kafka::{KafkaSetupError, client_config};
+use crate::kafka::{KafkaSetupError, client_config, enqueue};
 use crate::synth::{Population, Record, SplitMix64};
 
 /// What `engage loadgen` generates.
@@ -71,6 +71,9 @@ pub enum LoadError {
     /// The producer could not be created.
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
+    /// A record could not be enqueued (e.g. larger than the producer allows).
+    #[error("cannot produce: {0}")]
+    Send(rdkafka::error::KafkaError),
     /// Records were not acknowledged in time at the end.
     #[error("not every record was acknowledged by the broker: {0}")]
     Flush(rdkafka::error::KafkaError),
@@ -152,16 +155,8 @@ pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToke
                     &config.topics.purchases
                 }
             };
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                }
-            }
+            let record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(value);
+            enqueue(&producer, record).await.map_err(LoadError::Send)?;
             summary.records += 1;
             if let Some(rate) = opts.rate {
                 // Pace: record k is due at k / rate seconds.

@@ -245,6 +245,37 @@ fn report(scenario: &str, want: (i64, i64), states: &BTreeMap<String, CustomerSt
     );
 }
 
+/// Waits until everything is committed, restarting engage whenever it exits
+/// (which must be with an error: it never stops on its own), then stops it
+/// cleanly. Returns how many restarts it took.
+fn finish_restarting(
+    broker: &Broker,
+    t: &Topics,
+    want: (i64, i64),
+    dir: &std::path::Path,
+    mut engage: Engage,
+    limit: Duration,
+) -> usize {
+    let mut restarts = 0;
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = engage.child.try_wait().unwrap() {
+            assert!(!status.success(), "engage stopped with success mid-run:\n{}", engage.log());
+            restarts += 1;
+            engage = Engage::start(dir, &config(broker, t));
+        }
+        if committed(broker, &t.group, &t.clickstream, PARTITIONS) == want.0
+            && committed(broker, &t.group, &t.purchases, PARTITIONS) == want.1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", engage.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
+    restarts
+}
+
 fn signal(pid: u32, signal: &str) {
     let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
     assert!(ok.success());
@@ -259,7 +290,7 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
 
     let stall = run_topics(&broker, &base, "stall").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut engage = Engage::start(dir.path(), &config(&broker, &stall));
+    let engage = Engage::start(dir.path(), &config(&broker, &stall));
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
     std::thread::sleep(Duration::from_millis(300));
     // Longer than session.timeout.ms (6 s): the group expires engage's
@@ -270,23 +301,7 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
     signal(pid, "CONT");
     // engage rides it out (or, where librdkafka gives up, exits non-zero
     // and a restart recovers): either way the run completes.
-    let mut restarts = 0;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if let Some(status) = engage.child.try_wait().unwrap() {
-            assert!(!status.success(), "engage stopped with success mid-run:\n{}", engage.log());
-            restarts += 1;
-            engage = Engage::start(dir.path(), &config(&broker, &stall));
-        }
-        if committed(&broker, &stall.group, &stall.clickstream, PARTITIONS) == want.0
-            && committed(&broker, &stall.group, &stall.purchases, PARTITIONS) == want.1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", engage.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
+    let restarts = finish_restarting(&broker, &stall, want, dir.path(), engage, Duration::from_secs(180));
     let states = final_states(&broker, &stall);
     assert_same_facts(&expected, &states);
     report(&format!("broker stalled 12 s ({restarts} restarts needed)"), want, &states, &broker, &stall);
@@ -347,5 +362,38 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
         &states,
         &broker,
         &slow,
+    );
+}
+
+/// Broker restart mid-run, with a broker that keeps its data (tansu with
+/// SQLite storage, which `scripts/fault-broker-restart` builds and points
+/// ENGAGE_TANSU_SQLITE at): engage reconnects and finishes with nothing
+/// lost or double-counted.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs tansu with SQLite storage: scripts/fault-broker-restart"]
+async fn a_broker_restart_mid_run_loses_nothing() {
+    let tansu = std::env::var("ENGAGE_TANSU_SQLITE").expect("ENGAGE_TANSU_SQLITE: a tansu built with libsql");
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start_persistent(&tansu, data.path());
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let n: usize = std::env::var("FAULT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(60_000);
+    let want = feed(&broker, &base, n, 2_000);
+    let expected = reference_run(&broker, &base, want).await;
+
+    let run = run_topics(&broker, &base, "restart").await;
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &config(&broker, &run));
+    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart(Duration::from_secs(5));
+    let restarts = finish_restarting(&broker, &run, want, dir.path(), engage, Duration::from_secs(600));
+    let states = final_states(&broker, &run);
+    assert_same_facts(&expected, &states);
+    report(
+        &format!("broker killed and restarted after 5 s ({restarts} engage restarts needed)"),
+        want,
+        &states,
+        &broker,
+        &run,
     );
 }

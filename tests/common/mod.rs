@@ -21,6 +21,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 pub struct Broker {
     pub bootstrap: String,
     child: Option<Child>,
+    /// A broker that keeps its data on disk: (tansu binary, working dir).
+    persistent: Option<(String, PathBuf)>,
 }
 
 fn repo_root() -> PathBuf {
@@ -36,8 +38,7 @@ fn free_port() -> u16 {
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces), 1-based:
-    // utime is field 14, stime field 15.
-    // The first field after it is field 3 (state).
+    // utime is field 14, stime field 15; the first after the name is 3.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let field = |k: usize| rest.split_whitespace().nth(k - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (field(14) + field(15)) / 100.0
@@ -51,7 +52,7 @@ impl Broker {
 
     pub fn start() -> Broker {
         if let Ok(b) = std::env::var("ENGAGE_TEST_BOOTSTRAP") {
-            return Broker { bootstrap: b, child: None };
+            return Broker { bootstrap: b, child: None, persistent: None };
         }
         let out =
             Command::new(repo_root().join("scripts/install-broker")).output().expect("run scripts/install-broker");
@@ -67,12 +68,51 @@ impl Broker {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start tansu");
-            let broker = Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child) };
+            let broker = Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child), persistent: None };
             if broker.wait_ready(Duration::from_secs(20)) {
                 return broker;
             }
         }
         panic!("tansu did not become ready");
+    }
+
+    /// A tansu built with SQLite storage (`tansu`, the binary) keeping its
+    /// data in `dir/engage.db`, so it survives [`Broker::restart`].
+    pub fn start_persistent(tansu: &str, dir: &Path) -> Broker {
+        let port = free_port();
+        let mut broker = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child: None,
+            persistent: Some((tansu.to_string(), dir.to_path_buf())),
+        };
+        broker.spawn_persistent();
+        broker
+    }
+
+    fn spawn_persistent(&mut self) {
+        let (tansu, dir) = self.persistent.clone().expect("a persistent broker");
+        let url = format!("tcp://{}", self.bootstrap);
+        let child = Command::new(tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://engage.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        assert!(self.wait_ready(Duration::from_secs(30)), "persistent tansu did not become ready");
+    }
+
+    /// Kills the broker (SIGKILL) and, after `down`, starts it again on the
+    /// same port and data.
+    pub fn restart(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::thread::sleep(down);
+        self.spawn_persistent();
     }
 
     fn wait_ready(&self, timeout: Duration) -> bool {
