@@ -232,7 +232,7 @@ pub type SharedProgress = Arc<Mutex<Progress>>;
 /// Locks progress; its updates are single statements, so a panic elsewhere
 /// cannot leave it half-updated and poisoning is ignored.
 pub fn lock(p: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
-    p.lock().unwrap_or_else(PoisonError::into_inner)
+    guard(p)
 }
 
 /// Where an output came from, for the latency histograms.
