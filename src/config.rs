@@ -337,9 +337,11 @@ impl Default for TopicsConfig {
 pub struct RunConfig {
     /// Consumer group: instances with the same group share the partitions.
     pub group_id: String,
-    /// Outputs sent but not yet acknowledged by the broker before engage
-    /// stops fetching input (pauses its partitions) until they drain below
-    /// half. Bounds memory however slow the broker is.
+    /// Records sent but not yet acknowledged by the broker (outputs, dead
+    /// letters and changelog records) before engage stops fetching input
+    /// (pauses its partitions) until they drain below half. Bounds memory
+    /// however slow the broker is: at most this, plus one record's outputs,
+    /// plus one changelog flush (a record per changed customer).
     pub max_in_flight: usize,
     /// On SIGTERM/SIGINT, how long engage may take to finish in-flight work,
     /// flush and commit before it gives up and exits non-zero (the
