@@ -61,6 +61,10 @@ pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
     partition.get(customer_id).map(|s| s.to_proto(customer_id).encode_to_vec())
 }
 
+/// How long one request for the changelog's end may take before it is
+/// asked again (within `state.restore_timeout`).
+const WATERMARK_ATTEMPT: Duration = Duration::from_secs(10);
+
 /// What a restore did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RestoreStats {
@@ -98,16 +102,30 @@ pub fn restore(
     .create()
     .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
     let p = into.id();
-    let (low, high) = consumer
-        .fetch_watermarks(topic, p, timeout)
-        .map_err(|e| KafkaSetupError::client(format!("reading the end of changelog {topic:?} partition {p}"), e))?;
+    let deadline = Instant::now() + timeout;
+    // One request may be lost to a broker that restarts meanwhile: ask
+    // again, in short attempts, until the restore deadline.
+    let (low, high) = loop {
+        let attempt = WATERMARK_ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+        match consumer.fetch_watermarks(topic, p, attempt) {
+            Ok(w) => break w,
+            Err(e) if Instant::now() < deadline => {
+                warn!(topic, partition = p, error = %e, "changelog end not read yet; asking again");
+            }
+            Err(e) => {
+                return Err(KafkaSetupError::client(
+                    format!("reading the end of changelog {topic:?} partition {p}"),
+                    e,
+                ));
+            }
+        }
+    };
     let mut stats = RestoreStats::default();
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .map_err(|e| KafkaSetupError::client("assigning the changelog", e))?;
         consumer.assign(&tpl).map_err(|e| KafkaSetupError::client("assigning the changelog", e))?;
-        let deadline = Instant::now() + timeout;
         'read: loop {
             if Instant::now() > deadline {
                 return Err(KafkaSetupError::client(
@@ -116,7 +134,15 @@ pub fn restore(
                 ));
             }
             let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
-            let m = message.map_err(|e| KafkaSetupError::client(format!("reading changelog {topic:?}"), e))?;
+            // Consumer errors (a broker restarting, say) are transient here:
+            // librdkafka reconnects and fetches again; the deadline bounds it.
+            let m = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(topic, partition = p, error = %e, "reading changelog; retrying");
+                    continue;
+                }
+            };
             stats.records += 1;
             apply_record(&m, into, &mut stats, topic);
             if m.offset() >= high - 1 {

@@ -496,6 +496,8 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
             && m.contains("engage_consumer_lag{")
             && m.lines().filter(|l| l.starts_with("engage_consumer_lag{")).all(|l| l.ends_with(" 0"))
             && sample(&m, "engage_customers{partition=\"0\"}") == 1.0
+            // The census runs every second: wait for one after both records.
+            && sample(&m, "engage_customers_by_stage{stage=\"integration\"}") == 1.0
             && m.contains("engage_sweep_duration_seconds_count");
         if settled || std::time::Instant::now() > deadline {
             break m;

@@ -45,6 +45,11 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 impl Broker {
+    /// Whether this broker keeps its data across [`Broker::restart`].
+    pub fn is_persistent(&self) -> bool {
+        self.persistent.is_some()
+    }
+
     /// The broker process id, when this harness started it.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -124,8 +129,10 @@ impl Broker {
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&self.bootstrap).is_ok() {
                 let c: BaseConsumer = self.client_config().create().unwrap();
-                if c.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
-                    return true;
+                match c.fetch_metadata(None, Duration::from_secs(2)) {
+                    Ok(_) => return true,
+                    Err(e) if self.persistent.is_some() => eprintln!("broker not ready yet: {e}"),
+                    Err(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
