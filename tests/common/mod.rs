@@ -110,7 +110,8 @@ impl Broker {
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
             format!("{}{}", read("broker.out"), read("broker.log"))
         };
-        assert!(self.wait_ready(Duration::from_secs(30)), "persistent tansu did not become ready:\n{}", log());
+        // After a kill, the SQLite-backed broker may take a while to serve.
+        assert!(self.wait_ready(Duration::from_secs(120)), "persistent tansu did not become ready:\n{}", log());
     }
 
     /// Kills the broker (SIGKILL) and, after `down`, starts it again on the
