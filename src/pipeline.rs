@@ -401,6 +401,16 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             // waiting (tansu holds it the whole time): it bounds the
             // latency floor. 10 ms costs at most 100 idle fetches/s.
             ("fetch.wait.max.ms", "10"),
+            // librdkafka stops fetching once the consumer queue (all
+            // partitions together) holds `queued.min.messages`, then waits
+            // `fetch.queue.backoff.ms` (1 s by default) before looking
+            // again. The main loop drains 100 000 records well inside a
+            // second and then sat idle: this alone held throughput near
+            // 100 000 events/s. Look again after 20 ms, and keep a smaller
+            // queue (it is memory, and 20 ms of records is far less).
+            ("fetch.queue.backoff.ms", "20"),
+            ("queued.min.messages", "20000"),
+            ("queued.max.messages.kbytes", "16384"),
         ],
     )
     .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
