@@ -279,15 +279,26 @@ impl Received {
 }
 
 /// Reads every partition of `topic` from the beginning until `count`
-/// records arrived and nothing more came for `quiet`, or `timeout`.
+/// records arrived, every partition was read to its end at least once (a
+/// slow broker can pause between partitions for longer than the quiet
+/// second), and nothing more came for a second; or `timeout`.
 pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration) -> Vec<Received> {
-    let consumer: BaseConsumer =
-        broker.client_config().set("enable.auto.commit", "false").set("group.id", unique("reader")).create().unwrap();
+    let consumer: BaseConsumer = broker
+        .client_config()
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("group.id", unique("reader"))
+        .create()
+        .unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
     }
+    // Partitions not yet read to their end (librdkafka reports the end once
+    // the fetch position reaches the high watermark, control records and
+    // all).
+    let mut remaining: std::collections::BTreeSet<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
@@ -307,8 +318,11 @@ pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration)
                 });
                 last_new = Instant::now();
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+            }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None if out.len() >= count && last_new.elapsed() > Duration::from_secs(1) => break,
+            None if out.len() >= count && remaining.is_empty() && last_new.elapsed() > Duration::from_secs(1) => break,
             None => {}
         }
     }
