@@ -167,20 +167,32 @@ impl Output {
 
     /// Encodes the message in `format`.
     pub fn encode(&self, format: Format) -> Vec<u8> {
+        let mut buf = Vec::new();
+        self.encode_into(format, &mut buf);
+        buf
+    }
+
+    /// Encodes the message in `format` into `buf`, replacing what it held:
+    /// the sink reuses one buffer for every output instead of allocating
+    /// (and growing) one each.
+    pub fn encode_into(&self, format: Format, buf: &mut Vec<u8>) {
+        buf.clear();
         match format {
-            Format::Json => self.to_json(),
-            Format::Protobuf => self.to_protobuf(),
+            // Serialising plain structs of numbers and strings into a Vec
+            // cannot fail.
+            Format::Json => {
+                let _ = match self {
+                    Output::Score(s) => serde_json::to_writer(&mut *buf, s),
+                    Output::Alert(a) => serde_json::to_writer(&mut *buf, a),
+                };
+            }
+            Format::Protobuf => buf.extend_from_slice(&self.to_protobuf()),
         }
     }
 
     /// The JSON encoding.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serialising plain structs of numbers and strings cannot fail.
-        match self {
-            Output::Score(s) => serde_json::to_vec(s),
-            Output::Alert(a) => serde_json::to_vec(a),
-        }
-        .unwrap_or_default()
+        self.encode(Format::Json)
     }
 
     /// The protobuf encoding (`engage.v1.ScoreChanged` / `engage.v1.ChurnAlert`).

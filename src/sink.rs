@@ -300,6 +300,9 @@ pub struct Sink {
     /// partition, oldest first.
     staged: Mutex<HashMap<i32, VecDeque<(Token, ChangelogRecords)>>>,
     transactional: bool,
+    /// The encoding buffer reused for every output (librdkafka copies the
+    /// payload when it is queued).
+    scratch: Mutex<Vec<u8>>,
 }
 
 /// One partition's changed customers, encoded: key and value (`None` for a
@@ -359,6 +362,7 @@ impl Sink {
             changelog,
             staged: Mutex::new(HashMap::new()),
             transactional,
+            scratch: Mutex::new(Vec::with_capacity(1024)),
         })
     }
 
@@ -371,19 +375,20 @@ impl Sink {
     /// is the input record behind them (none for a sweep).
     pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
         let token = lock(&self.progress).register(work, outputs.len() as u32);
+        let mut payload = guard(&self.scratch);
         for output in outputs.drain(..) {
             let ((topic, format), kind) = match &output {
                 Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
                 Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
             };
-            let payload = output.encode(*format);
+            output.encode_into(*format, &mut payload);
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: CONTENT_TYPE, value: Some(content_type(*format)) })
                 .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })
                 .insert(Header { key: "engage.message.type", value: Some(kind) });
             let record = BaseRecord::with_opaque_to(topic, Box::new(Delivery { token, origin }))
                 .key(output.customer_id())
-                .payload(&payload)
+                .payload(payload.as_slice())
                 .headers(headers);
             self.send(record);
         }
