@@ -188,7 +188,27 @@ async fn serve_http(
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc maps memory
+/// in large aligned regions; where THP is `always` (the default on many
+/// distributions) the first touch of each region faults in a whole 2 MiB
+/// page: after 8 000 events engage held about 50 MiB instead of 25, and at
+/// 1 M customers 384 B per customer instead of 354, with no throughput lost
+/// (README "Performance"). Linux only; if the call fails nothing changes.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+fn tune_allocator() {
+    unsafe extern "C" {
+        fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+    }
+    const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
+    let (on, unused): (std::ffi::c_ulong, std::ffi::c_ulong) = (1, 0);
+    // SAFETY: prctl(2) with PR_SET_THP_DISABLE takes one integer flag (the
+    // rest must be 0) and touches no memory of ours.
+    unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
+}
+
 fn main() -> ExitCode {
+    #[cfg(all(feature = "mimalloc", target_os = "linux"))]
+    tune_allocator();
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };

@@ -255,7 +255,8 @@ async fn end_to_end() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = scrape(&http);
     let after = buckets(&end, LATENCY);
-    let ms = |before: &[(f64, f64)], after: &[(f64, f64)], q| quantile(before, after, q).map_or(f64::NAN, |s| s * 1000.0);
+    let ms =
+        |before: &[(f64, f64)], after: &[(f64, f64)], q| quantile(before, after, q).map_or(f64::NAN, |s| s * 1000.0);
     let observed = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
     report.push(format!(
         "latency at {half:.0} events/s asked, {:.0} achieved, {observed:.0} outputs: p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
