@@ -186,7 +186,7 @@ impl Output {
                     Output::Alert(a) => serde_json::to_writer(&mut *buf, a),
                 };
             }
-            Format::Protobuf => buf.extend_from_slice(&self.to_protobuf()),
+            Format::Protobuf => self.write_protobuf(buf),
         }
     }
 
@@ -197,7 +197,13 @@ impl Output {
 
     /// The protobuf encoding (`engage.v1.ScoreChanged` / `engage.v1.ChurnAlert`).
     pub fn to_protobuf(&self) -> Vec<u8> {
-        match self {
+        self.encode(Format::Protobuf)
+    }
+
+    /// Appends the protobuf encoding to `buf` (a `Vec` grows as needed, so
+    /// encoding cannot run out of room).
+    fn write_protobuf(&self, buf: &mut Vec<u8>) {
+        let _ = match self {
             Output::Score(s) => proto::ScoreChanged {
                 customer_id: s.customer_id.to_string(),
                 seq: s.seq,
@@ -218,7 +224,7 @@ impl Output {
                 event_time: s.event_time,
                 processed_at: s.processed_at,
             }
-            .encode_to_vec(),
+            .encode(buf),
             Output::Alert(a) => proto::ChurnAlert {
                 alert_id: a.alert_id.clone(),
                 customer_id: a.customer_id.to_string(),
@@ -241,8 +247,8 @@ impl Output {
                 event_time: a.event_time,
                 processed_at: a.processed_at,
             }
-            .encode_to_vec(),
-        }
+            .encode(buf),
+        };
     }
 }
 

@@ -95,10 +95,21 @@ fn scrape(addr: &str) -> String {
     common::http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default()
 }
 
-fn engage_config(topics: &Topics, broker: &Broker, http: &str) -> String {
-    topics
+/// Fresh co-partitioned topics, a free HTTP address, and an engage config
+/// on both: each phase starts from these.
+async fn fresh_setup(broker: &Broker) -> (Topics, String, String) {
+    let topics = Topics::create(broker, PARTITIONS).await;
+    let http = common::free_addr();
+    let config_text = topics
         .config(broker, "sweep_interval = \"1h\"\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""))
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""));
+    (topics, http, config_text)
+}
+
+/// p50, p99 and p99.9 of a histogram's observations between two scrapes.
+fn percentiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> String {
+    let ms = |q| quantile(before, after, q).map_or(f64::NAN, |s| s * 1000.0);
+    format!("p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms", ms(0.5), ms(0.99), ms(0.999))
 }
 
 fn wait_committed(broker: &Broker, topics: &Topics, clicks: i64, buys: i64, engage: &Engage, limit: Duration) {
@@ -123,9 +134,7 @@ async fn end_to_end() {
     let mut report = Vec::new();
 
     // 1. Throughput. About 1.2 events per customer-day: enough history for N.
-    let topics = Topics::create(&broker, PARTITIONS).await;
-    let http = common::free_addr();
-    let config_text = engage_config(&topics, &broker, &http);
+    let (topics, http, config_text) = fresh_setup(&broker).await;
     let config = Config::from_toml(&config_text).unwrap();
     let history_days = (1.5 * n as f64 / (customers as f64 * 1.16)).max(30.0);
     let opts = LoadOptions {
@@ -204,11 +213,9 @@ async fn end_to_end() {
 
     // 2. Latency at half the sustained rate (or E2E_LATENCY_RATE), new
     // customers (seed 2), on fresh topics with a fresh instance: the
-    // backlog's batches would slow every fetch (below).
+    // backlog's batches would slow every fetch (module docs).
     drop(engage);
-    let topics = Topics::create(&broker, PARTITIONS).await;
-    let http = common::free_addr();
-    let config_text = engage_config(&topics, &broker, &http);
+    let (topics, http, config_text) = fresh_setup(&broker).await;
     let config = Config::from_toml(&config_text).unwrap();
     let engage = Engage::start_binary(dir.path(), &config_text, binary);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
@@ -216,11 +223,8 @@ async fn end_to_end() {
     let start = scrape(&http);
     let before = buckets(&start, LATENCY);
     let processing_before = buckets(&start, PROCESSING);
-    // tansu's in-memory store lists every stored batch of a partition on
-    // each fetch, so a fetch slows down as batches pile up: with 1 ms
-    // batches, end-to-end latency grows through the run whatever engage
-    // does. A 20 ms linger keeps the batch count (and the broker's share)
-    // down; it is part of the latency measured.
+    // Fewer, larger batches keep tansu's per-fetch listing (module docs)
+    // short; the linger is part of the latency measured.
     let mut generator_config = config.clone();
     generator_config.kafka.properties.insert("linger.ms".into(), env_or("E2E_LATENCY_LINGER_MS", 20u32).to_string());
     let opts = LoadOptions {
@@ -255,29 +259,20 @@ async fn end_to_end() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = scrape(&http);
     let after = buckets(&end, LATENCY);
-    let ms =
-        |before: &[(f64, f64)], after: &[(f64, f64)], q| quantile(before, after, q).map_or(f64::NAN, |s| s * 1000.0);
     let observed = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
     report.push(format!(
-        "latency at {half:.0} events/s asked, {:.0} achieved, {observed:.0} outputs: p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
+        "latency at {half:.0} events/s asked, {:.0} achieved, {observed:.0} outputs: {}",
         sent.rate,
-        ms(&before, &after, 0.5),
-        ms(&before, &after, 0.99),
-        ms(&before, &after, 0.999)
+        percentiles(&before, &after)
     ));
-    let processing_after = buckets(&end, PROCESSING);
     report.push(format!(
-        "  of which engage (record consumed -> output acked): p50 {:.1} ms  p99 {:.1} ms  p99.9 {:.1} ms",
-        ms(&processing_before, &processing_after, 0.5),
-        ms(&processing_before, &processing_after, 0.99),
-        ms(&processing_before, &processing_after, 0.999)
+        "  of which engage (record consumed -> output acked): {}",
+        percentiles(&processing_before, &buckets(&end, PROCESSING))
     ));
     drop(engage);
 
     // 3. Memory: one event per customer on fresh topics.
-    let topics = Topics::create(&broker, PARTITIONS).await;
-    let http = common::free_addr();
-    let config_text = engage_config(&topics, &broker, &http);
+    let (topics, http, config_text) = fresh_setup(&broker).await;
     let now = engage::engine::wall_clock_ms();
     let records: Vec<engage::synth::Record> = (0..memory_customers)
         .map(|i| {

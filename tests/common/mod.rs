@@ -292,13 +292,14 @@ pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration)
         .unwrap();
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-    }
     // Partitions not yet read to their end (librdkafka reports the end once
     // the fetch position reaches the high watermark, control records and
     // all).
-    let mut remaining: std::collections::BTreeSet<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut remaining = std::collections::BTreeSet::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        remaining.insert(p.id());
+    }
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
