@@ -58,7 +58,8 @@ impl Dirty {
 /// The changelog record value for a customer, or `None` (a tombstone) if
 /// the customer is no longer held.
 pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
-    partition.get(customer_id).map(|s| s.to_proto(customer_id).encode_to_vec())
+    // Encoded under the shard's read lock, without copying the state.
+    partition.map().get(customer_id).map(|s| s.to_proto(customer_id).encode_to_vec())
 }
 
 /// How long one request for the changelog's end may take before it is

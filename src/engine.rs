@@ -248,7 +248,7 @@ impl Engine {
                 p.age_days / c.unit_days,
             )
         });
-        let mean = if x > 0.0 { (state.spend_lifetime - state.spend_first_day) / x } else { 0.0 };
+        let mean = if x > 0.0 { (state.spend_lifetime() - state.spend_first_day()) / x } else { 0.0 };
         Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
     }
 
@@ -267,7 +267,7 @@ impl Engine {
         let stage = r.lifecycle.stage(&StageFacts {
             age_ms: now - state.first_seen,
             active_days: u32::from(state.active_days),
-            purchase_days: u32::from(state.purchase_days),
+            purchase_days: u32::from(state.purchase_days()),
             active_span_ms: state.last_seen - state.first_seen,
             social: dimensions[Dimension::Social as usize],
             score,

@@ -145,7 +145,7 @@ fn view(s: &AppState, id: &str, partition: i32, state: &crate::state::CustomerSt
         last_seen: state.last_seen,
         first_seen: state.first_seen,
         active_days: state.active_days,
-        purchase_days: state.purchase_days,
+        purchase_days: state.purchase_days(),
         expected_purchases_90d: value.map(|v| v.expected_purchases),
         expected_value_90d: value.map(|v| v.expected_value),
         seq: state.seq,

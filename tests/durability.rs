@@ -101,12 +101,14 @@ fn assert_same_facts(reference: &BTreeMap<String, CustomerState>, other: &BTreeM
         let b = other.get(id).unwrap_or_else(|| panic!("{id} missing"));
         assert_eq!(a.offsets, b.offsets, "{id}: the same records applied, each once");
         for i in 0..5 {
+            // Kept in f32: the two topics interleave differently in each
+            // run, and each event rounds to about seven significant digits.
             let scale = a.raw[i].abs().max(b.raw[i].abs()).max(1.0);
-            assert!((a.raw[i] - b.raw[i]).abs() <= 1e-9 * scale, "{id} dimension {i}: {} vs {}", a.raw[i], b.raw[i]);
+            assert!((a.raw[i] - b.raw[i]).abs() <= 1e-5 * scale, "{id} dimension {i}: {} vs {}", a.raw[i], b.raw[i]);
         }
-        assert_eq!((a.active_days, a.purchase_days), (b.active_days, b.purchase_days), "{id}");
+        assert_eq!((a.active_days, a.purchase_days()), (b.active_days, b.purchase_days()), "{id}");
         assert_eq!((a.first_seen, a.last_seen), (b.first_seen, b.last_seen), "{id}");
-        assert!((a.spend_lifetime - b.spend_lifetime).abs() < 1e-6, "{id} spend");
+        assert!((a.spend_lifetime() - b.spend_lifetime()).abs() < 1e-6, "{id} spend");
     }
 }
 
