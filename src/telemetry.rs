@@ -116,13 +116,30 @@ pub fn describe() {
 pub const SECONDS_BUCKETS: [f64; 18] =
     [0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// How often histogram samples are folded into their buckets.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Installs the Prometheus recorder; the handle renders `/metrics`
-/// ([`crate::http`]).
+/// ([`crate::http`]). A thread runs the recorder's upkeep every
+/// [`UPKEEP_INTERVAL`]: a histogram keeps every sample (8 bytes) until it
+/// is folded into the buckets, which otherwise happens only when `/metrics`
+/// is scraped, so an unscraped instance grew by about 16 bytes per record
+/// (two latency histograms), without bound.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
         .install_recorder()?;
     describe();
+    let upkeep = handle.clone();
+    let spawned = std::thread::Builder::new().name("engage-metrics".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            upkeep.run_upkeep();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started: histogram samples are folded only when /metrics is scraped");
+    }
     Ok(handle)
 }
 
