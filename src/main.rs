@@ -206,9 +206,35 @@ fn tune_allocator() {
     unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
 }
 
+/// Returns memory to the OS once it has been free for a while. mimalloc
+/// purges a freed span only after `purge_delay` (1 s), and only when some
+/// thread next allocates: after a burst (a backlog, a restore) the idle
+/// threads never do, and the process kept 40–70 MiB it no longer used
+/// (313 B per customer at 1 M customers instead of 266). Purging at once
+/// (`MIMALLOC_PURGE_DELAY=0`) cost 10–15 % of throughput; this thread runs
+/// the expired purges once a second instead (README "Performance").
+#[cfg(feature = "mimalloc")]
+fn start_allocator_purge() {
+    unsafe extern "C" {
+        fn mi_collect(force: bool);
+    }
+    let purge = || loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        // SAFETY: mi_collect takes no pointers and may be called from any
+        // thread: it collects this thread's (empty) heap and runs the
+        // process-wide purges that are due.
+        unsafe { mi_collect(true) };
+    };
+    if let Err(e) = std::thread::Builder::new().name("engage-purge".into()).spawn(purge) {
+        eprintln!("engage: memory purge thread not started ({e}); freed memory is returned later");
+    }
+}
+
 fn main() -> ExitCode {
     #[cfg(all(feature = "mimalloc", target_os = "linux"))]
     tune_allocator();
+    #[cfg(feature = "mimalloc")]
+    start_allocator_purge();
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
