@@ -21,7 +21,9 @@
 //!    instance after restoring them all from the changelog.
 //!
 //! Prints one table and writes an SVG plot of throughput and latency over
-//! time (`E2E_PLOT`, default `target/bench-e2e/e2e.svg`).
+//! time (`E2E_PLOT`, default `target/bench-e2e/e2e.svg`). `E2E_PHASES`
+//! (default `throughput,latency,memory`) runs only some phases; latency
+//! without throughput needs `E2E_LATENCY_RATE`.
 
 mod common;
 
@@ -122,19 +124,21 @@ fn wait_committed(broker: &Broker, topics: &Topics, clicks: i64, buys: i64, enga
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "benchmark: run with scripts/bench-e2e"]
-async fn end_to_end() {
-    let n: u64 = env_or("E2E_EVENTS", 2_000_000);
-    let customers: usize = env_or("E2E_CUSTOMERS", 50_000);
-    let memory_customers: usize = env_or("E2E_MEMORY_CUSTOMERS", 1_000_000);
-    let latency_secs: u64 = env_or("E2E_LATENCY_SECONDS", 30);
-    let binary = env!("CARGO_BIN_EXE_engage");
-    let broker = Broker::start();
-    let mut report = Vec::new();
+/// What the throughput phase measured.
+struct Throughput {
+    /// engage's events/s over the whole backlog.
+    rate: f64,
+    /// The bare consumer's events/s.
+    ceiling: f64,
+    /// (seconds, events/s) once a second while engage ran.
+    series: Vec<(f64, f64)>,
+}
 
+/// Phase 1: the bare-consumer ceiling and engage over the same backlog of
+/// `n` events from `customers` customers.
+async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mut Vec<String>) -> Throughput {
     // 1. Throughput. About 1.2 events per customer-day: enough history for N.
-    let (topics, http, config_text) = fresh_setup(&broker).await;
+    let (topics, http, config_text) = fresh_setup(broker).await;
     let config = Config::from_toml(&config_text).unwrap();
     let history_days = (1.5 * n as f64 / (customers as f64 * 1.16)).max(30.0);
     let opts = LoadOptions {
@@ -177,21 +181,21 @@ async fn end_to_end() {
     drop(consumer);
 
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start_binary(dir.path(), &config_text, binary);
+    let engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
     let (engage0, broker0) = (common::cpu_seconds(engage.child.id()), broker_cpu());
     let t = Instant::now();
-    let mut throughput = Vec::new();
+    let mut series = Vec::new();
     let mut last = (0.0, 0.0);
     let (clicks, buys) = (load.clickstream as i64, load.purchases as i64);
-    while committed(&broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
-        || committed(&broker, &topics.group, &topics.purchases, PARTITIONS) < buys
+    while committed(broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
+        || committed(broker, &topics.group, &topics.purchases, PARTITIONS) < buys
     {
         assert!(t.elapsed() < Duration::from_secs(900), "{}", engage.log());
         std::thread::sleep(Duration::from_millis(1000));
         let at = t.elapsed().as_secs_f64();
         let records = sample(&scrape(&http), "engage_records_in_total");
-        throughput.push((at, (records - last.1) / (at - last.0)));
+        series.push((at, (records - last.1) / (at - last.0)));
         last = (at, records);
     }
     let processing = t.elapsed().as_secs_f64();
@@ -211,15 +215,26 @@ async fn end_to_end() {
          engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
     ));
 
+    Throughput { rate, ceiling, series }
+}
+
+/// Phase 2: latency at `half` events/s for `latency_secs` (module docs):
+/// (seconds, p50, p99, p99.9 in ms) once a second.
+async fn latency_phase(
+    broker: &Broker,
+    half: f64,
+    customers: usize,
+    latency_secs: u64,
+    report: &mut Vec<String>,
+) -> Vec<(f64, f64, f64, f64)> {
     // 2. Latency at half the sustained rate (or E2E_LATENCY_RATE), new
     // customers (seed 2), on fresh topics with a fresh instance: the
     // backlog's batches would slow every fetch (module docs).
-    drop(engage);
-    let (topics, http, config_text) = fresh_setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (topics, http, config_text) = fresh_setup(broker).await;
     let config = Config::from_toml(&config_text).unwrap();
-    let engage = Engage::start_binary(dir.path(), &config_text, binary);
+    let engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
-    let half = env_or("E2E_LATENCY_RATE", (rate / 2.0).round());
     let start = scrape(&http);
     let before = buckets(&start, LATENCY);
     let processing_before = buckets(&start, PROCESSING);
@@ -233,8 +248,10 @@ async fn end_to_end() {
         count: None,
         duration: Some(Duration::from_secs(latency_secs)),
         seed: 2,
+        format: Format::Json,
+        bad_fraction: 0.0,
         history_days: 60.0,
-        ..opts
+        progress_every: Duration::from_secs(30),
     };
     let generator = {
         let config = generator_config;
@@ -255,7 +272,7 @@ async fn end_to_end() {
     }
     let sent = generator.await.unwrap();
     let (clicks, buys) = (sent.clickstream as i64, sent.purchases as i64);
-    wait_committed(&broker, &topics, clicks, buys, &engage, Duration::from_secs(300));
+    wait_committed(broker, &topics, clicks, buys, &engage, Duration::from_secs(300));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = scrape(&http);
     let after = buckets(&end, LATENCY);
@@ -270,9 +287,15 @@ async fn end_to_end() {
         percentiles(&processing_before, &buckets(&end, PROCESSING))
     ));
     drop(engage);
+    latency
 
+}
+
+/// Phase 3: RSS per customer at `memory_customers`, and after a restore.
+async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) {
     // 3. Memory: one event per customer on fresh topics.
-    let (topics, http, config_text) = fresh_setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (topics, http, config_text) = fresh_setup(broker).await;
     let now = engage::engine::wall_clock_ms();
     let records: Vec<engage::synth::Record> = (0..memory_customers)
         .map(|i| {
@@ -287,19 +310,19 @@ async fn end_to_end() {
             }
         })
         .collect();
-    let (clicks, buys) = common::feed(&broker, &topics, &records);
+    let (clicks, buys) = common::feed(broker, &topics, &records);
     drop(records);
     let rss_of = |http: &str| {
         let m = scrape(http);
         (sample(&m, "engage_process_resident_memory_bytes"), sample(&m, "engage_customers"))
     };
-    let mut engage = Engage::start_binary(dir.path(), &config_text, binary);
+    let mut engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
-    wait_committed(&broker, &topics, clicks, buys, &engage, Duration::from_secs(600));
+    wait_committed(broker, &topics, clicks, buys, &engage, Duration::from_secs(600));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (rss, held) = rss_of(&http);
     assert_eq!(engage.terminate(Duration::from_secs(60)).0, Some(0), "{}", engage.log());
-    let restored = Engage::start_binary(dir.path(), &config_text, binary);
+    let restored = Engage::start_binary(dir.path(), &config_text, BINARY);
     let t = Instant::now();
     while common::http_get(&http, "/readyz").map(|r| r.0) != Some(200) {
         assert!(t.elapsed() < Duration::from_secs(300), "{}", restored.log());
@@ -317,16 +340,53 @@ async fn end_to_end() {
     ));
     drop(restored);
 
+}
+
+/// The release binary every phase runs.
+const BINARY: &str = env!("CARGO_BIN_EXE_engage");
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: run with scripts/bench-e2e"]
+async fn end_to_end() {
+    let n: u64 = env_or("E2E_EVENTS", 2_000_000);
+    let customers: usize = env_or("E2E_CUSTOMERS", 50_000);
+    let memory_customers: usize = env_or("E2E_MEMORY_CUSTOMERS", 1_000_000);
+    let latency_secs: u64 = env_or("E2E_LATENCY_SECONDS", 30);
+    let phases = std::env::var("E2E_PHASES").unwrap_or_else(|_| "throughput,latency,memory".into());
+    let broker = Broker::start();
+    let mut report = Vec::new();
+
+    let throughput = if phases.contains("throughput") {
+        Some(throughput_phase(&broker, n, customers, &mut report).await)
+    } else {
+        None
+    };
+    let mut latency = Vec::new();
+    let mut half = 0.0;
+    if phases.contains("latency") {
+        let measured = throughput.as_ref().map(|t| (t.rate / 2.0).round());
+        half = std::env::var("E2E_LATENCY_RATE").ok().and_then(|v| v.parse().ok()).or(measured).expect(
+            "the latency phase runs at half the throughput phase's rate, or at E2E_LATENCY_RATE",
+        );
+        latency = latency_phase(&broker, half, customers, latency_secs, &mut report).await;
+    }
+    if phases.contains("memory") {
+        memory_phase(&broker, memory_customers, &mut report).await;
+    }
+
     println!("\nend-to-end benchmark, {PARTITIONS} partitions, tansu on loopback, release build");
     for line in &report {
         println!("  {line}");
     }
-    let plot = std::env::var("E2E_PLOT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-e2e/e2e.svg").to_string());
-    let plot = std::path::PathBuf::from(plot);
-    std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
-    std::fs::write(&plot, svg(&throughput, ceiling, &latency, half)).unwrap();
-    println!("  plot: {}", plot.display());
+    // The plot needs the throughput series (latency may be absent).
+    if let Some(t) = &throughput {
+        let plot = std::env::var("E2E_PLOT")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-e2e/e2e.svg").to_string());
+        let plot = std::path::PathBuf::from(plot);
+        std::fs::create_dir_all(plot.parent().unwrap()).unwrap();
+        std::fs::write(&plot, svg(&t.series, t.ceiling, &latency, half)).unwrap();
+        println!("  plot: {}", plot.display());
+    }
 }
 
 /// Two stacked line charts: throughput over time (with the ceiling) and
