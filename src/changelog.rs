@@ -98,6 +98,10 @@ pub fn restore(
             ("enable.partition.eof", "false"),
             ("fetch.max.bytes", "52428800"),
             ("max.partition.fetch.bytes", "16777216"),
+            // As in the main consumer (`pipeline`): with librdkafka's 1 s
+            // default, fetching paused for most of each second once
+            // `queued.min.messages` were waiting.
+            ("fetch.queue.backoff.ms", "20"),
         ],
     )
     .create()
