@@ -206,36 +206,25 @@ fn tune_allocator() {
     unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
 }
 
-/// Returns freed memory to the OS once a second. mimalloc purges a freed
-/// span after `purge_delay` (1 s), but only when some thread next
-/// allocates: after a burst (a backlog, a restore whose threads have
-/// exited) nothing does, and the process kept tens of MiB it no longer used
-/// (at 1 M customers, 275–303 B per customer without this thread, 234–246
-/// with it). Purging at every free (`MIMALLOC_PURGE_DELAY=0`) cost 10–15 %
-/// of throughput; a forced collection once a second costs at most one
-/// refault per page per second (README "Performance").
+/// Gives mimalloc's free memory back to the OS: a forced collection of the
+/// calling thread's heap and a purge of the process-wide arenas. The
+/// pipeline calls it once the input goes quiet (`IdleRelease` in
+/// `pipeline.rs`; README "Performance").
 #[cfg(feature = "mimalloc")]
-fn start_allocator_purge() {
+fn release_free_memory() {
     unsafe extern "C" {
         fn mi_collect(force: bool);
     }
-    let purge = || loop {
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        // SAFETY: mi_collect takes no pointers and may be called from any
-        // thread: it collects this thread's (empty) heap and purges the
-        // free parts of the process-wide arenas.
-        unsafe { mi_collect(true) };
-    };
-    if let Err(e) = std::thread::Builder::new().name("engage-purge".into()).spawn(purge) {
-        eprintln!("engage: memory purge thread not started ({e}); freed memory is returned later");
-    }
+    // SAFETY: mi_collect takes no pointers and may be called from any
+    // thread.
+    unsafe { mi_collect(true) };
 }
 
 fn main() -> ExitCode {
     #[cfg(all(feature = "mimalloc", target_os = "linux"))]
     tune_allocator();
     #[cfg(feature = "mimalloc")]
-    start_allocator_purge();
+    engage::pipeline::set_memory_release(release_free_memory);
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };

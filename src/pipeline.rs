@@ -438,6 +438,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
+    let mut idle = IdleRelease::new();
     let mut paused = false;
     // Population gauges, refreshed every log interval until this returns.
     let census = CancellationToken::new();
@@ -461,6 +462,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     shared.store_done(&consumer);
                 }
                 worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
+                idle.observe(worker.summary.records);
                 paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
@@ -536,6 +538,60 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     match future.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
+    }
+}
+
+/// Gives memory the allocator holds free back to the OS while the input is
+/// quiet: once no record has arrived for [`IDLE_RELEASE_EVERY`], and again
+/// every such interval while it stays quiet (a restore's clients free
+/// their buffers after it ends). mimalloc returns a freed span only when
+/// some thread next allocates, so after a burst (a backlog, a restore) an
+/// idle process kept tens of MiB it no longer used. While records flow,
+/// freed memory is reused instead, and the hot path is left alone
+/// (README "Performance").
+struct IdleRelease {
+    records: u64,
+    last_record: Instant,
+    last_release: Instant,
+}
+
+/// How long the input must be quiet before freed memory is returned, and
+/// how often it is returned while the input stays quiet.
+const IDLE_RELEASE_EVERY: Duration = Duration::from_secs(1);
+
+impl IdleRelease {
+    fn new() -> IdleRelease {
+        IdleRelease { records: 0, last_record: Instant::now(), last_release: Instant::now() }
+    }
+
+    /// Called on the main loop's tick with the records handled so far.
+    fn observe(&mut self, records: u64) {
+        if records != self.records {
+            (self.records, self.last_record) = (records, Instant::now());
+        } else if self.last_record.elapsed() >= IDLE_RELEASE_EVERY
+            && self.last_release.elapsed() >= IDLE_RELEASE_EVERY
+        {
+            release_free_memory();
+            self.last_release = Instant::now();
+        }
+    }
+}
+
+/// How to return the allocator's free memory to the OS, if the program
+/// registered a way ([`set_memory_release`]).
+static MEMORY_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers how the main loop returns the allocator's free memory to the
+/// OS when the input goes quiet. The allocator is the program's choice:
+/// the `engage` binary registers a forced mimalloc collection. Without
+/// one, nothing is done. Only the first registration counts.
+pub fn set_memory_release(release: fn()) {
+    let _ = MEMORY_RELEASE.set(release);
+}
+
+fn release_free_memory() {
+    if let Some(release) = MEMORY_RELEASE.get() {
+        release();
     }
 }
 
