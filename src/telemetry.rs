@@ -123,8 +123,8 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// ([`crate::http`]). A thread runs the recorder's upkeep every
 /// [`UPKEEP_INTERVAL`]: a histogram keeps every sample (8 bytes) until it
 /// is folded into the buckets, which otherwise happens only when `/metrics`
-/// is scraped, so an unscraped instance grew by about 16 bytes per record
-/// (two latency histograms), without bound.
+/// is scraped, so an unscraped instance grew by about 16 bytes per output
+/// delivered (two latency histograms), without bound.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
