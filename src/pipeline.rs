@@ -438,7 +438,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
-    let mut idle = IdleRelease::new();
+    let mut idle = IdleRelease::new(IDLE_RELEASE_EVERY, release_free_memory);
     let mut paused = false;
     // Population gauges, refreshed every log interval until this returns.
     let census = CancellationToken::new();
@@ -550,6 +550,8 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
 /// freed memory is reused instead, and the hot path is left alone
 /// (README "Performance").
 struct IdleRelease {
+    every: Duration,
+    release: fn(),
     records: u64,
     last_record: Instant,
     last_release: Instant,
@@ -560,18 +562,16 @@ struct IdleRelease {
 const IDLE_RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 impl IdleRelease {
-    fn new() -> IdleRelease {
-        IdleRelease { records: 0, last_record: Instant::now(), last_release: Instant::now() }
+    fn new(every: Duration, release: fn()) -> IdleRelease {
+        IdleRelease { every, release, records: 0, last_record: Instant::now(), last_release: Instant::now() }
     }
 
     /// Called on the main loop's tick with the records handled so far.
     fn observe(&mut self, records: u64) {
         if records != self.records {
             (self.records, self.last_record) = (records, Instant::now());
-        } else if self.last_record.elapsed() >= IDLE_RELEASE_EVERY
-            && self.last_release.elapsed() >= IDLE_RELEASE_EVERY
-        {
-            release_free_memory();
+        } else if self.last_record.elapsed() >= self.every && self.last_release.elapsed() >= self.every {
+            (self.release)();
             self.last_release = Instant::now();
         }
     }
@@ -761,4 +761,48 @@ fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
 
 fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     message.headers()?.iter().find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE)).and_then(|h| h.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    static RELEASES: AtomicUsize = AtomicUsize::new(0);
+
+    fn count_release() {
+        RELEASES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn memory_is_released_only_while_the_input_is_quiet() {
+        let every = Duration::from_millis(40);
+        let mut idle = IdleRelease::new(every, count_release);
+        let released = || RELEASES.load(Ordering::SeqCst);
+        // Records keep arriving, on every tick for longer than `every`:
+        // the hot path is left alone.
+        for records in 1..=8 {
+            idle.observe(records);
+            std::thread::sleep(every / 4);
+        }
+        assert_eq!(released(), 0);
+        // Quiet: released once `every` has passed, and again each `every`
+        // while it stays quiet, not on every tick.
+        idle.observe(9);
+        idle.observe(9);
+        assert_eq!(released(), 0, "not before the input has been quiet for `every`");
+        std::thread::sleep(every);
+        idle.observe(9);
+        assert_eq!(released(), 1);
+        idle.observe(9);
+        assert_eq!(released(), 1, "at most once per `every`");
+        std::thread::sleep(every);
+        idle.observe(9);
+        assert_eq!(released(), 2);
+        // A record ends the quiet spell.
+        idle.observe(10);
+        std::thread::sleep(every);
+        idle.observe(11);
+        assert_eq!(released(), 2);
+    }
 }
