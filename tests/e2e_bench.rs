@@ -124,6 +124,22 @@ fn wait_committed(broker: &Broker, topics: &Topics, clicks: i64, buys: i64, enga
     }
 }
 
+/// The loadgen options both traffic phases share: `customers` customers,
+/// good JSON records; each phase sets how much, how fast and the seed.
+fn load_options(customers: usize) -> LoadOptions {
+    LoadOptions {
+        rate: None,
+        customers,
+        count: None,
+        duration: None,
+        seed: 0,
+        format: Format::Json,
+        bad_fraction: 0.0,
+        history_days: 60.0,
+        progress_every: Duration::from_secs(30),
+    }
+}
+
 /// What the throughput phase measured.
 struct Throughput {
     /// engage's events/s over the whole backlog.
@@ -141,17 +157,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let (topics, http, config_text) = fresh_setup(broker).await;
     let config = Config::from_toml(&config_text).unwrap();
     let history_days = (1.5 * n as f64 / (customers as f64 * 1.16)).max(30.0);
-    let opts = LoadOptions {
-        rate: None,
-        customers,
-        count: Some(n),
-        duration: None,
-        seed: 1,
-        format: Format::Json,
-        bad_fraction: 0.0,
-        history_days,
-        progress_every: Duration::from_secs(30),
-    };
+    let opts = LoadOptions { count: Some(n), seed: 1, history_days, ..load_options(customers) };
     let t = Instant::now();
     let load = loadgen(&config, &opts, CancellationToken::new()).await.unwrap();
     let preload = t.elapsed().as_secs_f64();
@@ -244,14 +250,10 @@ async fn latency_phase(
     generator_config.kafka.properties.insert("linger.ms".into(), env_or("E2E_LATENCY_LINGER_MS", 20u32).to_string());
     let opts = LoadOptions {
         rate: Some(half),
-        customers,
-        count: None,
         duration: Some(Duration::from_secs(latency_secs)),
         seed: 2,
-        format: Format::Json,
-        bad_fraction: 0.0,
         history_days: 60.0,
-        progress_every: Duration::from_secs(30),
+        ..load_options(customers)
     };
     let generator = {
         let config = generator_config;
@@ -288,7 +290,6 @@ async fn latency_phase(
     ));
     drop(engage);
     latency
-
 }
 
 /// Phase 3: RSS per customer at `memory_customers`, and after a restore.
@@ -339,7 +340,6 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
         rss_restored / held_restored
     ));
     drop(restored);
-
 }
 
 /// The release binary every phase runs.
@@ -365,9 +365,11 @@ async fn end_to_end() {
     let mut half = 0.0;
     if phases.contains("latency") {
         let measured = throughput.as_ref().map(|t| (t.rate / 2.0).round());
-        half = std::env::var("E2E_LATENCY_RATE").ok().and_then(|v| v.parse().ok()).or(measured).expect(
-            "the latency phase runs at half the throughput phase's rate, or at E2E_LATENCY_RATE",
-        );
+        half = std::env::var("E2E_LATENCY_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .or(measured)
+            .expect("the latency phase runs at half the throughput phase's rate, or at E2E_LATENCY_RATE");
         latency = latency_phase(&broker, half, customers, latency_secs, &mut report).await;
     }
     if phases.contains("memory") {
