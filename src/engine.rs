@@ -248,7 +248,7 @@ impl Engine {
                 p.age_days / c.unit_days,
             )
         });
-        let mean = if x > 0.0 { (state.spend_lifetime() - state.spend_first_day()) / x } else { 0.0 };
+        let mean = state.mean_repeat_spend(x);
         Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
     }
 

@@ -86,7 +86,7 @@ pub fn summaries(events: &[crate::event::Event<'_>], as_of: i64, unit_days: f64)
         .filter_map(|s| {
             let p = s.purchase_summary(as_of)?;
             let x = f64::from(p.repeat_purchases);
-            let monetary = if x > 0.0 { (s.spend_lifetime() - s.spend_first_day()) / x } else { 0.0 };
+            let monetary = s.mean_repeat_spend(x);
             Some(Summary { x, t_x: p.recency_days / unit_days, t: p.age_days / unit_days, monetary })
         })
         .collect()

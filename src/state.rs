@@ -273,6 +273,13 @@ impl CustomerState {
         self.purchases().map_or(0, |p| p.days)
     }
 
+    /// Mean spend per repeat purchase day (Gamma-Gamma's monetary value):
+    /// spend after the first purchase day over `repeat_days`; 0 without
+    /// repeats.
+    pub fn mean_repeat_spend(&self, repeat_days: f64) -> f64 {
+        if repeat_days > 0.0 { (self.spend_lifetime() - self.spend_first_day()) / repeat_days } else { 0.0 }
+    }
+
     /// The raw dimension values decayed to `now` (not before `last_seen`).
     pub fn raw_at(&self, now: i64, rules: &ScoringRules) -> [f64; DIMENSIONS] {
         let decay = rules.decay(now.saturating_sub(self.last_seen));
