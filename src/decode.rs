@@ -17,6 +17,8 @@ use serde::de::{self, Visitor};
 
 use crate::event::{ClickKind, Event, EventKind, InputTopic};
 
+mod scan;
+
 /// Longest accepted `customer_id` / `event_id`, in bytes. Ids are kept in
 /// memory per customer; an unbounded id is a memory hazard, not a real id.
 pub const MAX_ID_BYTES: usize = 256;
@@ -220,7 +222,7 @@ pub fn decode<'a>(
 }
 
 /// An event's fields as read from the wire, before any rule is applied.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct RawFields<'a> {
     event_id: Option<Cow<'a, str>>,
     customer_id: Option<Cow<'a, str>>,
@@ -232,14 +234,14 @@ struct RawFields<'a> {
     rating: Option<RawNum<'a>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum RawTs<'a> {
     Millis(i64),
     Float(f64),
     Text(Cow<'a, str>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum RawNum<'a> {
     Num(f64),
     Text(Cow<'a, str>),
@@ -400,6 +402,14 @@ struct JsonProperties<'a> {
 }
 
 fn parse_json(value: &[u8]) -> Result<RawFields<'_>, DecodeError> {
+    match scan::scan(value) {
+        Some(raw) => Ok(raw),
+        None => parse_json_serde(value),
+    }
+}
+
+/// The reference JSON decode, for every record [`scan`] leaves alone.
+fn parse_json_serde(value: &[u8]) -> Result<RawFields<'_>, DecodeError> {
     match serde_json::from_slice::<JsonEvent<'_>>(value) {
         Ok(j) => Ok(RawFields {
             event_id: j.event_id.map(|s| s.0),
