@@ -418,6 +418,7 @@ impl Sink {
                 }
                 let Some((token, records)) = queue.pop_front() else { break };
                 lock(&self.progress).open(token, records.len() as u32);
+                metrics::counter!(telemetry::CHANGELOG_WRITES).increment(records.len() as u64);
                 for (id, value) in &records {
                     let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
                         BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { token, origin: None }))

@@ -68,6 +68,8 @@ pub const ALERTS: &str = "engage_alerts_total";
 pub const REBALANCES: &str = "engage_rebalances_total";
 /// Input partitions currently assigned and restored.
 pub const ASSIGNED_PARTITIONS: &str = "engage_assigned_partitions";
+/// Changelog records written (states and tombstones).
+pub const CHANGELOG_WRITES: &str = "engage_changelog_records_written_total";
 /// Changelog records read while restoring partitions.
 pub const RESTORE_RECORDS: &str = "engage_restore_records_total";
 /// Time each partition restore took.
@@ -106,6 +108,7 @@ pub fn describe() {
     describe_counter!(ALERTS, "Churn alerts published, by kind.");
     describe_counter!(REBALANCES, "Consumer-group rebalances, by kind (assign, revoke).");
     describe_gauge!(ASSIGNED_PARTITIONS, "Input partitions currently assigned and restored.");
+    describe_counter!(CHANGELOG_WRITES, "Changelog records written: customer states and tombstones.");
     describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time each partition restore took.");
 }

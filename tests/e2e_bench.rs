@@ -6,7 +6,10 @@
 //!    bare rdkafka consumer reads them (the client/broker ceiling); then
 //!    `engage run` (release build) processes the same backlog from scratch,
 //!    every output produced and acknowledged, the changelog written and all
-//!    offsets committed.
+//!    offsets committed. A second baseline, a bare consume → produce pipe
+//!    ([`pipe`]), publishes as many messages per record as engage did,
+//!    with no processing: the Kafka work any processor of this output
+//!    volume pays.
 //! 2. **Latency.** A fresh instance on fresh topics (tansu's in-memory
 //!    store lists every batch of a partition on each fetch, so the
 //!    backlog's batches would slow the broker), loadgen producing new
@@ -34,7 +37,10 @@ use engage::config::Config;
 use engage::decode::Format;
 use engage::loadgen::{LoadOptions, loadgen};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
@@ -208,6 +214,12 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let rate = n as f64 / processing;
     let engage_cpu = (common::cpu_seconds(engage.child.id()) - engage0) * per_million;
     let engage_broker_cpu = (broker_cpu() - broker0) * per_million;
+    let metrics = scrape(&http);
+    let (outputs, changelog) =
+        (sample(&metrics, "engage_outputs_total"), sample(&metrics, "engage_changelog_records_written_total"));
+    drop(engage);
+    let per_record = (outputs + changelog) / n as f64;
+    let (pipe_rate, pipe_cpu, pipe_broker_cpu) = pipe(broker, &topics, n, per_record).await;
     report.push(format!(
         "preload (engage loadgen, {customers} customers, {history_days:.0} days): {n} events in {preload:.1} s"
     ));
@@ -217,11 +229,77 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
         rate / ceiling
     ));
     report.push(format!(
+        "bare consume -> produce pipe          {pipe_rate:>9.0} events/s   engage is {:.2} of it \
+         ({per_record:.2} messages per record: engage's {outputs:.0} outputs + {changelog:.0} changelog records)",
+        rate / pipe_rate
+    ));
+    report.push(format!(
         "CPU seconds per million events: ceiling client {ceiling_cpu:.2} + broker {ceiling_broker_cpu:.2}; \
-         engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
+         pipe {pipe_cpu:.2} + broker {pipe_broker_cpu:.2}; engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
     ));
 
     Throughput { rate, ceiling, series }
+}
+
+/// Bytes of each message the pipe produces: between engage's score changes
+/// (about 430 bytes of JSON) and its changelog records (about 100 bytes),
+/// nearer the first, which are the more numerous.
+const PIPE_PAYLOAD: usize = 320;
+
+/// The second baseline: the Kafka work any processor publishing what engage
+/// publishes must do, with no processing. A bare consumer reads the backlog
+/// as the ceiling did, and for every record an idempotent producer with
+/// engage's settings (`acks=all`, `linger.ms=5`) and its three output
+/// headers sends `per_record` messages on average, keyed by the record's
+/// key, to a fresh topic; done when every one is acknowledged. Returns
+/// events/s and CPU seconds per million events for the pipe and the broker.
+async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64, f64, f64) {
+    let out = common::unique("pipe");
+    broker.create_topic(&out, PARTITIONS).await;
+    let consumer: BaseConsumer = broker.client_config().set("group.id", "pipe").create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topics.clickstream, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; PIPE_PAYLOAD];
+    let broker_cpu = || broker.pid().map_or(0.0, common::cpu_seconds);
+    let (cpu0, broker0) = (common::cpu_seconds(std::process::id()), broker_cpu());
+    let t = Instant::now();
+    let (mut seen, mut owed) = (0, 0.0);
+    while seen < n {
+        let Some(m) = consumer.poll(Duration::from_secs(5)) else { continue };
+        let m = m.unwrap();
+        seen += 1;
+        owed += per_record;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header { key: "content-type", value: Some("application/json") })
+                .insert(Header { key: "engage.schema.version", value: Some("1") })
+                .insert(Header { key: "engage.message.type", value: Some("engage.v1.ScoreChanged") });
+            let mut record =
+                BaseRecord::to(&out).key(m.key().unwrap_or_default()).payload(&payload[..]).headers(headers);
+            while let Err((e, r)) = producer.send(record) {
+                assert!(matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull)), "{e}");
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let per_million = 1e6 / n as f64;
+    (rate, (common::cpu_seconds(std::process::id()) - cpu0) * per_million, (broker_cpu() - broker0) * per_million)
 }
 
 /// Phase 2: latency at `half` events/s for `latency_secs` (module docs):
