@@ -32,7 +32,9 @@ pub fn topic_name(config: &Config) -> String {
 /// Customers changed since the last flush, per input partition.
 #[derive(Debug, Default)]
 pub struct Dirty {
-    by_partition: HashMap<i32, HashSet<CompactString>>,
+    /// Marked once per applied event: hashed with foldhash, as the store's
+    /// maps are, rather than std's SipHash.
+    by_partition: HashMap<i32, HashSet<CompactString, foldhash::fast::RandomState>>,
 }
 
 impl Dirty {
@@ -45,7 +47,7 @@ impl Dirty {
     }
 
     /// Takes the customers of one partition.
-    pub fn take(&mut self, partition: i32) -> HashSet<CompactString> {
+    pub fn take(&mut self, partition: i32) -> HashSet<CompactString, foldhash::fast::RandomState> {
         self.by_partition.remove(&partition).unwrap_or_default()
     }
 
