@@ -3,7 +3,9 @@
 //! Both wire formats are first read into the same [`RawFields`] (borrowing the
 //! record bytes), and one [`validate`] turns that into an [`Event`] or a
 //! [`DecodeError`]. So every rule about what is bad input lives in one place,
-//! whatever the format.
+//! whatever the format. JSON is read by a one-pass scan (`scan`) when the
+//! record has the common shape, and by serde_json otherwise; serde_json is
+//! the reference the scan is tested against.
 //!
 //! A decode error is permanent: the same bytes will fail the same way, so the
 //! record goes to the dead-letter topic with [`DecodeError::reason`] as its

@@ -9,6 +9,8 @@
 //! - [`event`]: the compact event the engine consumes, and event-time helpers.
 //! - [`decode`]: JSON / protobuf / Confluent-framed records → [`event::Event`],
 //!   or a [`decode::DecodeError`] with a stable dead-letter reason code.
+//!   JSON is read by a one-pass scan (`decode/scan.rs`), serde_json taking
+//!   the records the scan leaves alone.
 //! - [`config`]: TOML + `ENGAGE__…` environment configuration, validated.
 //! - [`scoring`]: decayed dimensions, composite score and its drivers (SPEC §5).
 //! - [`lifecycle`]: the four lifecycle stages (SPEC §6).
