@@ -146,6 +146,19 @@ fn load_options(customers: usize) -> LoadOptions {
     }
 }
 
+/// A bare consumer assigned both inputs' partitions from the beginning,
+/// with librdkafka's defaults: the baselines read the backlog with it.
+fn backlog_reader(broker: &Broker, topics: &Topics, group: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = broker.client_config().set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(&topics.clickstream, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
 /// What the throughput phase measured.
 struct Throughput {
     /// engage's events/s over the whole backlog.
@@ -169,13 +182,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let preload = t.elapsed().as_secs_f64();
     assert_eq!(load.records, n, "the population produced fewer events than asked");
 
-    let consumer: BaseConsumer = broker.client_config().set("group.id", "ceiling").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(&topics.clickstream, p, Offset::Beginning).unwrap();
-        tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = backlog_reader(broker, &topics, "ceiling");
     let broker_cpu = || broker.pid().map_or(0.0, common::cpu_seconds);
     let (cpu0, broker0) = (common::cpu_seconds(std::process::id()), broker_cpu());
     let t = Instant::now();
@@ -256,13 +263,7 @@ const PIPE_PAYLOAD: usize = 320;
 async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64, f64, f64) {
     let out = common::unique("pipe");
     broker.create_topic(&out, PARTITIONS).await;
-    let consumer: BaseConsumer = broker.client_config().set("group.id", "pipe").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(&topics.clickstream, p, Offset::Beginning).unwrap();
-        tpl.add_partition_offset(&topics.purchases, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = backlog_reader(broker, topics, "pipe");
     let producer: ThreadedProducer<DefaultProducerContext> = broker
         .client_config()
         .set("enable.idempotence", "true")
