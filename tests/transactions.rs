@@ -18,13 +18,21 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-fn read_committed(bootstrap: &str, topic: &str, want: usize) -> Vec<serde_json::Value> {
-    let c: BaseConsumer = ClientConfig::new()
+/// A `read_committed` consumer for assigned partitions. It commits
+/// nothing: closing a consumer that has offsets to commit waits for the
+/// group coordinator, which hung once the mock cluster was gone.
+fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("reader-{topic}"))
+        .set("group.id", group)
         .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+fn read_committed(bootstrap: &str, topic: &str, want: usize) -> Vec<serde_json::Value> {
+    let c = reader(bootstrap, &format!("reader-{topic}"));
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
@@ -80,12 +88,7 @@ async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
     let scores = read_committed(&bootstrap, "engagement.scores", 50);
     assert_eq!(scores.len(), 50);
     // The state changelog is written in the same transactions.
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "state-reader")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
+    let c = reader(&bootstrap, "state-reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
         tpl.add_partition_offset("eos.engage-state", p, Offset::Beginning).unwrap();
@@ -107,5 +110,7 @@ async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
     token.cancel();
     let summary = run.await.unwrap().expect("clean shutdown");
     assert_eq!(summary.applied, 50);
+    // Every client closes while the cluster is still there.
+    drop((c, producer));
     drop(mock);
 }
