@@ -528,6 +528,8 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     assert!(lags.iter().all(|l| l.ends_with(" 0")), "lag reaches 0: {lags:?}");
     assert!(sample(&metrics, "engage_process_resident_memory_bytes") > 1e6);
     assert!(sample(&metrics, "engage_rebalances_total{kind=\"assign\"}") >= 1.0);
+    // The offsets (lag 0) were committed only after kim's state was flushed.
+    assert!(sample(&metrics, "engage_changelog_records_written_total") >= 1.0, "{metrics}");
     // Every metric the alert rules and the dashboard query is one this
     // instance exports.
     for file in ["deploy/prometheus/alerts.yaml", "deploy/grafana/engage.json"] {
