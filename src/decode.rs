@@ -1,7 +1,7 @@
 //! Decoding and validating input records (SPEC §3).
 //!
-//! Both wire formats are first read into the same [`RawFields`] (borrowing the
-//! record bytes), and one [`validate`] turns that into an [`Event`] or a
+//! Both wire formats are first read into the same `RawFields` (borrowing the
+//! record bytes), and one `validate` turns that into an [`Event`] or a
 //! [`DecodeError`]. So every rule about what is bad input lives in one place,
 //! whatever the format. JSON is read by a one-pass scan (`scan`) when the
 //! record has the common shape, and by serde_json otherwise; serde_json is
