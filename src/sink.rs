@@ -309,6 +309,11 @@ pub struct Sink {
 /// tombstone).
 pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
 
+/// How engage's producer delivers, unless `[kafka]` says otherwise:
+/// idempotent, acknowledged by every in-sync replica, lingering 5 ms to
+/// batch. (`scripts/bench-e2e`'s pipe baseline publishes with these too.)
+pub const PRODUCER_DEFAULTS: [(&str, &str); 3] = [("enable.idempotence", "true"), ("linger.ms", "5"), ("acks", "all")];
+
 /// How often librdkafka reports the statistics behind the lag and producer
 /// queue metrics, unless `[kafka] statistics_interval_ms` says otherwise.
 pub const STATISTICS_INTERVAL_MS: &str = "5000";
@@ -326,12 +331,7 @@ fn content_type(format: Format) -> &'static str {
 impl Sink {
     /// An idempotent producer on the configured brokers.
     pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
-        let defaults = [
-            ("enable.idempotence", "true"),
-            ("linger.ms", "5"),
-            ("acks", "all"),
-            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
-        ];
+        let defaults = [PRODUCER_DEFAULTS.as_slice(), &[("statistics.interval.ms", STATISTICS_INTERVAL_MS)]].concat();
         let mut client = client_config(config, &defaults);
         let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
         if transactional {

@@ -36,6 +36,8 @@ use common::{Broker, Engage, Topics, committed};
 use engage::config::Config;
 use engage::decode::Format;
 use engage::loadgen::{LoadOptions, loadgen};
+use engage::output::OUTPUT_SCHEMA_VERSION;
+use engage::sink::{CONTENT_TYPE, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -255,23 +257,20 @@ const PIPE_PAYLOAD: usize = 320;
 
 /// The second baseline: the Kafka work any processor publishing what engage
 /// publishes must do, with no processing. A bare consumer reads the backlog
-/// as the ceiling did, and for every record an idempotent producer with
-/// engage's settings (`acks=all`, `linger.ms=5`) and its three output
-/// headers sends `per_record` messages on average, keyed by the record's
+/// as the ceiling did, and for every record a producer with engage's
+/// settings ([`PRODUCER_DEFAULTS`]) and its three output headers sends `per_record` messages on average, keyed by the record's
 /// key, to a fresh topic; done when every one is acknowledged. Returns
 /// events/s and CPU seconds per million events for the pipe and the broker.
 async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64, f64, f64) {
     let out = common::unique("pipe");
     broker.create_topic(&out, PARTITIONS).await;
     let consumer = backlog_reader(broker, topics, "pipe");
-    let producer: ThreadedProducer<DefaultProducerContext> = broker
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let mut client = broker.client_config();
+    for (key, value) in PRODUCER_DEFAULTS {
+        client.set(key, value);
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client.set("queue.buffering.max.messages", "1000000").create().unwrap();
     let payload = vec![b'x'; PIPE_PAYLOAD];
     let broker_cpu = || broker.pid().map_or(0.0, common::cpu_seconds);
     let (cpu0, broker0) = (common::cpu_seconds(std::process::id()), broker_cpu());
@@ -285,8 +284,8 @@ async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64
         while owed >= 1.0 {
             owed -= 1.0;
             let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header { key: "content-type", value: Some("application/json") })
-                .insert(Header { key: "engage.schema.version", value: Some("1") })
+                .insert(Header { key: CONTENT_TYPE, value: Some("application/json") })
+                .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })
                 .insert(Header { key: "engage.message.type", value: Some("engage.v1.ScoreChanged") });
             let mut record =
                 BaseRecord::to(&out).key(m.key().unwrap_or_default()).payload(&payload[..]).headers(headers);

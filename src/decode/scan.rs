@@ -34,7 +34,7 @@ const POW10: [f64; MAX_DIGITS as usize + 1] =
 pub(super) fn scan(value: &[u8]) -> Option<RawFields<'_>> {
     // Validated once, so every string read below borrows from it.
     let text = std::str::from_utf8(value).ok()?;
-    let mut s = Scanner { text, bytes: value, at: 0 };
+    let mut s = Scanner { text, at: 0 };
     s.ws();
     let raw = s.event()?;
     s.ws();
@@ -66,14 +66,18 @@ mod bit {
 
 struct Scanner<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Scanner<'a> {
     #[inline]
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    #[inline]
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     #[inline]
@@ -96,7 +100,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> bool {
-        let hit = self.bytes[self.at..].starts_with(word);
+        let hit = self.bytes()[self.at..].starts_with(word);
         if hit {
             self.at += word.len();
         }
@@ -187,7 +191,7 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.at;
         loop {
-            match *self.bytes.get(self.at)? {
+            match *self.bytes().get(self.at)? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return None,
                 _ => self.at += 1,
