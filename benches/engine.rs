@@ -9,9 +9,9 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use engage::config::Config;
 use engage::decode::{Envelope, Format, decode};
+use engage::engine::event::Source;
+use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
-use engage::event::Source;
-use engage::store::Store;
 use engage::synth::{Record, records};
 
 const EVENTS: usize = 200_000;

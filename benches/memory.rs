@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 
 use engage::config::Config;
+use engage::engine::event::{ClickKind, Event, EventKind, InputTopic, Source};
+use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
-use engage::event::{ClickKind, Event, EventKind, InputTopic, Source};
-use engage::store::Store;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -54,7 +54,7 @@ fn main() {
     assert_eq!(held, customers);
     let per = (after - before) as f64 / held as f64;
     println!("customers: {held}");
-    println!("state struct: {} bytes", std::mem::size_of::<engage::state::CustomerState>());
+    println!("state struct: {} bytes", std::mem::size_of::<engage::engine::state::CustomerState>());
     println!("rss growth: {:.1} MiB", (after - before) as f64 / (1 << 20) as f64);
     println!("rss per customer: {per:.1} bytes (target <= 256)");
 }

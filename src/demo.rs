@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::decode::Format;
+use crate::engine::event::InputTopic;
+use crate::engine::store::Store;
 use crate::engine::wall_clock_ms;
-use crate::event::InputTopic;
-use crate::store::Store;
 use crate::synth::Population;
 
 /// What the demo runs.
@@ -59,7 +59,7 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
         mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
     }
     config.run.group_id = "engage-demo".into();
-    let changelog = crate::changelog::topic_name(&config);
+    let changelog = crate::kafka::changelog::topic_name(&config);
     mock.create_topic(&changelog, 6, 1).with_context(|| format!("creating {changelog}"))?;
     let kafka = &mut config.kafka.properties;
     kafka.insert("bootstrap.servers".into(), bootstrap.clone());

@@ -72,12 +72,15 @@ pub struct GammaGammaFit {
 /// events, with days as engage counts them (UTC purchase days, same-day
 /// purchases once), converted to `unit_days`-long time units. Customers
 /// without a purchase are left out, as in the paper.
-pub fn summaries(events: &[crate::event::Event<'_>], as_of: i64, unit_days: f64) -> Vec<Summary> {
-    use crate::state::CustomerState;
-    let rules = crate::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
+pub fn summaries(events: &[crate::engine::event::Event<'_>], as_of: i64, unit_days: f64) -> Vec<Summary> {
+    use crate::engine::state::CustomerState;
+    let rules = crate::engine::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
     let mut states: std::collections::BTreeMap<&str, CustomerState> = std::collections::BTreeMap::new();
     for e in events {
-        if matches!(e.kind, crate::event::EventKind::Purchase { .. } | crate::event::EventKind::Refund { .. }) {
+        if matches!(
+            e.kind,
+            crate::engine::event::EventKind::Purchase { .. } | crate::engine::event::EventKind::Refund { .. }
+        ) {
             states.entry(e.customer_id.as_ref()).or_default().absorb(e, &[0.0; 5], &rules);
         }
     }

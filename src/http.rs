@@ -18,12 +18,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::churn::Health;
+use crate::engine::churn::Health;
+use crate::engine::lifecycle::Stage;
+use crate::engine::output::Dimensions;
+use crate::engine::scoring::Driver;
+use crate::engine::store::Store;
 use crate::engine::{Engine, wall_clock_ms};
-use crate::lifecycle::Stage;
-use crate::output::Dimensions;
-use crate::scoring::Driver;
-use crate::store::Store;
 
 /// How stale the main loop's heartbeat may be before `/healthz` fails: the
 /// loop ticks every 100 ms, so this only trips when it is truly stuck.
@@ -127,7 +127,7 @@ pub struct CustomerView {
     seq: u32,
 }
 
-fn view(s: &AppState, id: &str, partition: i32, state: &crate::state::CustomerState) -> CustomerView {
+fn view(s: &AppState, id: &str, partition: i32, state: &crate::engine::state::CustomerState) -> CustomerView {
     let snap = s.engine.snapshot(state, wall_clock_ms().max(state.last_seen));
     let drivers = s.engine.rules().scoring.drivers(&state.published_dimension_scores(), &snap.dimensions);
     let value = s.engine.value_90d(state, &snap);

@@ -36,26 +36,18 @@
 //! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
-pub mod changelog;
-pub mod churn;
 pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod engine;
-pub mod event;
 pub mod fit;
 pub mod http;
 pub mod kafka;
-pub mod lifecycle;
 pub mod loadgen;
-pub mod output;
 pub mod pipeline;
 pub mod replay;
-pub mod scoring;
 pub mod shutdown;
-pub mod sink;
-pub mod state;
-pub mod store;
+mod sync;
 pub mod synth;
 pub mod telemetry;
 

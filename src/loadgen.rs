@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::decode::Format;
+use crate::engine::event::{DAY_MS, InputTopic};
 use crate::engine::wall_clock_ms;
-use crate::event::{DAY_MS, InputTopic};
 use crate::kafka::{KafkaSetupError, client_config, enqueue};
 use crate::synth::{Population, Record, SplitMix64};
 

@@ -162,7 +162,7 @@ enum TopicsAction {
 /// here, so a taken port fails start-up with a clear message.
 async fn serve_http(
     config: &Config,
-    store: &std::sync::Arc<engage::store::Store>,
+    store: &std::sync::Arc<engage::engine::store::Store>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let Some(addr) = config.http.address() else { return Ok(None) };
@@ -255,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
-            let store = std::sync::Arc::new(engage::store::Store::new());
+            let store = std::sync::Arc::new(engage::engine::store::Store::new());
             let http = serve_http(&config, &store, &shutdown).await?;
             let result = engage::pipeline::run(config, store, shutdown.clone()).await;
             shutdown.cancel();

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::churn::Health;
 use crate::config::Config;
 use crate::decode::{Envelope, Format, decode};
+use crate::engine::churn::Health;
+use crate::engine::event::Event;
+use crate::engine::lifecycle::Stage;
+use crate::engine::output::{Dimensions, Output};
+use crate::engine::store::Store;
 use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
-use crate::event::Event;
-use crate::lifecycle::Stage;
-use crate::output::{Dimensions, Output};
-use crate::store::Store;
 
 /// What to replay and where to write the results.
 #[derive(Clone, Debug)]
@@ -229,7 +229,7 @@ pub fn read_events(
 
 fn write_states(
     engine: &Engine,
-    partition: &crate::store::Partition,
+    partition: &crate::engine::store::Partition,
     as_of: i64,
     w: &mut impl Write,
 ) -> anyhow::Result<u64> {

@@ -5,7 +5,7 @@
 use prost::Message;
 
 use crate::decode::Format;
-use crate::event::InputTopic;
+use crate::engine::event::InputTopic;
 use crate::proto;
 
 /// A small, fast, well-distributed PRNG (SplitMix64). Its output is fixed by

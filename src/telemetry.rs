@@ -11,11 +11,11 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::churn::Health;
 use crate::decode::Reason;
-use crate::event::{ClickKind, EventKind, InputTopic};
-use crate::lifecycle::Stage;
-use crate::store::Store;
+use crate::engine::churn::Health;
+use crate::engine::event::{ClickKind, EventKind, InputTopic};
+use crate::engine::lifecycle::Stage;
+use crate::engine::store::Store;
 
 /// Input records read, by `topic` (clickstream, purchases).
 pub const RECORDS_IN: &str = "engage_records_in_total";
@@ -239,11 +239,11 @@ impl PipelineMetrics {
     }
 
     /// One alert published.
-    pub fn alert(&self, kind: crate::output::AlertKind) {
+    pub fn alert(&self, kind: crate::engine::output::AlertKind) {
         let i = match kind {
-            crate::output::AlertKind::AtRisk => 0,
-            crate::output::AlertKind::Dormant => 1,
-            crate::output::AlertKind::Reactivated => 2,
+            crate::engine::output::AlertKind::AtRisk => 0,
+            crate::engine::output::AlertKind::Dormant => 1,
+            crate::engine::output::AlertKind::Reactivated => 2,
         };
         self.alerts_by_kind[i].increment(1);
     }
@@ -308,7 +308,7 @@ impl LagReporter {
                 now.insert((topic.clone(), partition));
             }
         }
-        let mut reported = self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reported = crate::sync::lock(&self.reported);
         for (topic, partition) in reported.difference(&now) {
             gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string()).set(0.0);
         }
@@ -417,7 +417,7 @@ pub fn resident_memory_bytes() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::CustomerState;
+    use crate::engine::state::CustomerState;
 
     #[test]
     fn every_event_type_has_its_own_labels() {

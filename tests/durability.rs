@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed, read_topic};
 use engage::decode::Format;
-use engage::state::CustomerState;
+use engage::engine::state::CustomerState;
 use prost::Message as _;
 
 const PARTITIONS: i32 = 4;

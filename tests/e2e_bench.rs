@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 use common::{Broker, Engage, Topics, committed};
 use engage::config::Config;
 use engage::decode::Format;
+use engage::engine::output::OUTPUT_SCHEMA_VERSION;
+use engage::kafka::sink::{CONTENT_TYPE, PRODUCER_DEFAULTS};
 use engage::loadgen::{LoadOptions, loadgen};
-use engage::output::OUTPUT_SCHEMA_VERSION;
-use engage::sink::{CONTENT_TYPE, PRODUCER_DEFAULTS};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -382,7 +382,7 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
             let ts = now - 86_400_000 + (i as i64 % 86_400) * 1000;
             let value = format!(r#"{{"event_id":"e{i}","customer_id":"{id}","type":"page_view","ts":{ts}}}"#);
             engage::synth::Record {
-                topic: engage::event::InputTopic::Clickstream,
+                topic: engage::engine::event::InputTopic::Clickstream,
                 key: id.into_bytes(),
                 value: value.into_bytes(),
                 ts_ms: ts,

@@ -3,11 +3,11 @@
 use std::borrow::Cow;
 
 use engage::config::Config;
+use engage::engine::event::{ClickKind, DAY_MS, Event, EventKind, InputTopic, Source};
+use engage::engine::output::Output;
+use engage::engine::state::{CustomerState, DEDUP_WINDOW};
+use engage::engine::store::Store;
 use engage::engine::{Engine, Outcome, Rules};
-use engage::event::{ClickKind, DAY_MS, Event, EventKind, InputTopic, Source};
-use engage::output::Output;
-use engage::state::{CustomerState, DEDUP_WINDOW};
-use engage::store::Store;
 use proptest::prelude::*;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -24,7 +24,7 @@ fn kind() -> impl Strategy<Value = EventKind> {
 }
 
 /// One customer's events. Spread over less than 64 days: the span within
-/// which late events are placed on their day exactly (see `engage::state`).
+/// which late events are placed on their day exactly (see `engage::engine::state`).
 fn history(max_len: usize) -> impl Strategy<Value = Vec<Event<'static>>> {
     prop::collection::vec((0..63 * DAY_MS, kind()), 1..max_len).prop_map(|v| {
         v.into_iter()
@@ -88,7 +88,7 @@ proptest! {
         prop_assert!(close(a.spend_first_day(), b.spend_first_day()));
         prop_assert_eq!((a.first_seen, a.last_seen), (b.first_seen, b.last_seen));
         prop_assert_eq!((a.active_days, a.purchase_days()), (b.active_days, b.purchase_days()));
-        let days = |s: &engage::state::CustomerState| s.purchases().map(|p| (p.first_day, p.last_day));
+        let days = |s: &engage::engine::state::CustomerState| s.purchases().map(|p| (p.first_day, p.last_day));
         prop_assert_eq!(days(&a), days(&b));
         // Everything derived from the facts agrees too.
         let e = engine();

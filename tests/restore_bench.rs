@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, unique};
 use engage::config::Config;
+use engage::engine::event::{ClickKind, Event, EventKind};
+use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
-use engage::event::{ClickKind, Event, EventKind};
-use engage::store::Store;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -75,7 +75,8 @@ async fn restore_speed() {
     let tp = target.partition(0);
     for (_, v) in &values {
         let (id, s) =
-            engage::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap()).unwrap();
+            engage::engine::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap())
+                .unwrap();
         tp.insert(id, s);
     }
     let cpu = n as f64 / start.elapsed().as_secs_f64();
@@ -105,7 +106,8 @@ async fn restore_speed() {
     let mut config = Config::default();
     config.kafka.properties.insert("bootstrap.servers".into(), broker.bootstrap.clone());
     let restored = Store::new();
-    let stats = engage::changelog::restore(&config, &topic, &restored.partition(0), Duration::from_secs(300)).unwrap();
+    let stats =
+        engage::kafka::changelog::restore(&config, &topic, &restored.partition(0), Duration::from_secs(300)).unwrap();
     assert_eq!(stats.customers, n);
     let rate = n as f64 / stats.elapsed.as_secs_f64();
     println!("restore benchmark: {n} customers, {:.1} MB of changelog", bytes as f64 / 1e6);

@@ -356,7 +356,8 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Format, parse_json_serde};
+    use super::super::Format;
+    use super::super::json::parse_json_serde;
     use super::*;
     use proptest::prelude::*;
 

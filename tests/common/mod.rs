@@ -456,7 +456,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// Produces `records` to the inputs of `topics` as fast as the broker takes
 /// them; returns how many went to (clickstream, purchases).
 pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record]) -> (i64, i64) {
-    use engage::event::InputTopic;
+    use engage::engine::event::InputTopic;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> =
         broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "2000000").create().unwrap();

@@ -2,14 +2,22 @@
 //! (SPEC §5–§8). It knows nothing of Kafka or files: `engage replay` and
 //! `engage run` both drive it through [`Engine::apply`] and [`Engine::sweep`].
 
-use crate::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
+pub mod churn;
+pub mod event;
+pub mod lifecycle;
+pub mod output;
+pub mod scoring;
+pub mod state;
+pub mod store;
+
 use crate::config::Config;
-use crate::event::{Event, Source};
-use crate::lifecycle::{LifecycleRules, Stage, StageFacts};
-use crate::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
-use crate::scoring::{DIMENSIONS, Dimension, ScoringRules};
-use crate::state::{CustomerState, PurchaseSummary, event_id_hash};
-use crate::store::Partition;
+use crate::engine::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
+use crate::engine::event::{Event, Source};
+use crate::engine::lifecycle::{LifecycleRules, Stage, StageFacts};
+use crate::engine::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
+use crate::engine::scoring::{DIMENSIONS, Dimension, ScoringRules};
+use crate::engine::state::{CustomerState, PurchaseSummary, event_id_hash};
+use crate::engine::store::Partition;
 
 /// All rules, compiled from a validated [`Config`].
 #[derive(Clone, Debug)]
@@ -129,7 +137,7 @@ impl ExpectationMemo {
     fn get_or(&self, key: Option<u64>, compute: impl FnOnce() -> f64) -> f64 {
         let Some(key) = key else { return compute() };
         let slot = (xxhash_rust::xxh3::xxh3_64(&key.to_le_bytes()) as usize) & (Self::SLOTS - 1);
-        let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = crate::sync::lock(&self.slots);
         if slots[slot].0 == key {
             return slots[slot].1;
         }
@@ -392,8 +400,8 @@ fn alert_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ClickKind, DAY_MS, EventKind, InputTopic};
-    use crate::store::Store;
+    use crate::engine::event::{ClickKind, DAY_MS, EventKind, InputTopic};
+    use crate::engine::store::Store;
     use std::borrow::Cow;
 
     const T0: i64 = 1_750_000_000_000 - 1_750_000_000_000 % DAY_MS; // a midnight
@@ -560,7 +568,7 @@ mod tests {
             e.apply(&p, &purchase(&format!("p{d}"), "c", T0 + d * DAY_MS, 20.0), None, &mut out);
         }
         let snap = e.snapshot(&p.get("c").unwrap(), T0 + 28 * DAY_MS);
-        let want = crate::churn::BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }.p_alive(2.0, 2.0, 4.0);
+        let want = crate::engine::churn::BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }.p_alive(2.0, 2.0, 4.0);
         assert!((snap.signals.p_alive - want).abs() < 1e-12);
         assert_eq!(snap.purchases.unwrap().repeat_purchases, 2);
     }

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::ChurnConfig;
-use crate::event::DAY_MS;
+use crate::engine::event::DAY_MS;
 
 /// A customer's churn health.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

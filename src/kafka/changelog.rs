@@ -15,10 +15,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::config::Config;
+use crate::engine::state::CustomerState;
+use crate::engine::store::Partition;
 use crate::kafka::{KafkaSetupError, client_config};
 use crate::proto;
-use crate::state::CustomerState;
-use crate::store::Partition;
 
 /// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
 pub fn topic_name(config: &Config) -> String {
@@ -90,7 +90,7 @@ pub fn restore(
     topic: &str,
     into: &Partition,
     timeout: Duration,
-) -> Result<RestoreStats, KafkaSetupError> {
+) -> Result<RestoreStats, RestoreError> {
     let start = Instant::now();
     let consumer: BaseConsumer = client_config(
         config,
@@ -123,7 +123,8 @@ pub fn restore(
                 return Err(KafkaSetupError::client(
                     format!("reading the end of changelog {topic:?} partition {p}"),
                     e,
-                ));
+                )
+                .into());
             }
         }
     };
@@ -135,10 +136,7 @@ pub fn restore(
         consumer.assign(&tpl).map_err(|e| KafkaSetupError::client("assigning the changelog", e))?;
         'read: loop {
             if Instant::now() > deadline {
-                return Err(KafkaSetupError::client(
-                    format!("restoring changelog {topic:?} partition {p}: not at offset {high} within {timeout:?}"),
-                    rdkafka::error::KafkaError::Canceled,
-                ));
+                return Err(RestoreError::Timeout { topic: topic.to_string(), partition: p, high, timeout });
             }
             let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
             // Consumer errors (a broker restarting, say) are transient here:
@@ -171,6 +169,28 @@ pub fn restore(
     Ok(stats)
 }
 
+/// Why a partition's state could not be restored. engage stops rather than
+/// process the partition on incomplete state, which would double-count.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The changelog could not be read. Retryable once the brokers answer.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+    /// The changelog was not read to its end within `state.restore_timeout`.
+    /// Retryable; raise the timeout if the changelog is large.
+    #[error("changelog {topic:?} partition {partition} not read up to offset {high} within {timeout:?}")]
+    Timeout {
+        /// The changelog topic.
+        topic: String,
+        /// The partition being restored.
+        partition: i32,
+        /// The end offset it had to reach.
+        high: i64,
+        /// `state.restore_timeout`.
+        timeout: Duration,
+    },
+}
+
 /// Applies one changelog record: a state replaces the customer's, a
 /// tombstone removes it; an unreadable record is counted and logged.
 fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, stats: &mut RestoreStats, topic: &str) {
@@ -179,7 +199,7 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
             into.remove(id);
         }
         (Some(_), Some(value)) => match proto::CustomerState::decode(value)
-            .map_err(crate::state::StateError::from)
+            .map_err(crate::engine::state::StateError::from)
             .and_then(|s| CustomerState::from_proto(&s))
         {
             Ok((id, state)) => into.insert(id, state),

@@ -13,7 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::scoring::{Dimension, Signal};
+use crate::engine::scoring::{Dimension, Signal};
 
 const DAY: u64 = 86_400;
 

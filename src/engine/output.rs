@@ -6,12 +6,12 @@ use prost::Message;
 use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter as _};
 
-use crate::churn::{Health, Reason};
 use crate::decode::Format;
-use crate::lifecycle::Stage;
+use crate::engine::churn::{Health, Reason};
+use crate::engine::lifecycle::Stage;
+use crate::engine::scoring::{DIMENSIONS, Drivers};
+use crate::engine::state::{health_to_proto, stage_to_proto};
 use crate::proto;
-use crate::scoring::{DIMENSIONS, Drivers};
-use crate::state::{health_to_proto, stage_to_proto};
 
 /// Version of the output schemas (`proto/engage/v1`), sent as the
 /// `engage.schema.version` header.
@@ -413,7 +413,7 @@ mod tests {
             (expected_purchases_90d, expected_value_90d) in (prop::option::of(any_f64()), prop::option::of(any_f64())),
             (event_time, processed_at) in (any::<i64>(), any::<i64>()),
         ) -> ScoreChanged {
-            let rules = crate::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
+            let rules = crate::engine::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
             ScoreChanged {
                 customer_id: customer_id.into(),
                 seq,

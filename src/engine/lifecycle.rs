@@ -114,7 +114,7 @@ impl LifecycleRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::DAY_MS;
+    use crate::engine::event::DAY_MS;
 
     fn rules() -> LifecycleRules {
         LifecycleRules::new(&LifecycleConfig::default())

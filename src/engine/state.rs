@@ -15,11 +15,11 @@
 
 use compact_str::CompactString;
 
-use crate::churn::Health;
-use crate::event::{Event, EventKind, Source, day_of};
-use crate::lifecycle::Stage;
+use crate::engine::churn::Health;
+use crate::engine::event::{Event, EventKind, Source, day_of};
+use crate::engine::lifecycle::Stage;
+use crate::engine::scoring::{DIMENSIONS, ScoringRules};
 use crate::proto;
-use crate::scoring::{DIMENSIONS, ScoringRules};
 
 /// How many recent event ids each customer remembers for duplicate detection
 /// (an upstream producer retry re-sends an event right after the original).
@@ -76,7 +76,7 @@ pub struct CustomerState {
     active_bits: u64,
     /// Out of line: most customers of an engagement stream never buy.
     purchases: Option<Box<Purchases>>,
-    /// Decayed dimension sums as of `last_seen`, in [`crate::scoring::Dimension`] order.
+    /// Decayed dimension sums as of `last_seen`, in [`crate::engine::scoring::Dimension`] order.
     pub raw: [f32; DIMENSIONS],
     /// Spend decayed with the transaction half-life, as of `last_seen`.
     pub spend_decayed: f32,
@@ -315,7 +315,7 @@ impl CustomerState {
     /// score.
     pub fn update_peak(&mut self, score: f64, now: i64, window_ms: i64) {
         let day = day_of(now);
-        let window_days = (window_ms / crate::event::DAY_MS) as i32;
+        let window_days = (window_ms / crate::engine::event::DAY_MS) as i32;
         if score >= f64::from(self.peak_score) || day - self.peak_day > window_days {
             self.peak_score = score as f32;
             self.peak_day = day;
@@ -460,7 +460,7 @@ pub fn health_to_proto(h: Health) -> proto::Health {
 mod tests {
     use super::*;
     use crate::config::ScoringConfig;
-    use crate::event::{ClickKind, DAY_MS, InputTopic};
+    use crate::engine::event::{ClickKind, DAY_MS, InputTopic};
     use std::borrow::Cow;
 
     fn rules() -> ScoringRules {

@@ -3,12 +3,12 @@
 //! and the *drivers* that say which dimensions moved it.
 //!
 //! Pure functions over plain numbers; the per-customer bookkeeping is in
-//! [`crate::state`].
+//! [`crate::engine::state`].
 
 use serde::Serialize;
 
 use crate::config::ScoringConfig;
-use crate::event::{ClickKind, EventKind};
+use crate::engine::event::{ClickKind, EventKind};
 
 /// The five engagement dimensions, in the fixed order used by every array
 /// indexed by dimension.

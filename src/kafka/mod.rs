@@ -1,6 +1,10 @@
 //! Kafka plumbing shared by the pipeline and the `topics` command: client
 //! configuration, the co-partitioning check, and topic creation.
 
+pub mod changelog;
+pub mod progress;
+pub mod sink;
+
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -103,7 +107,7 @@ pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<us
 pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
     let consumer: BaseConsumer =
         client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
-    let topic = crate::changelog::topic_name(config);
+    let topic = crate::kafka::changelog::topic_name(config);
     match partition_count(&consumer, &topic)? {
         None => Err(KafkaSetupError::MissingTopic { topic, key: "state.changelog_topic (run `engage topics create`)" }),
         Some(n) if n != partitions => {
@@ -142,7 +146,7 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
     let admin: AdminClient<DefaultClientContext> =
         client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
-    let changelog = crate::changelog::topic_name(config);
+    let changelog = crate::kafka::changelog::topic_name(config);
     let changelog_partitions = match check_inputs(config) {
         Ok(n) => n as i32,
         Err(_) => t.partitions,

@@ -4,12 +4,12 @@
 //! each customer's state between events, never half-applied.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
 
-use crate::state::CustomerState;
+use crate::engine::state::CustomerState;
 
 /// The map type: ids inline up to 24 bytes, states boxed so a table slot is
 /// 32 bytes and growth moves pointers, not states.
@@ -141,23 +141,23 @@ impl Store {
 
     /// The partition `id`, created empty if not held yet.
     pub fn partition(&self, id: i32) -> Arc<Partition> {
-        if let Some(p) = self.partitions.read().unwrap_or_else(PoisonError::into_inner).get(&id) {
+        if let Some(p) = crate::sync::read(&self.partitions).get(&id) {
             return p.clone();
         }
         // The maps are only ever left consistent, so a poisoned lock (a panic
         // elsewhere while holding it) does not make the data unusable.
-        let mut w = self.partitions.write().unwrap_or_else(PoisonError::into_inner);
+        let mut w = crate::sync::write(&self.partitions);
         w.entry(id).or_insert_with(|| Arc::new(Partition::new(id))).clone()
     }
 
     /// Drops partition `id` and all its customers (revocation).
     pub fn remove_partition(&self, id: i32) -> Option<Arc<Partition>> {
-        self.partitions.write().unwrap_or_else(PoisonError::into_inner).remove(&id)
+        crate::sync::write(&self.partitions).remove(&id)
     }
 
     /// The partitions held, in id order.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        crate::sync::read(&self.partitions).values().cloned().collect()
     }
 
     /// Finds a customer in whichever partition holds it.

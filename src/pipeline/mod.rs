@@ -1,0 +1,301 @@
+//! `engage run`: the Kafka pipeline. One consumer-group member reads both
+//! input topics, applies each record to the engine and hands the outputs to
+//! the [`Sink`]. Changed customers are flushed to the state changelog every
+//! `state.flush_interval`: encoded at once, written once every output sent
+//! before is acknowledged (consumption goes on meanwhile); an input offset
+//! is committed only after the flush that follows it is acknowledged too. So after any crash the changelog holds, for every
+//! customer, a state whose outputs were all delivered, and the per-customer
+//! applied offsets in it make replayed records no-ops (SPEC §8).
+//!
+//! Partition assignment uses librdkafka's `range` assignor: for topics with
+//! the same partition count it gives partition *p* of both inputs to the
+//! same member, which co-partitioning needs (a customer's clicks and
+//! purchases must meet in one state). `cooperative-sticky` balances the two
+//! topics independently and could split them, so it is not used. On revoke
+//! a partition is flushed, committed and dropped; on assign its customers
+//! are restored from the changelog before its first record is processed.
+
+mod memory;
+mod rebalance;
+mod shared;
+mod worker;
+
+pub use memory::set_memory_release;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, ProcessingGuarantee};
+use crate::engine::store::Store;
+use crate::engine::{Engine, Rules, Slice, wall_clock_ms};
+use crate::kafka::changelog::RestoreError;
+use crate::kafka::changelog::{self, Dirty};
+use crate::kafka::progress::{CommitGate, DeliveryError, Progress, SharedProgress, lock};
+use crate::kafka::sink::{STATISTICS_INTERVAL_MS, Sink};
+use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client_config, create_output_topics};
+use crate::sync;
+use crate::telemetry::{LagReporter, PipelineMetrics};
+use memory::{IDLE_RELEASE_EVERY, IdleRelease, release_free_memory};
+use rdkafka::error::KafkaError;
+use rebalance::PipelineContext;
+use shared::{Inputs, Shared};
+use worker::{BatchClock, PartitionCache, Worker};
+
+/// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
+/// from the last committed offsets and the changelog, so nothing is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Start-up checks or Kafka clients failed.
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// An output could not be delivered; restarting may help once the
+    /// broker is healthy.
+    #[error("output delivery failed, stopping without committing past it")]
+    Delivery(#[source] DeliveryError),
+    /// A partition's state could not be restored; processing without it
+    /// would double-count, so engage stops. Retryable.
+    #[error("state restore of partition {partition} failed")]
+    Restore {
+        /// The input partition number.
+        partition: i32,
+        /// Why.
+        #[source]
+        source: RestoreError,
+    },
+    /// `exactly_once`: a transaction could not be committed (and was
+    /// aborted). Restarting resumes from the last committed transaction.
+    #[error("transaction failed and was aborted")]
+    Transaction(#[source] TransactionError),
+    /// Shutdown could not flush and commit within `run.shutdown_deadline`;
+    /// the uncommitted records will be processed again by the next owner.
+    #[error("shutdown deadline of {0:?} passed before all outputs were acknowledged")]
+    ShutdownDeadline(Duration),
+}
+
+/// Why an `exactly_once` transaction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError {
+    /// The transaction's outputs were not acknowledged in time.
+    #[error("outputs not acknowledged")]
+    Flush(#[source] KafkaError),
+    /// The consumer has not joined its group, so its offsets cannot be
+    /// committed inside the transaction.
+    #[error("the consumer has no group metadata")]
+    NoGroupMetadata,
+    /// Sending the offsets or committing the transaction failed.
+    #[error("commit failed")]
+    Commit(#[source] KafkaError),
+}
+
+/// Counts of what a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// Input records read.
+    pub records: u64,
+    /// Events that changed state.
+    pub applied: u64,
+    /// Records already reflected in state.
+    pub duplicates: u64,
+    /// Events of unknown clickstream types.
+    pub unknown_types: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Score changes and alerts sent.
+    pub outputs: u64,
+}
+
+/// Runs the processor until `shutdown` is cancelled or a fatal error.
+/// `store` receives the customer states (the query path reads it).
+pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
+    let partitions = check_inputs(&config)?;
+    info!(partitions, clickstream = %config.topics.clickstream, purchases = %config.topics.purchases, "inputs are co-partitioned");
+    if config.run.create_topics {
+        let created = create_output_topics(&config).await?;
+        if !created.is_empty() {
+            info!(?created, "created topics");
+        }
+    }
+    check_changelog(&config, partitions)?;
+    let progress: SharedProgress = Arc::new(Mutex::new(Progress::new(CommitGate::Flushed)));
+    let sink = Arc::new(Sink::new(&config, progress.clone())?);
+    let inputs = Inputs { clickstream: config.topics.clickstream.clone(), purchases: config.topics.purchases.clone() };
+    let shared = Arc::new(Shared {
+        changelog: changelog::topic_name(&config),
+        config: config.clone(),
+        sink: sink.clone(),
+        store: store.clone(),
+        inputs: inputs.clone(),
+        dirty: Mutex::new(Dirty::default()),
+        owned: Mutex::new(BTreeSet::new()),
+        generation: AtomicU64::new(0),
+        fatal: Mutex::new(None),
+        processed: Mutex::new(HashMap::new()),
+    });
+    let transactional = sink.is_transactional();
+    let consumer: StreamConsumer<PipelineContext> = client_config(
+        &config,
+        &[
+            ("group.id", config.run.group_id.as_str()),
+            ("enable.auto.offset.store", "false"),
+            // exactly_once commits offsets inside its transactions.
+            (
+                "enable.auto.commit",
+                if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce { "false" } else { "true" },
+            ),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            ("partition.assignment.strategy", "range"),
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+            // The broker may hold a fetch this long when little data is
+            // waiting (tansu holds it the whole time): it bounds the
+            // latency floor. 10 ms costs at most 100 idle fetches/s.
+            ("fetch.wait.max.ms", "10"),
+            // librdkafka stops fetching once the consumer queue (all
+            // partitions together) holds `queued.min.messages`, then waits
+            // `fetch.queue.backoff.ms` (1 s by default) before looking
+            // again. The main loop drains 100 000 records well inside a
+            // second and then sat idle: this alone held throughput near
+            // 100 000 events/s. Look again after 20 ms, and keep a smaller
+            // queue (it is memory, and 20 ms of records is far less).
+            ("fetch.queue.backoff.ms", "20"),
+            ("queued.min.messages", "20000"),
+            ("queued.max.messages.kbytes", "16384"),
+        ],
+    )
+    .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
+    .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
+    consumer
+        .subscribe(&[&inputs.clickstream, &inputs.purchases])
+        .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
+
+    let mut worker = Worker {
+        engine: Engine::new(Rules::new(&config)),
+        metrics: PipelineMetrics::new(),
+        limits: config.input.limits(),
+        summary: RunSummary::default(),
+        outputs: Vec::with_capacity(8),
+        cache: PartitionCache { generation: u64::MAX, partitions: HashMap::new() },
+        clocks: HashMap::new(),
+        shared: shared.clone(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut flush_tick = tokio::time::interval(config.state.flush_interval);
+    let slices = u64::from(config.run.sweep_slices);
+    let mut sweep_tick = tokio::time::interval(config.run.sweep_interval / config.run.sweep_slices);
+    let mut next_slice = 0u64;
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_log = Instant::now();
+    let mut idle = IdleRelease::new(IDLE_RELEASE_EVERY, release_free_memory);
+    let mut paused = false;
+    // Population gauges, refreshed every log interval until this returns.
+    let census = CancellationToken::new();
+    tokio::spawn(crate::telemetry::census_loop(store.clone(), config.run.log_interval, census.clone()));
+    let _stop_census = census.drop_guard();
+
+    loop {
+        if let Some(e) = sync::lock(&shared.fatal).take() {
+            return Err(e);
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                store.status().beat(wall_clock_ms());
+                if let Some(failure) = lock(&progress).failure() {
+                    return Err(PipelineError::Delivery(failure.clone()));
+                }
+                if !transactional {
+                    sink.release_changelog();
+                    shared.store_done(&consumer);
+                }
+                worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
+                idle.observe(worker.summary.records);
+                paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                if last_log.elapsed() >= config.run.log_interval {
+                    last_log = Instant::now();
+                    let summary = &worker.summary;
+                    info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
+                          outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
+                }
+            }
+            _ = flush_tick.tick() => {
+                let owned = shared.owned();
+                tokio::task::block_in_place(|| shared.flush(&consumer, &owned))?;
+            }
+            _ = sweep_tick.tick() => {
+                let slice = Slice { index: next_slice, of: slices };
+                next_slice = (next_slice + 1) % slices;
+                worker.sweep(slice, paused);
+            }
+            message = consumer.recv() => {
+                // Then whatever else is already fetched, without going back
+                // through the select (its timers cost more than a record).
+                let mut next = Some(message);
+                let mut batch = 0;
+                let clock = BatchClock::now();
+                while let Some(message) = next {
+                    match message {
+                        Ok(m) => worker.handle(&m, clock)?,
+                        Err(e) => warn!(error = %e, "consumer error"),
+                    }
+                    batch += 1;
+                    if lock(&progress).in_flight() > config.run.max_in_flight {
+                        paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                        break;
+                    }
+                    next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
+                }
+            }
+        }
+    }
+
+    info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
+    let owned = shared.owned();
+    tokio::task::block_in_place(|| shared.finish(&consumer, &owned))?;
+    info!(summary = ?worker.summary, "stopped cleanly");
+    Ok(worker.summary)
+}
+
+/// Records handled per wake-up of the main loop before the timers get a
+/// look in again.
+const RECV_BATCH: usize = 512;
+
+/// The future's output if it is ready right now, without waiting.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Pauses every assigned partition while too many outputs are in flight,
+/// and resumes once they drain below half. Returns whether paused.
+fn backpressure(
+    consumer: &StreamConsumer<PipelineContext>,
+    progress: &SharedProgress,
+    max: usize,
+    paused: bool,
+) -> bool {
+    let in_flight = lock(progress).in_flight();
+    let want_paused = if paused { in_flight > max / 2 } else { in_flight > max };
+    if want_paused != paused
+        && let Ok(assignment) = consumer.assignment()
+    {
+        let result = if want_paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+        match result {
+            Ok(()) => info!(in_flight, paused = want_paused, "backpressure"),
+            Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
+        }
+    }
+    want_paused
+}
