@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::decode::Format;
 use crate::engine::event::{DAY_MS, InputTopic};
 use crate::engine::wall_clock_ms;
-use crate::kafka::{KafkaSetupError, client_config, enqueue};
+use crate::kafka::{KafkaSetupError, enqueue};
 use crate::synth::{Population, Record, SplitMix64};
 
 /// What `engage loadgen` generates.
@@ -93,14 +93,10 @@ const BAD_VALUES: [&[u8]; 6] = [
 /// Produces the simulated traffic until the count, the duration, the
 /// present or `stop` is reached, whichever comes first.
 pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToken) -> Result<LoadSummary, LoadError> {
-    // Paced traffic is latency-sensitive: send at once. Flat out: batch.
-    let linger = if opts.rate.is_some() { "1" } else { "10" };
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config(
-        config,
-        &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
-    )
-    .create()
-    .map_err(|e| KafkaSetupError::client("creating the load producer", e))?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        crate::kafka::client::load_producer(config, opts.rate.is_some())
+            .create()
+            .map_err(|e| KafkaSetupError::client("creating the load producer", e))?;
     let started = Instant::now();
     let mut sim = wall_clock_ms() - (opts.history_days * DAY_MS as f64) as i64;
     let mut population = Population::new(opts.seed, opts.customers, sim);

@@ -17,7 +17,7 @@ use tracing::warn;
 use crate::config::Config;
 use crate::engine::state::CustomerState;
 use crate::engine::store::Partition;
-use crate::kafka::{KafkaSetupError, client_config};
+use crate::kafka::KafkaSetupError;
 use crate::proto;
 
 /// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
@@ -92,22 +92,9 @@ pub fn restore(
     timeout: Duration,
 ) -> Result<RestoreStats, RestoreError> {
     let start = Instant::now();
-    let consumer: BaseConsumer = client_config(
-        config,
-        &[
-            ("group.id", "engage-restore"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-            ("fetch.max.bytes", "52428800"),
-            ("max.partition.fetch.bytes", "16777216"),
-            // As in the main consumer (`pipeline`): with librdkafka's 1 s
-            // default, fetching paused for most of each second once
-            // `queued.min.messages` were waiting.
-            ("fetch.queue.backoff.ms", "20"),
-        ],
-    )
-    .create()
-    .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
+    let consumer: BaseConsumer = crate::kafka::client::restore_consumer(config)
+        .create()
+        .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
     let p = into.id();
     let deadline = Instant::now() + timeout;
     // One request may be lost to a broker that restarts meanwhile: ask

@@ -2,12 +2,12 @@
 //! configuration, the co-partitioning check, and topic creation.
 
 pub mod changelog;
+pub mod client;
 pub mod progress;
 pub mod sink;
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -75,19 +75,6 @@ impl KafkaSetupError {
     }
 }
 
-/// A librdkafka configuration with the `[kafka]` properties applied on top
-/// of `defaults`. Secret values are only ever handed to librdkafka.
-pub fn client_config(config: &Config, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in &config.kafka.properties {
-        c.set(k, v);
-    }
-    c
-}
-
 /// How long metadata and admin requests may take at start-up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -106,7 +93,7 @@ pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<us
 /// Checks the changelog exists with the inputs' partition count.
 pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
     let consumer: BaseConsumer =
-        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let topic = crate::kafka::changelog::topic_name(config);
     match partition_count(&consumer, &topic)? {
         None => Err(KafkaSetupError::MissingTopic { topic, key: "state.changelog_topic (run `engage topics create`)" }),
@@ -121,7 +108,7 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
 /// partition count. Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     let consumer: BaseConsumer =
-        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let t = &config.topics;
     let clickstream = partition_count(&consumer, &t.clickstream)?
         .ok_or(KafkaSetupError::MissingTopic { topic: t.clickstream.clone(), key: "topics.clickstream" })?;
@@ -144,7 +131,7 @@ pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
 /// must match them), else `topics.partitions`. Returns the names created.
 pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> =
-        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let changelog = crate::kafka::changelog::topic_name(config);
     let changelog_partitions = match check_inputs(config) {
@@ -166,7 +153,7 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
 /// generation (`engage loadgen --create-topics`). Returns the names created.
 pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec<String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> =
-        client_config(config, &[]).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let topics: Vec<NewTopic<'_>> = [&t.clickstream, &t.purchases]
         .iter()

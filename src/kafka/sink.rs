@@ -16,8 +16,8 @@ use compact_str::CompactString;
 use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::{DecodeError, Format};
 use crate::engine::output::{OUTPUT_SCHEMA_VERSION, Output};
+use crate::kafka::KafkaSetupError;
 use crate::kafka::progress::{DeliveryError, SharedProgress, Token, Work, lock};
-use crate::kafka::{KafkaSetupError, client_config};
 use crate::telemetry::{self, LatencyMetrics};
 
 /// Where an output came from, for the latency histograms.
@@ -94,15 +94,6 @@ pub struct Sink {
 /// tombstone).
 pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
 
-/// How engage's producer delivers, unless `[kafka]` says otherwise:
-/// idempotent, acknowledged by every in-sync replica, lingering 5 ms to
-/// batch. (`scripts/bench-e2e`'s pipe baseline publishes with these too.)
-pub const PRODUCER_DEFAULTS: [(&str, &str); 3] = [("enable.idempotence", "true"), ("linger.ms", "5"), ("acks", "all")];
-
-/// How often librdkafka reports the statistics behind the lag and producer
-/// queue metrics, unless `[kafka] statistics_interval_ms` says otherwise.
-pub const STATISTICS_INTERVAL_MS: &str = "5000";
-
 /// The header that names a record's encoding.
 pub const CONTENT_TYPE: &str = "content-type";
 
@@ -116,13 +107,8 @@ fn content_type(format: Format) -> &'static str {
 impl Sink {
     /// An idempotent producer on the configured brokers.
     pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
-        let defaults = [PRODUCER_DEFAULTS.as_slice(), &[("statistics.interval.ms", STATISTICS_INTERVAL_MS)]].concat();
-        let mut client = client_config(config, &defaults);
         let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-        if transactional {
-            client.set("transactional.id", config.run.transactional_id());
-        }
-        let producer: ThreadedProducer<SinkContext> = client
+        let producer: ThreadedProducer<SinkContext> = crate::kafka::client::output_producer(config)
             .create_with_context(SinkContext { progress: progress.clone(), latency: LatencyMetrics::new() })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
         if transactional {

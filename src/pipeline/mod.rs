@@ -32,14 +32,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, ProcessingGuarantee};
+use crate::config::Config;
 use crate::engine::store::Store;
 use crate::engine::{Engine, Rules, Slice, wall_clock_ms};
 use crate::kafka::changelog::RestoreError;
 use crate::kafka::changelog::{self, Dirty};
 use crate::kafka::progress::{CommitGate, DeliveryError, Progress, SharedProgress, lock};
-use crate::kafka::sink::{STATISTICS_INTERVAL_MS, Sink};
-use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client_config, create_output_topics};
+use crate::kafka::sink::Sink;
+use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, create_output_topics};
 use crate::sync;
 use crate::telemetry::{LagReporter, PipelineMetrics};
 use memory::{IDLE_RELEASE_EVERY, IdleRelease, release_free_memory};
@@ -139,38 +139,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         processed: Mutex::new(HashMap::new()),
     });
     let transactional = sink.is_transactional();
-    let consumer: StreamConsumer<PipelineContext> = client_config(
-        &config,
-        &[
-            ("group.id", config.run.group_id.as_str()),
-            ("enable.auto.offset.store", "false"),
-            // exactly_once commits offsets inside its transactions.
-            (
-                "enable.auto.commit",
-                if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce { "false" } else { "true" },
-            ),
-            ("auto.commit.interval.ms", "1000"),
-            ("auto.offset.reset", "earliest"),
-            ("partition.assignment.strategy", "range"),
-            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
-            // The broker may hold a fetch this long when little data is
-            // waiting (tansu holds it the whole time): it bounds the
-            // latency floor. 10 ms costs at most 100 idle fetches/s.
-            ("fetch.wait.max.ms", "10"),
-            // librdkafka stops fetching once the consumer queue (all
-            // partitions together) holds `queued.min.messages`, then waits
-            // `fetch.queue.backoff.ms` (1 s by default) before looking
-            // again. The main loop drains 100 000 records well inside a
-            // second and then sat idle: this alone held throughput near
-            // 100 000 events/s. Look again after 20 ms, and keep a smaller
-            // queue (it is memory, and 20 ms of records is far less).
-            ("fetch.queue.backoff.ms", "20"),
-            ("queued.min.messages", "20000"),
-            ("queued.max.messages.kbytes", "16384"),
-        ],
-    )
-    .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
-    .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
+    let consumer: StreamConsumer<PipelineContext> = crate::kafka::client::input_consumer(&config)
+        .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
+        .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
     consumer
         .subscribe(&[&inputs.clickstream, &inputs.purchases])
         .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;

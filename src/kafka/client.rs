@@ -1,0 +1,110 @@
+//! Every librdkafka client engage creates, and the properties each is
+//! created with, in one place. The `[kafka]` section of the config is
+//! applied on top of these defaults, so an operator can override any of
+//! them (security, SASL and TLS settings pass through the same way).
+
+use rdkafka::ClientConfig;
+
+use crate::config::{Config, ProcessingGuarantee};
+
+/// How engage's producer delivers, unless `[kafka]` says otherwise:
+/// idempotent, acknowledged by every in-sync replica, lingering 5 ms to
+/// batch. (`scripts/bench-e2e`'s pipe baseline publishes with these too.)
+pub const PRODUCER_DEFAULTS: [(&str, &str); 3] = [("enable.idempotence", "true"), ("linger.ms", "5"), ("acks", "all")];
+
+/// How often librdkafka reports the statistics behind the lag and producer
+/// queue metrics, unless `[kafka] statistics.interval.ms` says otherwise.
+pub const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// librdkafka stops fetching once its queue holds `queued.min.messages`,
+/// then waits `fetch.queue.backoff.ms` (1 s by default) before looking
+/// again; engage drains the queue far faster than that, so it looks again
+/// after 20 ms instead of sitting idle.
+const FETCH_QUEUE_BACKOFF_MS: &str = "20";
+
+/// A librdkafka configuration with the `[kafka]` properties applied on top
+/// of `defaults`. Secret values are only ever handed to librdkafka.
+pub fn client_config(config: &Config, defaults: &[(&str, &str)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in &config.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The pipeline's consumer of both inputs, a member of `run.group_id`.
+pub fn input_consumer(config: &Config) -> ClientConfig {
+    let exactly_once = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    client_config(
+        config,
+        &[
+            ("group.id", config.run.group_id.as_str()),
+            // Offsets are stored only once everything before them is
+            // acknowledged downstream (`kafka::progress`).
+            ("enable.auto.offset.store", "false"),
+            // exactly_once commits offsets inside its transactions.
+            ("enable.auto.commit", if exactly_once { "false" } else { "true" }),
+            ("auto.commit.interval.ms", "1000"),
+            ("auto.offset.reset", "earliest"),
+            // `range` gives partition p of both co-partitioned inputs to the
+            // same member; `cooperative-sticky` balances topics separately.
+            ("partition.assignment.strategy", "range"),
+            ("statistics.interval.ms", STATISTICS_INTERVAL_MS),
+            // How long the broker may hold a fetch when little data is
+            // waiting: it bounds the latency floor, at the cost of at most
+            // 100 idle fetches a second.
+            ("fetch.wait.max.ms", "10"),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+            // A smaller local queue: it is memory, and 20 ms of records is
+            // far less than librdkafka's default.
+            ("queued.min.messages", "20000"),
+            ("queued.max.messages.kbytes", "16384"),
+        ],
+    )
+}
+
+/// The consumer that reads one changelog partition on assignment. It
+/// commits nothing: the changelog is always read from the beginning.
+pub fn restore_consumer(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[
+            ("group.id", "engage-restore"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+            // Large fetches: a restore reads a whole partition as fast as it can.
+            ("fetch.max.bytes", "52428800"),
+            ("max.partition.fetch.bytes", "16777216"),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
+        ],
+    )
+}
+
+/// The producer of outputs, dead letters and changelog records; with
+/// `exactly_once`, transactional under `run.transactional_id`.
+pub fn output_producer(config: &Config) -> ClientConfig {
+    let defaults = [PRODUCER_DEFAULTS.as_slice(), &[("statistics.interval.ms", STATISTICS_INTERVAL_MS)]].concat();
+    let mut client = client_config(config, &defaults);
+    if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
+        client.set("transactional.id", config.run.transactional_id());
+    }
+    client
+}
+
+/// `engage loadgen`'s producer: paced traffic is latency-sensitive and
+/// sends at once; flat-out traffic batches.
+pub fn load_producer(config: &Config, paced: bool) -> ClientConfig {
+    let linger = if paced { "1" } else { "10" };
+    client_config(
+        config,
+        &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
+    )
+}
+
+/// A short-lived client for metadata and topic administration.
+pub fn admin(config: &Config) -> ClientConfig {
+    client_config(config, &[])
+}
