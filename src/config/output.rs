@@ -1,0 +1,13 @@
+//! `[output]`: output wire formats.
+
+use serde::{Deserialize, Serialize};
+
+/// `[output]`: wire formats of the output topics (SPEC §8).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `json` (default) or `protobuf` (`engage.v1.ScoreChanged`).
+    pub scores_format: crate::decode::Format,
+    /// `json` (default) or `protobuf` (`engage.v1.ChurnAlert`).
+    pub alerts_format: crate::decode::Format,
+}

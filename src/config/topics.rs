@@ -1,0 +1,76 @@
+//! `[topics]`: topic names and the layout of created topics.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid};
+
+/// `[topics]`: the topics engage reads and writes (SPEC §8).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Input: clickstream events, keyed by customer_id.
+    pub clickstream: String,
+    /// Input: purchases and refunds, keyed by customer_id; must have the
+    /// same partition count as `clickstream` (co-partitioned).
+    pub purchases: String,
+    /// Output: score changes.
+    pub scores: String,
+    /// Output: churn alerts.
+    pub alerts: String,
+    /// Output: dead letters (original record plus error headers).
+    pub dlq: String,
+    /// Partitions for the output topics `engage topics create` makes. The
+    /// outputs are keyed by customer_id, so any count works; matching the
+    /// input keeps per-customer order simple to reason about.
+    pub partitions: i32,
+    /// Replication factor for created topics; -1 uses the broker default.
+    pub replication_factor: i32,
+}
+
+impl Default for TopicsConfig {
+    /// SPEC §8 names.
+    fn default() -> Self {
+        TopicsConfig {
+            clickstream: "clickstream".into(),
+            purchases: "purchases".into(),
+            scores: "engagement.scores".into(),
+            alerts: "engagement.churn-alerts".into(),
+            dlq: "engagement.dlq".into(),
+            partitions: 6,
+            replication_factor: -1,
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// Checks that span this section's fields; the error names the key
+    /// and what would be valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = self;
+        let names = [
+            ("topics.clickstream", &t.clickstream),
+            ("topics.purchases", &t.purchases),
+            ("topics.scores", &t.scores),
+            ("topics.alerts", &t.alerts),
+            ("topics.dlq", &t.dlq),
+        ];
+        for (i, (key, name)) in names.iter().enumerate() {
+            if name.is_empty()
+                || name.len() > 249
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(invalid(*key, "must be a Kafka topic name: 1-249 of a-z A-Z 0-9 . _ -"));
+            }
+            if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                return Err(invalid(*key, format!("must differ from {other} (both are {name:?})")));
+            }
+        }
+        if t.partitions < 1 {
+            return Err(invalid("topics.partitions", "must be at least 1"));
+        }
+        if t.replication_factor < 1 && t.replication_factor != -1 {
+            return Err(invalid("topics.replication_factor", "must be at least 1, or -1 for the broker default"));
+        }
+        Ok(())
+    }
+}
