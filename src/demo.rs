@@ -21,11 +21,11 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::decode::Format;
 use crate::engine::event::InputTopic;
 use crate::engine::store::Store;
-use crate::engine::wall_clock_ms;
 use crate::synth::Population;
 
 /// What the demo runs.

@@ -18,12 +18,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_clock_ms;
+use crate::engine::Engine;
 use crate::engine::churn::Health;
 use crate::engine::lifecycle::Stage;
 use crate::engine::output::Dimensions;
 use crate::engine::scoring::Driver;
 use crate::engine::store::Store;
-use crate::engine::{Engine, wall_clock_ms};
 
 /// How stale the main loop's heartbeat may be before `/healthz` fails: the
 /// loop ticks every 100 ms, so this only trips when it is truly stuck.

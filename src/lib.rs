@@ -36,6 +36,7 @@
 //! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
 //! - [`proto`]: code generated from `proto/engage/v1`.
 
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod demo;

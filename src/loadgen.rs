@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::decode::Format;
 use crate::engine::event::{DAY_MS, InputTopic};
-use crate::engine::wall_clock_ms;
 use crate::kafka::{KafkaSetupError, enqueue};
 use crate::synth::{Population, Record, SplitMix64};
 

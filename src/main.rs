@@ -283,7 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &inputs,
                 Some(as_of),
                 &config.input.limits(),
-                engage::engine::wall_clock_ms(),
+                engage::clock::wall_clock_ms(),
                 &mut counts,
                 |_| Ok(()),
             )?;

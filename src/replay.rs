@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::decode::{Envelope, Format, decode};
 use crate::engine::churn::Health;
@@ -20,7 +21,7 @@ use crate::engine::event::Event;
 use crate::engine::lifecycle::Stage;
 use crate::engine::output::{Dimensions, Output};
 use crate::engine::store::Store;
-use crate::engine::{Engine, Outcome, Rules, wall_clock_ms};
+use crate::engine::{Engine, Outcome, Rules};
 
 /// What to replay and where to write the results.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ const PARTITIONS: i32 = 4;
 /// Produces the synthetic traffic: `n` events over `customers` customers,
 /// event times in the past. Returns how many went to each input topic.
 fn feed(broker: &Broker, topics: &Topics, n: usize, customers: u64) -> (i64, i64) {
-    let start = engage::engine::wall_clock_ms() - 40 * 86_400_000;
+    let start = engage::clock::wall_clock_ms() - 40 * 86_400_000;
     common::feed(broker, topics, &engage::synth::records(42, n, customers, start, 10_000, Format::Json))
 }
 

@@ -376,7 +376,7 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
     // 3. Memory: one event per customer on fresh topics.
     let dir = tempfile::tempdir().unwrap();
     let (topics, http, config_text) = fresh_setup(broker).await;
-    let now = engage::engine::wall_clock_ms();
+    let now = engage::clock::wall_clock_ms();
     let records: Vec<engage::synth::Record> = (0..memory_customers)
         .map(|i| {
             let id = format!("m-{i:08}");

@@ -382,7 +382,7 @@ async fn sweeps_flag_silent_customers_on_stream_time_then_on_the_wall_clock_when
     let broker = Broker::start();
     let topics = Topics::create(&broker, 1).await;
     let p = broker.producer();
-    let now = engage::engine::wall_clock_ms();
+    let now = engage::clock::wall_clock_ms();
     let day0 = now - 40 * DAY;
     // quiet: active on 4 consecutive days (cadence 1 d), 40 days ago.
     for d in 0..4 {
@@ -417,7 +417,7 @@ async fn customers_idle_past_retention_are_evicted_and_tombstoned_in_the_changel
     let broker = Broker::start();
     let topics = Topics::create(&broker, 1).await;
     let p = broker.producer();
-    let now = engage::engine::wall_clock_ms();
+    let now = engage::clock::wall_clock_ms();
     produce(&p, &topics.clickstream, Some(b"old"), &click("o1", "old", now - 500 * DAY, "page_view"), &[]).await;
     produce(&p, &topics.clickstream, Some(b"new"), &click("n1", "new", now - DAY, "page_view"), &[]).await;
     let dir = tempfile::tempdir().unwrap();
@@ -463,7 +463,7 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     let broker = Broker::start();
     let topics = Topics::create(&broker, 1).await;
     let p = broker.producer();
-    let now = engage::engine::wall_clock_ms();
+    let now = engage::clock::wall_clock_ms();
     produce(&p, &topics.clickstream, Some(b"kim"), &click("k1", "kim", now - 3 * DAY, "review"), &[]).await;
     produce(&p, &topics.purchases, Some(b"kim"), &purchase("k2", "kim", now - 2 * DAY, 80.0), &[]).await;
     produce(&p, &topics.clickstream, Some(b"kim"), b"{broken", &[]).await;

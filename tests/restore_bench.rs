@@ -32,7 +32,7 @@ async fn restore_speed() {
     let source = Store::new();
     let part = source.partition(0);
     let mut out = Vec::new();
-    let t0 = engage::engine::wall_clock_ms() - 10 * 86_400_000;
+    let t0 = engage::clock::wall_clock_ms() - 10 * 86_400_000;
     for c in 0..n {
         let id = format!("cust-{c:09}");
         for (i, kind) in [ClickKind::PageView, ClickKind::AddToCart, ClickKind::Share].into_iter().enumerate() {

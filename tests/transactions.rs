@@ -64,7 +64,7 @@ async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
         mock.create_topic(t, 2, 1).unwrap();
     }
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let t0 = engage::engine::wall_clock_ms() - 86_400_000;
+    let t0 = engage::clock::wall_clock_ms() - 86_400_000;
     for i in 0..50 {
         let customer = format!("c{i}");
         let value = serde_json::json!({"event_id": format!("e{i}"), "customer_id": customer, "type": "page_view", "ts": t0 + i})

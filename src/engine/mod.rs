@@ -147,11 +147,6 @@ impl ExpectationMemo {
     }
 }
 
-/// The wall clock in epoch ms: stamps `processed_at`, never drives a decision.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 enum Trigger {
     /// An applied event; `returned_after` is how long the customer had been
     /// away if the event is newer than all before it.
@@ -165,7 +160,7 @@ enum Trigger {
 impl Engine {
     /// An engine with these rules, stamping outputs with the wall clock.
     pub fn new(rules: Rules) -> Engine {
-        Engine { rules, clock: wall_clock_ms, memo: std::sync::Arc::new(ExpectationMemo::new()) }
+        Engine { rules, clock: crate::clock::wall_clock_ms, memo: std::sync::Arc::new(ExpectationMemo::new()) }
     }
 
     /// Replaces the `processed_at` clock (tests use a fixed one).

@@ -10,7 +10,6 @@ use crate::decode::Format;
 use crate::engine::churn::{Health, Reason};
 use crate::engine::lifecycle::Stage;
 use crate::engine::scoring::{DIMENSIONS, Drivers};
-use crate::engine::state::{health_to_proto, stage_to_proto};
 use crate::proto;
 
 /// Version of the output schemas (`proto/engage/v1`), sent as the
@@ -289,8 +288,8 @@ impl Output {
                 score: s.score,
                 previous_score: s.previous_score,
                 dimensions: Some(s.dimensions.to_proto()),
-                stage: stage_to_proto(s.stage) as i32,
-                health: health_to_proto(s.health) as i32,
+                stage: proto::Stage::from(s.stage) as i32,
+                health: proto::Health::from(s.health) as i32,
                 p_alive: s.p_alive,
                 drivers: s
                     .drivers
@@ -322,7 +321,7 @@ impl Output {
                 score: a.score,
                 idle_days: a.idle_days,
                 cadence_days: a.cadence_days,
-                stage: stage_to_proto(a.stage) as i32,
+                stage: proto::Stage::from(a.stage) as i32,
                 event_time: a.event_time,
                 processed_at: a.processed_at,
             }

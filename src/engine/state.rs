@@ -357,8 +357,8 @@ impl CustomerState {
             published_score: self.published_score,
             published_dimensions: self.published_dims.to_vec(),
             seq: self.seq,
-            stage: stage_to_proto(self.stage) as i32,
-            health: health_to_proto(self.health) as i32,
+            stage: proto::Stage::from(self.stage) as i32,
+            health: proto::Health::from(self.health) as i32,
             clickstream_offset: self.offsets[0],
             purchases_offset: self.offsets[1],
             // Oldest first, so a reader refills its ring in order.
@@ -435,25 +435,6 @@ fn add_day(bits: &mut u64, count: &mut u16, newest: &mut i32, oldest: &mut i32, 
         }
     }
     *oldest = (*oldest).min(day);
-}
-
-/// The protobuf enum for a stage.
-pub fn stage_to_proto(s: Stage) -> proto::Stage {
-    match s {
-        Stage::Initiation => proto::Stage::Initiation,
-        Stage::Integration => proto::Stage::Integration,
-        Stage::Intelligence => proto::Stage::Intelligence,
-        Stage::ValueCreation => proto::Stage::ValueCreation,
-    }
-}
-
-/// The protobuf enum for a health.
-pub fn health_to_proto(h: Health) -> proto::Health {
-    match h {
-        Health::Active => proto::Health::Active,
-        Health::AtRisk => proto::Health::AtRisk,
-        Health::Dormant => proto::Health::Dormant,
-    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl ProducerContext for SinkContext {
                 if let Some(origin) = delivery.origin {
                     self.latency.processing.record(origin.consumed.elapsed().as_secs_f64());
                     if let Some(ms) = origin.produced_ms {
-                        let ms = crate::engine::wall_clock_ms().saturating_sub(ms).max(0);
+                        let ms = crate::clock::wall_clock_ms().saturating_sub(ms).max(0);
                         self.latency.end_to_end.record(ms as f64 / 1000.0);
                     }
                 }

@@ -32,9 +32,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::engine::store::Store;
-use crate::engine::{Engine, Rules, Slice, wall_clock_ms};
+use crate::engine::{Engine, Rules, Slice};
 use crate::kafka::changelog::RestoreError;
 use crate::kafka::changelog::{self, Dirty};
 use crate::kafka::progress::{CommitGate, DeliveryError, Progress, SharedProgress, lock};

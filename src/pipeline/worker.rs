@@ -12,11 +12,12 @@ use tracing::{debug, info};
 
 use super::shared::Shared;
 use super::{PipelineError, RunSummary};
+use crate::clock::wall_clock_ms;
 use crate::decode::{Envelope, decode};
 use crate::engine::event::{InputTopic, Source};
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
-use crate::engine::{Engine, Outcome, Slice, wall_clock_ms};
+use crate::engine::{Engine, Outcome, Slice};
 use crate::kafka::progress::Work;
 use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;

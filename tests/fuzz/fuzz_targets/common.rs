@@ -2,7 +2,7 @@
 // pipeline does, and check what a successful decode promises.
 
 use engage::decode::{Envelope, Format, Limits, MAX_ID_BYTES, decode};
-use engage::event::InputTopic;
+use engage::engine::event::InputTopic;
 
 const NOW: i64 = 1_767_225_600_000;
 
@@ -17,7 +17,7 @@ pub fn check(format: Format, data: &[u8]) {
     assert!(!event.customer_id.trim().is_empty() && event.customer_id.len() <= MAX_ID_BYTES);
     assert!(!event.event_id.trim().is_empty() && event.event_id.len() <= MAX_ID_BYTES);
     assert!(event.ts_ms <= NOW + limits.max_future_skew_ms);
-    if let engage::event::EventKind::Purchase { amount, .. } | engage::event::EventKind::Refund { amount } = event.kind {
+    if let engage::engine::event::EventKind::Purchase { amount, .. } | engage::engine::event::EventKind::Refund { amount } = event.kind {
         assert!(amount.is_finite() && (0.0..=limits.max_amount).contains(&amount));
     }
     // Keyed by its own customer id, the same record must decode the same.
