@@ -4,7 +4,11 @@
 //! purchase history, by Nelder–Mead in log-parameter space (so parameters
 //! stay positive) from several starting points.
 
+use std::path::PathBuf;
+
 use serde::Serialize;
+
+use crate::replay::{ReplayError, ReplaySummary, read_events};
 
 /// One customer's purchase summary, in the model's time unit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,6 +70,98 @@ pub struct GammaGammaFit {
     pub log_likelihood: f64,
     /// Repeat customers fitted.
     pub customers: usize,
+}
+
+/// The time unit of fitted parameters: weeks, as in the paper, or days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeUnit {
+    /// Seven days (the paper's unit and the default parameters').
+    Weeks,
+    /// One day.
+    Days,
+}
+
+impl TimeUnit {
+    /// The unit's length in days.
+    pub fn days(self) -> f64 {
+        match self {
+            TimeUnit::Weeks => 7.0,
+            TimeUnit::Days => 1.0,
+        }
+    }
+
+    /// The unit as `churn.bgnbd.time_unit` spells it.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            TimeUnit::Weeks => "7days",
+            TimeUnit::Days => "1day",
+        }
+    }
+}
+
+/// Why `engage fit` could not produce parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum FitHistoryError {
+    /// The history could not be read.
+    #[error(transparent)]
+    Read(#[from] ReplayError),
+    /// The BG/NBD model could not be fitted to it.
+    #[error(transparent)]
+    Fit(#[from] FitError),
+}
+
+/// What `engage fit` reports: both fits, what was read, and a
+/// `[churn.bgnbd]` table to paste into the config.
+#[derive(Debug, Serialize)]
+pub struct FitReport {
+    /// The BG/NBD parameters.
+    pub bgnbd: BgNbdFit,
+    /// The Gamma-Gamma parameters, when the data supports a fit.
+    pub gamma_gamma: Option<GammaGammaFit>,
+    /// Why there is no Gamma-Gamma fit (it needs repeat buyers).
+    pub gamma_gamma_error: Option<String>,
+    /// Lines read, bad lines, and lines after `as_of`.
+    pub input: FitInput,
+    /// The `[churn.bgnbd]` table to paste into engage.toml.
+    pub config: String,
+}
+
+/// What `engage fit` read.
+#[derive(Debug, Serialize)]
+pub struct FitInput {
+    /// Event lines read.
+    pub lines: u64,
+    /// Lines that were bad input (left out).
+    pub bad_lines: u64,
+    /// Lines after the calibration end (left out).
+    pub after_as_of: u64,
+}
+
+/// `engage fit`: reads purchase history from JSONL files, keeps events up
+/// to `as_of` (epoch ms), and fits both models in `unit`s.
+pub fn fit_history(inputs: &[PathBuf], as_of: i64, unit: TimeUnit) -> Result<FitReport, FitHistoryError> {
+    let config = crate::config::Config::default();
+    let mut counts = ReplaySummary::default();
+    let now = crate::clock::wall_clock_ms();
+    let events = read_events(inputs, Some(as_of), &config.input.limits(), now, &mut counts, |_| Ok(()))?;
+    let data = summaries(&events, as_of, unit.days());
+    let bgnbd = fit_bgnbd(&data)?;
+    let gamma_gamma = fit_gamma_gamma(&data);
+    let config = format!(
+        "[churn.bgnbd]\nr = {:.6}\nalpha = {:.6}\na = {:.6}\nb = {:.6}\ntime_unit = \"{}\"\n",
+        bgnbd.r,
+        bgnbd.alpha,
+        bgnbd.a,
+        bgnbd.b,
+        unit.config_value()
+    );
+    Ok(FitReport {
+        bgnbd,
+        gamma_gamma_error: gamma_gamma.as_ref().err().map(ToString::to_string),
+        gamma_gamma: gamma_gamma.ok(),
+        input: FitInput { lines: counts.lines, bad_lines: counts.dead_letters, after_as_of: counts.after_as_of },
+        config,
+    })
 }
 
 /// Builds each customer's purchase summary as of `as_of` (epoch ms) from

@@ -57,6 +57,47 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Why the HTTP endpoint could not start. Not retryable without a change:
+/// another process holds the port, or a recorder is already installed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The Prometheus recorder could not be installed.
+    #[error("installing the metrics recorder")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// `http.listen` could not be bound.
+    #[error("binding http.listen {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts the endpoint for `engage run` when `http.listen` is set, with the
+/// metrics recorder installed. Binding happens before this returns, so a
+/// taken port fails start-up with a clear message; the server stops on
+/// `shutdown`.
+pub async fn start(
+    config: &crate::config::Config,
+    store: &Arc<Store>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, HttpError> {
+    let Some(addr) = config.http.address() else { return Ok(None) };
+    let metrics = crate::telemetry::install()?;
+    let engine = Engine::new(crate::engine::Rules::new(config));
+    let state = AppState::new(store.clone(), engine, Some(metrics), config.http.customer_api);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
+    let shutdown = shutdown.clone();
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = serve_on(listener, state, shutdown).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    })))
+}
+
 /// Serves the routes on `addr` until `shutdown`.
 pub async fn serve(addr: SocketAddr, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     serve_on(tokio::net::TcpListener::bind(addr).await?, state, shutdown).await

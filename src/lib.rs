@@ -1,40 +1,63 @@
 //! engage: a real-time customer-engagement processor. It turns clickstream
 //! and purchase events into live engagement scores, lifecycle stages and
-//! churn alerts (see `../shared/SPEC.md` and the README).
+//! churn alerts. What it computes and guarantees is described in
+//! `docs/model.md`; how to run it, in the README.
 //!
 //! # Layout
 //!
-//! In the order data flows through them:
+//! The engine knows nothing of Kafka: [`engine`] is plain functions over
+//! plain data, and Kafka ([`pipeline`]), files ([`replay`]) and HTTP
+//! ([`http`]) are adapters around it. In the order data flows:
 //!
-//! - [`event`]: the compact event the engine consumes, and event-time helpers.
-//! - [`decode`]: JSON / protobuf / Confluent-framed records → [`event::Event`],
-//!   or a [`decode::DecodeError`] with a stable dead-letter reason code.
-//!   JSON is read by a one-pass scan (`decode/scan.rs`), serde_json taking
-//!   the records the scan leaves alone.
-//! - [`config`]: TOML + `ENGAGE__…` environment configuration, validated.
-//! - [`scoring`]: decayed dimensions, composite score and its drivers (SPEC §5).
-//! - [`lifecycle`]: the four lifecycle stages (SPEC §6).
-//! - [`churn`]: BG/NBD P(alive), churn signals and health (SPEC §7).
-//! - [`state`]: one customer's compact state, exactly-once bookkeeping and its
-//!   persisted (changelog) form.
-//! - [`store`]: customer states in sharded maps, grouped by input partition.
-//! - [`engine`]: applies events and sweeps, deciding what to publish (SPEC §8).
-//! - [`output`]: score changes and churn alerts, JSON and protobuf.
-//! - [`replay`]: `engage replay`, the engine driven from event files.
-//! - [`kafka`]: client configuration, co-partitioning check, topic creation.
-//! - [`pipeline`]: `engage run`, the consumer loop driving the engine.
-//! - [`sink`]: the idempotent producer and delivery tracking for commits.
-//! - [`changelog`]: durable state: flushing changed customers, restoring a
-//!   partition's customers on assignment.
-//! - [`shutdown`]: SIGTERM / SIGINT handling.
+//! - [`config`]: TOML + `ENGAGE__…` environment configuration, one file per
+//!   section, each with its `validate()`.
+//! - [`decode`]: JSON / protobuf / Confluent-framed records → an
+//!   [`engine::event::Event`], or a [`decode::DecodeError`] with a stable
+//!   dead-letter reason code (`error.rs`). JSON is read by a one-pass scan
+//!   (`scan.rs`), serde_json taking what the scan leaves alone (`json.rs`);
+//!   protobuf by an in-place wire reader (`protobuf.rs`).
+//! - [`engine`]: applies events and sweeps, deciding what to publish.
+//!   - [`engine::event`]: the compact event the engine consumes; event-time
+//!     helpers.
+//!   - [`engine::scoring`]: decayed dimensions, composite score, drivers.
+//!   - [`engine::lifecycle`]: the four lifecycle stages.
+//!   - [`engine::churn`]: BG/NBD P(alive), churn signals and health.
+//!   - [`engine::state`]: one customer's compact state, exactly-once
+//!     bookkeeping and its persisted (changelog) form.
+//!   - [`engine::store`]: customer states in sharded maps, by input partition.
+//!   - [`engine::output`]: score changes and churn alerts, JSON and protobuf.
+//! - [`pipeline`]: `engage run`, the consumer loop driving the engine:
+//!   the main loop (`mod.rs`), per-record and sweep work (`worker.rs`),
+//!   the commit path shared with the callbacks (`shared.rs`), rebalance
+//!   callbacks (`rebalance.rs`), idle memory release (`memory.rs`).
+//! - [`kafka`]: everything that talks to Kafka besides the consumer loop.
+//!   - [`kafka::client`]: every client and its properties, in one place.
+//!   - co-partitioning check and topic creation (`mod.rs`).
+//!   - [`kafka::sink`]: the idempotent (or transactional) producer.
+//!   - [`kafka::progress`]: which offsets may be committed: the heart of
+//!     the at-least-once guarantee.
+//!   - [`kafka::changelog`]: durable state: flushing changed customers,
+//!     restoring a partition's customers on assignment.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
 //! - [`telemetry`]: metric names, the Prometheus recorder, consumer lag from
 //!   librdkafka statistics and the periodic population census.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
-//! - [`demo`]: `engage demo`, everything on one machine with no setup.
+//! - [`shutdown`]: SIGTERM / SIGINT handling.
+//! - [`clock`]: the wall clock (the engine itself runs on event time).
+//!
+//! The other commands, each an adapter or a tool:
+//!
+//! - [`replay`]: `engage replay`, the engine driven from event files.
 //! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
-//! - [`synth`]: deterministic synthetic events for benchmarks and tests.
+//! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
+//! - [`synth`]: deterministic synthetic events for benchmarks and tests.
 //! - [`proto`]: code generated from `proto/engage/v1`.
+//!
+//! The binary (`main.rs`) parses the command line and calls these; its
+//! `allocator.rs` holds the only `unsafe` code, the allocator hooks.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod clock;
 pub mod config;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod allocator;
+
 use engage::config::Config;
 use engage::replay::{ReplayOptions, parse_time, replay};
 
@@ -72,8 +74,8 @@ enum Command {
         #[arg(long)]
         as_of: String,
         /// Time unit of the parameters: weeks (as in the paper) or days.
-        #[arg(long, default_value = "weeks")]
-        time_unit: TimeUnit,
+        #[arg(long, value_enum, default_value = "weeks")]
+        time_unit: engage::fit::TimeUnit,
     },
     /// Produce realistic synthetic traffic into the input topics: a skewed
     /// customer population with sessions, purchases, customers who drift
@@ -99,9 +101,9 @@ enum Command {
         /// Seed: the same seed gives the same records.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Wire format: json or protobuf.
-        #[arg(long, default_value = "json")]
-        format: String,
+        /// Wire format of the records.
+        #[arg(long, value_enum, default_value = "json")]
+        format: engage::decode::Format,
         /// Fraction of records replaced by bad ones (dead letters), 0-1.
         #[arg(long, default_value_t = 0.0)]
         bad_fraction: f64,
@@ -142,12 +144,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum TimeUnit {
-    Weeks,
-    Days,
-}
-
 #[derive(Subcommand)]
 enum TopicsAction {
     /// Create the output topics (scores, alerts, dead letters) that do not exist.
@@ -158,73 +154,11 @@ enum TopicsAction {
     },
 }
 
-/// Starts the HTTP endpoint when `http.listen` is set. Binding happens
-/// here, so a taken port fails start-up with a clear message.
-async fn serve_http(
-    config: &Config,
-    store: &std::sync::Arc<engage::engine::store::Store>,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
-    let Some(addr) = config.http.address() else { return Ok(None) };
-    let metrics = engage::telemetry::install().context("installing the metrics recorder")?;
-    let engine = engage::engine::Engine::new(engage::engine::Rules::new(config));
-    let state = engage::http::AppState::new(store.clone(), engine, Some(metrics), config.http.customer_api);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding http.listen {addr}"))?;
-    tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
-    let shutdown = shutdown.clone();
-    Ok(Some(tokio::spawn(async move {
-        if let Err(e) = engage::http::serve_on(listener, state, shutdown).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    })))
-}
-
-/// mimalloc for every allocation in the process, librdkafka's included (the
-/// `override` feature replaces `malloc`/`free`): glibc's arenas lock on a
-/// free from another thread, and every record crosses threads (fetched by a
-/// broker thread, freed by the main loop; produced by the main loop, freed
-/// by the delivery thread). See README "Performance".
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Turns transparent huge pages off for this process. mimalloc maps memory
-/// in large aligned regions; where THP is `always` (the default on many
-/// distributions) the first touch of each region faults in a whole 2 MiB
-/// page: after 8 000 events engage held about 50 MiB instead of 25, and at
-/// 1 M customers 384 B per customer instead of 354, with no throughput lost
-/// (README "Performance"). Linux only; if the call fails nothing changes.
-#[cfg(all(feature = "mimalloc", target_os = "linux"))]
-fn tune_allocator() {
-    unsafe extern "C" {
-        fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
-    }
-    const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
-    let (on, unused): (std::ffi::c_ulong, std::ffi::c_ulong) = (1, 0);
-    // SAFETY: prctl(2) with PR_SET_THP_DISABLE takes one integer flag (the
-    // rest must be 0) and touches no memory of ours.
-    unsafe { prctl(PR_SET_THP_DISABLE, on, unused, unused, unused) };
-}
-
-/// Gives mimalloc's free memory back to the OS: a forced collection of the
-/// calling thread's heap and a purge of the process-wide arenas. The
-/// pipeline calls it once the input goes quiet (`IdleRelease` in
-/// `pipeline.rs`; README "Performance").
-#[cfg(feature = "mimalloc")]
-fn release_free_memory() {
-    unsafe extern "C" {
-        fn mi_collect(force: bool);
-    }
-    // SAFETY: mi_collect takes no pointers and may be called from any
-    // thread.
-    unsafe { mi_collect(true) };
-}
-
 fn main() -> ExitCode {
     #[cfg(all(feature = "mimalloc", target_os = "linux"))]
-    tune_allocator();
+    allocator::tune();
     #[cfg(feature = "mimalloc")]
-    engage::pipeline::set_memory_release(release_free_memory);
+    engage::pipeline::set_memory_release(allocator::release_free_memory);
     let cli = Cli::parse();
     // The demo prints its own narrative; keep library logs to warnings there.
     let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
@@ -256,7 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let store = std::sync::Arc::new(engage::engine::store::Store::new());
-            let http = serve_http(&config, &store, &shutdown).await?;
+            let http = engage::http::start(&config, &store, &shutdown).await?;
             let result = engage::pipeline::run(config, store, shutdown.clone()).await;
             shutdown.cancel();
             if let Some(h) = http {
@@ -277,36 +211,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fit { inputs, as_of, time_unit } => {
             let as_of = parse_time(&as_of).context("--as-of")?;
-            let config = Config::default();
-            let mut counts = engage::replay::ReplaySummary::default();
-            let events = engage::replay::read_events(
-                &inputs,
-                Some(as_of),
-                &config.input.limits(),
-                engage::clock::wall_clock_ms(),
-                &mut counts,
-                |_| Ok(()),
-            )?;
-            let (unit_days, unit) = match time_unit {
-                TimeUnit::Weeks => (7.0, "7days"),
-                TimeUnit::Days => (1.0, "1day"),
-            };
-            let data = engage::fit::summaries(&events, as_of, unit_days);
-            let bgnbd = engage::fit::fit_bgnbd(&data)?;
-            let gamma_gamma = engage::fit::fit_gamma_gamma(&data).map_err(|e| e.to_string());
-            let toml = format!(
-                "[churn.bgnbd]\nr = {:.6}\nalpha = {:.6}\na = {:.6}\nb = {:.6}\ntime_unit = \"{unit}\"\n",
-                bgnbd.r, bgnbd.alpha, bgnbd.a, bgnbd.b
-            );
-            let out = serde_json::json!({
-                "bgnbd": bgnbd,
-                "gamma_gamma": gamma_gamma.as_ref().ok(),
-                "gamma_gamma_error": gamma_gamma.as_ref().err(),
-                "input": { "lines": counts.lines, "bad_lines": counts.dead_letters, "after_as_of": counts.after_as_of },
-                "config": toml,
-            });
-            println!("{}", serde_json::to_string_pretty(&out)?);
-            eprint!("{toml}");
+            let report = engage::fit::fit_history(&inputs, as_of, time_unit)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprint!("{}", report.config);
             Ok(())
         }
         Command::Loadgen {
@@ -322,11 +229,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             create_topics,
         } => {
             let config = Config::load(config.as_deref())?;
-            let format = match format.as_str() {
-                "json" => engage::decode::Format::Json,
-                "protobuf" => engage::decode::Format::Protobuf,
-                other => anyhow::bail!("--format {other:?}: expected json or protobuf"),
-            };
             anyhow::ensure!((0.0..=1.0).contains(&bad_fraction), "--bad-fraction must be between 0 and 1");
             anyhow::ensure!(rate.is_none_or(|r| r > 0.0), "--rate must be positive");
             if let Some(partitions) = create_topics {

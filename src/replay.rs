@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::clock::wall_clock_ms;
@@ -22,6 +21,48 @@ use crate::engine::lifecycle::Stage;
 use crate::engine::output::{Dimensions, Output};
 use crate::engine::store::Store;
 use crate::engine::{Engine, Outcome, Rules};
+
+/// Why a replay (or a file read for `engage fit`) could not finish. Bad
+/// lines are not errors: they go to the dead-letter report. Retrying helps
+/// only once the file or directory problem is fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A file or directory could not be opened, read, created or written.
+    #[error("{action} {path}")]
+    Io {
+        /// What engage was doing: "opening", "reading", "creating", "writing".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON line could not be written or read back.
+    #[error("JSON in {path}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A time argument is not RFC 3339.
+    #[error("{text:?} is not an RFC 3339 time such as 2026-01-31T00:00:00Z")]
+    Time {
+        /// The text given.
+        text: String,
+        /// The parser's error.
+        #[source]
+        source: time::error::Parse,
+    },
+}
+
+/// An I/O error while `action`ing `path`.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError {
+    let path = path.to_path_buf();
+    move |source| ReplayError::Io { action, path, source }
+}
 
 /// What to replay and where to write the results.
 #[derive(Clone, Debug)]
@@ -102,11 +143,11 @@ struct StateLine<'a> {
 }
 
 /// Runs a replay. Fails only on I/O errors; bad lines go to `dlq.jsonl`.
-pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
-    let create = |name: &str| -> anyhow::Result<BufWriter<File>> {
+pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    std::fs::create_dir_all(&opts.out_dir).map_err(io("creating", &opts.out_dir))?;
+    let create = |name: &str| -> Result<(BufWriter<File>, PathBuf), ReplayError> {
         let path = opts.out_dir.join(name);
-        Ok(BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+        Ok((BufWriter::new(File::create(&path).map_err(io("creating", &path))?), path))
     };
     let (mut scores, mut alerts, mut dlq, mut states) =
         (create("scores.jsonl")?, create("alerts.jsonl")?, create("dlq.jsonl")?, create("state.jsonl")?);
@@ -122,23 +163,22 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
             detail: &bad.error.detail,
             value: &String::from_utf8_lossy(bad.value),
         };
-        serde_json::to_writer(&mut dlq, &dl)?;
-        dlq.write_all(b"\n")?;
-        Ok(())
+        write_line(&mut dlq, &dl)
     })?;
 
     let engine = Engine::new(Rules::new(config));
     let store = Store::new();
     let partition = store.partition(0);
     let mut out = Vec::new();
-    let mut write = |out: &mut Vec<Output>, summary: &mut ReplaySummary| -> anyhow::Result<()> {
+    let mut write = |out: &mut Vec<Output>, summary: &mut ReplaySummary| -> Result<(), ReplayError> {
         for o in out.drain(..) {
-            let (file, count) = match o {
+            let ((file, path), count) = match o {
                 Output::Score(_) => (&mut scores, &mut summary.score_changes),
                 Output::Alert(_) => (&mut alerts, &mut summary.alerts),
             };
-            file.write_all(&o.to_json())?;
-            file.write_all(b"\n")?;
+            let mut line = o.to_json();
+            line.push(b'\n');
+            file.write_all(&line).map_err(io("writing", path))?;
             *count += 1;
         }
         Ok(())
@@ -168,8 +208,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> anyhow::Result<ReplaySum
         write(&mut out, &mut summary)?;
         summary.customers = write_states(&engine, &partition, as_of, &mut states)?;
     }
-    for mut f in [scores, alerts, dlq, states] {
-        f.flush()?;
+    for (mut f, path) in [scores, alerts, dlq, states] {
+        f.flush().map_err(io("writing", &path))?;
     }
     Ok(summary)
 }
@@ -195,17 +235,17 @@ pub fn read_events(
     limits: &crate::decode::Limits,
     now: i64,
     summary: &mut ReplaySummary,
-    mut on_bad: impl FnMut(BadLine<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<Event<'static>>> {
+    mut on_bad: impl FnMut(BadLine<'_>) -> Result<(), ReplayError>,
+) -> Result<Vec<Event<'static>>, ReplayError> {
     let mut events: Vec<(Event<'static>, usize, u64)> = Vec::new();
     for (file_index, path) in inputs.iter().enumerate() {
         let name = path.display().to_string();
-        let mut reader = BufReader::new(File::open(path).with_context(|| format!("opening {name}"))?);
+        let mut reader = BufReader::new(File::open(path).map_err(io("opening", path))?);
         let mut buf = Vec::new();
         let mut line_no = 0u64;
         loop {
             buf.clear();
-            if reader.read_until(b'\n', &mut buf).with_context(|| format!("reading {name}"))? == 0 {
+            if reader.read_until(b'\n', &mut buf).map_err(io("reading", path))? == 0 {
                 break;
             }
             line_no += 1;
@@ -232,8 +272,8 @@ fn write_states(
     engine: &Engine,
     partition: &crate::engine::store::Partition,
     as_of: i64,
-    w: &mut impl Write,
-) -> anyhow::Result<u64> {
+    w: &mut (BufWriter<File>, PathBuf),
+) -> Result<u64, ReplayError> {
     let mut ids = Vec::with_capacity(partition.len());
     partition.for_each(|id, _| ids.push(id.to_string()));
     ids.sort();
@@ -262,16 +302,15 @@ fn write_states(
             expected_value_90d: value.map(|v| v.expected_value),
             seq: state.seq,
         };
-        serde_json::to_writer(&mut *w, &line)?;
-        w.write_all(b"\n")?;
+        write_line(w, &line)?;
     }
     Ok(ids.len() as u64)
 }
 
 /// Parses an RFC 3339 time into epoch ms (for `--as-of`).
-pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+pub fn parse_time(s: &str) -> Result<i64, ReplayError> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("{s:?} is not an RFC 3339 time such as 2026-01-31T00:00:00Z"))?;
+        .map_err(|source| ReplayError::Time { text: s.to_string(), source })?;
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -285,7 +324,15 @@ pub fn format_time(ms: i64) -> String {
 }
 
 /// Reads a JSONL output file back as JSON values (tests and tools).
-pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| Ok(serde_json::from_str(l)?)).collect()
+pub fn read_jsonl(path: &Path) -> Result<Vec<serde_json::Value>, ReplayError> {
+    let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
+    let json = |source| ReplayError::Json { path: path.to_path_buf(), source };
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).map_err(json)).collect()
+}
+
+/// Writes `value` as one JSON line to an output file.
+fn write_line(out: &mut (BufWriter<File>, PathBuf), value: &impl Serialize) -> Result<(), ReplayError> {
+    let (w, path) = out;
+    serde_json::to_writer(&mut *w, value).map_err(|source| ReplayError::Json { path: path.clone(), source })?;
+    w.write_all(b"\n").map_err(io("writing", path))
 }

@@ -34,7 +34,7 @@ const MAX_TS_MS: i64 = 253_402_300_799_999;
 
 /// A topic's wire format (config `input.*_format`; a record's `content-type`
 /// header overrides it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// UTF-8 JSON object per record.

@@ -46,26 +46,42 @@ impl InputTopic {
     }
 }
 
-/// Clickstream event types of SPEC §3. `Unknown` keeps engage forward
+/// Clickstream event types (docs/model.md, "Inputs"). `Unknown` keeps engage forward
 /// compatible: producers may add types before engage learns to score them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ClickKind {
+    /// `page_view`: a page was viewed.
     PageView,
+    /// `product_view`: a product page was viewed.
     ProductView,
+    /// `search`: the customer searched.
     Search,
+    /// `app_open`: the app was opened.
     AppOpen,
+    /// `add_to_cart`: purchase intent.
     AddToCart,
+    /// `wishlist_add`: purchase intent.
     WishlistAdd,
+    /// `ad_click`: a response to advertising.
     AdClick,
+    /// `email_click`: a response to an email.
     EmailClick,
+    /// `share`: advocacy.
     Share,
+    /// `review`: content creation.
     Review,
+    /// `referral`: advocacy.
     Referral,
+    /// `social_follow`: advocacy.
     SocialFollow,
+    /// `loyalty_signup`: joined the loyalty programme.
     LoyaltySignup,
+    /// `coupon_claim`: loyalty programme participation.
     CouponClaim,
+    /// `support_contact`: an interaction with the company.
     SupportContact,
+    /// `feedback`: a rating (`properties.rating` 1–5).
     Feedback,
     /// Any other type: accepted, counted, contributes nothing.
     Unknown,
@@ -144,11 +160,26 @@ impl ClickKind {
 pub enum EventKind {
     /// A clickstream interaction. `rating` is `properties.rating` (1–5) for
     /// feedback, when present.
-    Click { kind: ClickKind, rating: Option<f64> },
+    Click {
+        /// The event type.
+        kind: ClickKind,
+        /// The rating, for feedback.
+        rating: Option<f64>,
+    },
     /// A purchase of `amount` currency units.
-    Purchase { amount: f64, loyalty_member: bool, coupon_used: bool },
+    Purchase {
+        /// Amount in currency units.
+        amount: f64,
+        /// Whether the buyer is a loyalty member (a loyalty bonus).
+        loyalty_member: bool,
+        /// Whether a coupon was used (a loyalty bonus).
+        coupon_used: bool,
+    },
     /// A refund of `amount` currency units.
-    Refund { amount: f64 },
+    Refund {
+        /// Amount in currency units.
+        amount: f64,
+    },
 }
 
 impl EventKind {

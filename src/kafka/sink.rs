@@ -36,7 +36,7 @@ pub struct Delivery {
     origin: Option<Origin>,
 }
 
-/// Producer callbacks: delivery reports go straight into [`Progress`] and
+/// Producer callbacks: delivery reports go straight into [`Progress`](crate::kafka::progress::Progress) and
 /// the latency histograms.
 pub struct SinkContext {
     progress: SharedProgress,
