@@ -18,6 +18,7 @@ use crate::decode::{DecodeError, Format};
 use crate::engine::output::{OUTPUT_SCHEMA_VERSION, Output};
 use crate::kafka::KafkaSetupError;
 use crate::kafka::progress::{DeliveryError, SharedProgress, Token, Work, lock};
+use crate::telemetry::events::DeliveryFailed;
 use crate::telemetry::{self, LatencyMetrics};
 
 /// Where an output came from, for the latency histograms.
@@ -65,7 +66,7 @@ impl ProducerContext for SinkContext {
                 Ok(())
             }
             Err((e, m)) => {
-                metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => m.topic().to_string()).increment(1);
+                DeliveryFailed { topic: m.topic(), error: e }.emit();
                 Err(DeliveryError::Failed { topic: m.topic().to_string(), source: e.clone() })
             }
         };
@@ -256,7 +257,7 @@ impl Sink {
                 }
                 Err((e, r)) => {
                     let token = r.delivery_opaque.token;
-                    metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => r.topic.to_string()).increment(1);
+                    DeliveryFailed { topic: r.topic, error: &e }.emit();
                     lock(&self.progress)
                         .ack(token, Err(DeliveryError::Enqueue { topic: r.topic.to_string(), source: e.clone() }));
                     return;

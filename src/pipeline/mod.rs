@@ -265,7 +265,7 @@ fn backpressure(
     {
         let result = if want_paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
         match result {
-            Ok(()) => info!(in_flight, paused = want_paused, "backpressure"),
+            Ok(()) => crate::telemetry::events::Backpressure { paused: want_paused, in_flight }.emit(),
             Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
         }
     }

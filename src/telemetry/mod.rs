@@ -3,6 +3,8 @@
 //! Prometheus endpoint. Hot paths hold pre-registered handles
 //! ([`PipelineMetrics`]) instead of looking metrics up per event.
 
+pub(crate) mod events;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -74,6 +76,9 @@ pub const CHANGELOG_WRITES: &str = "engage_changelog_records_written_total";
 pub const RESTORE_RECORDS: &str = "engage_restore_records_total";
 /// Time each partition restore took.
 pub const RESTORE_DURATION: &str = "engage_restore_duration_seconds";
+/// Times consumption was paused or resumed by backpressure, by `state`
+/// (paused, resumed).
+pub const BACKPRESSURE: &str = "engage_backpressure_total";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -111,6 +116,7 @@ pub fn describe() {
     describe_counter!(CHANGELOG_WRITES, "Changelog records written: customer states and tombstones.");
     describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time each partition restore took.");
+    describe_counter!(BACKPRESSURE, "Times consumption was paused (too many outputs in flight) or resumed, by state.");
 }
 
 /// Buckets of every `_seconds` histogram: 1 ms to 10 s (and 30 s), finer
