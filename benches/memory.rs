@@ -1,4 +1,4 @@
-//! Resident memory per customer (SPEC §4 target: ≤ 256 bytes including map
+//! Resident memory per customer (docs/model.md "Customer state and retention" target: ≤ 256 bytes including map
 //! overhead, at 1 M customers). Applies a few events to each of N customers
 //! through the engine and reports the growth in RSS divided by N.
 //!

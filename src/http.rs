@@ -1,4 +1,4 @@
-//! The HTTP endpoint ops and services talk to (SPEC §10): `/metrics`
+//! The HTTP endpoint ops and services talk to (README "Operating engage"): `/metrics`
 //! (Prometheus), `/healthz` (the process is alive and its main loop is
 //! making progress), `/readyz` (the consumer has joined its group and every
 //! assigned partition is restored), and the customer query API, served from

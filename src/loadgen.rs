@@ -9,7 +9,7 @@
 //! alerts happen) and some who come back. Simulated time starts
 //! `history_days` ago and runs as fast as the target rate needs, never past
 //! the wall clock. An optional fraction of records is replaced by bad ones
-//! (each a SPEC §3 dead-letter case), to exercise the dead-letter path.
+//! (each a docs/model.md "Events" dead-letter case), to exercise the dead-letter path.
 //! Same seed, same records.
 
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ pub enum LoadError {
     Flush(rdkafka::error::KafkaError),
 }
 
-/// Bad records, one per SPEC §3 case that a producer bug typically causes.
+/// Bad records, one per docs/model.md "Events" case that a producer bug typically causes.
 /// Each replaces a good record's value (the key is kept).
 const BAD_VALUES: [&[u8]; 6] = [
     b"{\"event_id\":\"bad-1\",\"customer_id\":",

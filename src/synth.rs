@@ -1,5 +1,5 @@
 //! Deterministic synthetic input records, for benchmarks, memory measurement
-//! and tests: a skewed customer population, the SPEC §3 event mix at
+//! and tests: a skewed customer population, the docs/model.md "Events" event mix at
 //! plausible rarity, in either wire format. Same seed, same records.
 
 use prost::Message;

@@ -2,7 +2,7 @@
 //! `generate.py`) through the real broker: every malformed or hostile
 //! record is dead-lettered with the reason its case names, or processed
 //! when legitimate; the good events interleaved with them all count; and
-//! the processor never stops (SPEC §3).
+//! the processor never stops (docs/model.md "Events").
 
 mod common;
 

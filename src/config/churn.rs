@@ -6,40 +6,40 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, invalid};
 
-/// `[churn]`: the three signals and health thresholds of SPEC §7.
+/// `[churn]`: the three signals and health thresholds of docs/model.md "Health".
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChurnConfig {
-    /// `at_risk` when P(alive) falls below this. SPEC §7: 0.5.
+    /// `at_risk` when P(alive) falls below this. docs/model.md "Health": 0.5.
     pub p_alive_at_risk: f64,
-    /// `dormant` when P(alive) falls below this. SPEC §7: 0.2.
+    /// `dormant` when P(alive) falls below this. docs/model.md "Health": 0.2.
     pub p_alive_dormant: f64,
     /// `at_risk` when idle time reaches this multiple of the customer's own
-    /// cadence (mean gap between active days). SPEC §7: 3.
+    /// cadence (mean gap between active days). docs/model.md "Health": 3.
     pub idle_at_risk: f64,
     /// `dormant` when idle time reaches this multiple of the cadence ...
-    /// SPEC §7: 6.
+    /// docs/model.md "Health": 6.
     pub idle_dormant: f64,
-    /// ... and at least this long. SPEC §7: 30 days.
+    /// ... and at least this long. docs/model.md "Health": 30 days.
     #[serde(with = "humantime_serde")]
     pub dormant_min_idle: Duration,
-    /// Cadence assumed until a customer has two active days. SPEC §7: 7 days.
+    /// Cadence assumed until a customer has two active days. docs/model.md "Health": 7 days.
     #[serde(with = "humantime_serde")]
     pub default_cadence: Duration,
     /// `at_risk` when the score is at or below this fraction of its recent
-    /// peak. SPEC §7: 0.5.
+    /// peak. docs/model.md "Health": 0.5.
     pub score_drop_ratio: f64,
-    /// How long a peak score counts as recent. SPEC §7: 30 days.
+    /// How long a peak score counts as recent. docs/model.md "Health": 30 days.
     #[serde(with = "humantime_serde")]
     pub score_drop_window: Duration,
     /// Peaks below this never count as a drop: a customer who was never
-    /// engaged cannot disengage. Not in the SPEC; 20 points.
+    /// engaged cannot disengage. An addition to the published model; 20 points.
     pub score_drop_min_peak: f64,
     /// P(alive) and score-drop only count once the customer is overdue:
     /// idle for at least this multiple of their cadence. Without it, a
     /// customer whose P(alive) is low but who browses daily would flip
     /// between `active` (each event) and `at_risk` (each sweep), one alert
-    /// per flip. 0 applies the signals unconditionally. Not in the SPEC; 1.
+    /// per flip. 0 applies the signals unconditionally. An addition to the published model; 1.
     pub overdue_gate: f64,
     /// The BG/NBD model behind P(alive) and expected purchases.
     pub bgnbd: BgNbdConfig,
@@ -85,7 +85,7 @@ pub struct BgNbdConfig {
 }
 
 impl Default for BgNbdConfig {
-    /// The published CDNOW fit (SPEC §7).
+    /// The published CDNOW fit (docs/model.md "Health").
     fn default() -> Self {
         BgNbdConfig { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426, time_unit: Duration::from_secs(7 * DAY) }
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, invalid};
 
 /// `[input]`: input formats, and limits that decide what is bad input
-/// (SPEC §3).
+/// (docs/model.md "Events").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
@@ -17,10 +17,10 @@ pub struct InputConfig {
     /// Format of purchases records without a `content-type` header.
     pub purchases_format: crate::decode::Format,
     /// Records larger than this many bytes are dead-lettered (`oversized`)
-    /// without being parsed. SPEC §3: 1 MiB.
+    /// without being parsed. docs/model.md "Events": 1 MiB.
     pub max_record_bytes: usize,
     /// How far ahead of the processor's clock an event time may be before it
-    /// is dead-lettered (`future_timestamp`). SPEC §3: 5 minutes.
+    /// is dead-lettered (`future_timestamp`). docs/model.md "Events": 5 minutes.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
     /// The largest credible purchase or refund amount; above it is
@@ -40,12 +40,12 @@ impl Default for InputConfig {
     }
 }
 
-/// SPEC §3: 1 MiB, Kafka's default `message.max.bytes` ballpark.
+/// docs/model.md "Events": 1 MiB, Kafka's default `message.max.bytes` ballpark.
 const fn default_max_record_bytes() -> usize {
     1 << 20
 }
 
-/// Not in the SPEC: a million currency units per order is beyond any retail
+/// An addition to the published model: a million currency units per order is beyond any retail
 /// basket, so larger values are treated as errors.
 const fn default_max_amount() -> f64 {
     1_000_000.0

@@ -6,29 +6,29 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, invalid};
 
-/// `[lifecycle]`: the four stages of SPEC §6.
+/// `[lifecycle]`: the four stages of docs/model.md "Lifecycle stages".
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LifecycleConfig {
     /// A customer first seen within this long, with fewer than 2 purchase
-    /// days, is in `initiation`. SPEC §6: 14 days.
+    /// days, is in `initiation`. docs/model.md "Lifecycle stages": 14 days.
     #[serde(with = "humantime_serde")]
     pub new_customer: Duration,
     /// Active days that make a relationship `integration` without a
-    /// purchase. SPEC §6: 3.
+    /// purchase. docs/model.md "Lifecycle stages": 3.
     pub forming_active_days: u32,
     /// Purchase days that make a customer established (`intelligence`).
-    /// SPEC §6: 3.
+    /// docs/model.md "Lifecycle stages": 3.
     pub established_purchase_days: u32,
-    /// Or this many active days ... SPEC §6: 10.
+    /// Or this many active days ... docs/model.md "Lifecycle stages": 10.
     pub established_active_days: u32,
-    /// ... spread over at least this long. SPEC §6: 90 days.
+    /// ... spread over at least this long. docs/model.md "Lifecycle stages": 90 days.
     #[serde(with = "humantime_serde")]
     pub established_span: Duration,
     /// An established customer with social ≥ this and score ≥
-    /// `advocate_score` is in `value_creation`. SPEC §6: 40.
+    /// `advocate_score` is in `value_creation`. docs/model.md "Lifecycle stages": 40.
     pub advocate_social: f64,
-    /// SPEC §6: 60.
+    /// docs/model.md "Lifecycle stages": 60.
     pub advocate_score: f64,
 }
 

@@ -1,4 +1,4 @@
-//! Configuration: built-in defaults (the SPEC's numbers), then a TOML file,
+//! Configuration: built-in defaults (the numbers of docs/model.md), then a TOML file,
 //! then `ENGAGE__SECTION__KEY` environment variables. Unknown keys are errors,
 //! so a typo never silently falls back to a default.
 //!
@@ -73,13 +73,13 @@ pub struct Config {
     pub http: HttpConfig,
     /// Durable state: changelog, flushing, retention.
     pub state: StateConfig,
-    /// What counts as bad input (SPEC §3), and the input formats.
+    /// What counts as bad input (docs/model.md "Events"), and the input formats.
     pub input: InputConfig,
-    /// Dimensions, weights and publication threshold (SPEC §5, §8).
+    /// Dimensions, weights and publication threshold (docs/model.md "Dimensions and the score").
     pub scoring: ScoringConfig,
-    /// Lifecycle stage thresholds (SPEC §6).
+    /// Lifecycle stage thresholds (docs/model.md "Lifecycle stages").
     pub lifecycle: LifecycleConfig,
-    /// Churn signals and health thresholds (SPEC §7).
+    /// Churn signals and health thresholds (docs/model.md "Health").
     pub churn: ChurnConfig,
 }
 

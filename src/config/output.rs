@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `[output]`: wire formats of the output topics (SPEC §8).
+/// `[output]`: wire formats of the output topics (docs/model.md "Guarantees").
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {

@@ -41,7 +41,7 @@ pub struct RunConfig {
     /// `<group_id>-<host name or process id>`. Must be unique per instance.
     pub transactional_id: String,
     /// How often (wall clock) each owned partition is swept for customers
-    /// who went quiet (SPEC §7: churn is the absence of events): a full pass
+    /// who went quiet (docs/model.md "Health": churn is the absence of events): a full pass
     /// takes this long.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -51,7 +51,7 @@ pub struct RunConfig {
     pub sweep_slices: u32,
     /// A partition that has received nothing for this long is caught up and
     /// idle: its stream time then follows the wall clock, so quiet periods
-    /// still raise alerts. SPEC §7: 30 s.
+    /// still raise alerts. docs/model.md "Health": 30 s.
     #[serde(with = "humantime_serde")]
     pub idle_grace: Duration,
 }

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::{ConfigError, DAY, invalid};
 use crate::engine::scoring::{Dimension, Signal};
 
-/// `[scoring]`: the five dimensions of SPEC §5 and when a score change is
-/// published (SPEC §8).
+/// `[scoring]`: the five dimensions of docs/model.md "Dimensions and the score" and when a score change is
+/// published (docs/model.md "Guarantees").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScoringConfig {
     /// Publish a score change when the score moved at least this much since
     /// the last published one (stage or health changes always publish).
-    /// SPEC §8: 1.0.
+    /// docs/model.md "Guarantees": 1.0.
     pub min_delta: f64,
     /// Visiting, browsing and responding to marketing.
     pub attention: DimensionConfig,
@@ -112,7 +112,7 @@ fn dimension(half_life_days: u64, saturation: f64, weight: f64, events: &[(&str,
 }
 
 impl Default for ScoringConfig {
-    /// The table of SPEC §5.
+    /// The table of docs/model.md "Dimensions and the score".
     fn default() -> Self {
         ScoringConfig {
             min_delta: 1.0,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, invalid};
 
-/// `[state]`: the durable per-customer state (SPEC §4, §8, §9).
+/// `[state]`: the durable per-customer state (docs/model.md "Customer state and retention").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
@@ -21,7 +21,7 @@ pub struct StateConfig {
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
     /// Customers idle for longer are evicted from memory and tombstoned in
-    /// the changelog. SPEC §4: 400 days.
+    /// the changelog. docs/model.md "Customer state and retention": 400 days.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Longest a partition's restore may take before engage gives up

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
 
-/// `[topics]`: the topics engage reads and writes (SPEC §8).
+/// `[topics]`: the topics engage reads and writes (docs/model.md "Guarantees").
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
@@ -28,7 +28,7 @@ pub struct TopicsConfig {
 }
 
 impl Default for TopicsConfig {
-    /// SPEC §8 names.
+    /// docs/model.md "Guarantees" names.
     fn default() -> Self {
         TopicsConfig {
             clickstream: "clickstream".into(),

@@ -1,4 +1,4 @@
-//! Decoding and validating input records (SPEC §3).
+//! Decoding and validating input records (docs/model.md "Events").
 //!
 //! Both wire formats are first read into the same `RawFields` (borrowing the
 //! record bytes), and one `validate` turns that into an [`Event`] or a
@@ -77,7 +77,7 @@ pub struct Limits {
 pub struct Envelope<'a> {
     /// The record key. Checked against `customer_id` when `require_key`.
     pub key: Option<&'a [u8]>,
-    /// Kafka records must carry their customer as key (SPEC §3); file replay
+    /// Kafka records must carry their customer as key (docs/model.md "Events"); file replay
     /// has no keys.
     pub require_key: bool,
     /// Record timestamp (epoch ms), the fallback event time.
@@ -347,7 +347,7 @@ mod tests {
         assert!(!e.kind.is_known());
     }
 
-    // One test per bad-input case of SPEC §3, each showing its reason code.
+    // One test per bad-input case of docs/model.md "Events", each showing its reason code.
 
     #[test]
     fn bad_input_not_valid_json_is_malformed() {

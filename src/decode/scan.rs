@@ -10,8 +10,8 @@
 //! are equal to the bit.
 //!
 //! serde_json's derive-driven decode visits every key and value through
-//! generic visitors; this was the largest part of decoding, which was a
-//! quarter of the main loop (README "Performance").
+//! generic visitors, and decoding is one of the main loop's largest costs
+//! (docs/performance.md).
 
 use std::borrow::Cow;
 

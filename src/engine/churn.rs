@@ -1,4 +1,4 @@
-//! Churn health (SPEC §7): the BG/NBD probability that a customer is still
+//! Churn health (docs/model.md "Health"): the BG/NBD probability that a customer is still
 //! alive, inactivity against the customer's own cadence, and score drop, and
 //! the health they add up to.
 

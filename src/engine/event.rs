@@ -226,7 +226,7 @@ impl Event<'_> {
 }
 
 /// Where an input record sits in Kafka: the per-topic offset lets the engine
-/// skip records already reflected in a restored state (SPEC §8).
+/// skip records already reflected in a restored state (docs/model.md "Guarantees").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Source {
     /// The topic the record came from.

@@ -1,4 +1,4 @@
-//! The four lifecycle stages of SPEC §6, derived afresh from the state each
+//! The four lifecycle stages of docs/model.md "Lifecycle stages", derived afresh from the state each
 //! time, so a customer falls back from `value_creation` to `intelligence` as
 //! soon as their advocacy decays.
 

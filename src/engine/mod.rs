@@ -1,5 +1,5 @@
 //! The engine: applies events to customer states and decides what to publish
-//! (SPEC §5–§8). It knows nothing of Kafka or files: `engage replay` and
+//! (docs/model.md "Dimensions and the score"). It knows nothing of Kafka or files: `engage replay` and
 //! `engage run` both drive it through [`Engine::apply`] and [`Engine::sweep`].
 
 pub mod churn;

@@ -1,4 +1,4 @@
-//! The messages engage publishes (SPEC §8) and their two encodings. JSON and
+//! The messages engage publishes (docs/model.md "Guarantees") and their two encodings. JSON and
 //! protobuf use the same field names; in JSON, enums are lower-case strings.
 
 use compact_str::CompactString;
@@ -89,7 +89,7 @@ impl ScoreChanged {
     /// Appends the JSON encoding: the bytes `serde_json` writes for the
     /// derived `Serialize`, written directly. Score changes are most of
     /// what engage publishes, and the derived encoding escaped every field
-    /// name of every message (README "Performance"). Numbers and the
+    /// name of every message. Numbers and the
     /// customer id still go through serde_json's own formatting, and a
     /// property test holds the two encodings byte for byte equal.
     fn write_json(&self, buf: &mut Vec<u8>) {

@@ -1,4 +1,4 @@
-//! The engagement score (SPEC §5): five exponentially decayed dimensions, the
+//! The engagement score (docs/model.md "Dimensions and the score"): five exponentially decayed dimensions, the
 //! saturating curves that turn them into 0–100 scores, the weighted composite,
 //! and the *drivers* that say which dimensions moved it.
 //!
@@ -119,7 +119,7 @@ pub struct ScoringRules {
     /// Composite weights, normalised to sum to 1.
     weight: [f64; DIMENSIONS],
     table: [[f64; DIMENSIONS]; Signal::COUNT],
-    /// Publication threshold (SPEC §8).
+    /// Publication threshold (docs/model.md "Guarantees").
     pub min_delta: f64,
 }
 

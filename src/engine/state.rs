@@ -1,4 +1,4 @@
-//! Per-customer state (SPEC §4): compact, order-insensitive where the SPEC
+//! Per-customer state (docs/model.md "Customer state and retention"): compact, order-insensitive where the model
 //! asks for it, and carrying what is needed to apply every input exactly once.
 //!
 //! The accumulated *facts* — decayed dimension values, distinct days,
@@ -58,8 +58,8 @@ pub enum StateError {
 
 /// One customer's engagement state: 128 bytes (one allocator size class),
 /// plus 48 bytes of [`Purchases`] for a customer who has bought or
-/// refunded. See README "Performance" for the measured cost per customer
-/// including the map.
+/// refunded (docs/performance.md has the measured cost per customer,
+/// map included).
 ///
 /// The decayed sums are kept in `f32` and computed in `f64`: about seven
 /// significant digits, which moves a 0–100 score by well under 0.001
@@ -472,7 +472,7 @@ mod tests {
 
     #[test]
     fn stays_compact() {
-        // The 256-byte budget per customer (SPEC §4) includes the map entry
+        // The 256-byte budget per customer (docs/model.md "Customer state and retention") includes the map entry
         // and allocator overhead; the state itself must leave room for them.
         // 128 bytes is one of mimalloc's size classes (184 took a 192 one).
         assert!(std::mem::size_of::<CustomerState>() <= 128, "{}", std::mem::size_of::<CustomerState>());

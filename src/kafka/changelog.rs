@@ -1,4 +1,4 @@
-//! The state changelog (SPEC §8, §9): a compacted topic, one record per
+//! The state changelog (docs/model.md "Guarantees"): a compacted topic, one record per
 //! customer keyed by `customer_id`, in the partition matching the input
 //! partition, holding the versioned `engage.v1.CustomerState` — including the
 //! per-customer applied offsets that let a restored instance skip records it

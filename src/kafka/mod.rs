@@ -35,7 +35,7 @@ pub enum KafkaSetupError {
     #[error(
         "input topics are not co-partitioned: {clickstream:?} has {clickstream_partitions} partitions and \
          {purchases:?} has {purchases_partitions}; both must have the same count and be keyed by customer_id \
-         (SPEC §3)"
+         (docs/model.md, \"Events\")"
     )]
     NotCoPartitioned {
         /// clickstream topic.
@@ -104,7 +104,7 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
     }
 }
 
-/// Checks SPEC §3's co-partitioning: both inputs exist with the same
+/// Checks docs/model.md "Events"'s co-partitioning: both inputs exist with the same
 /// partition count. Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     let consumer: BaseConsumer =

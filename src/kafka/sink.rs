@@ -1,6 +1,6 @@
 //! The Kafka sink: publishes score changes, churn alerts and dead letters
 //! with an idempotent producer, and tracks which input records are fully
-//! delivered so their offsets — and only theirs — may be committed (SPEC §8).
+//! delivered so their offsets — and only theirs — may be committed (docs/model.md "Guarantees").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -213,7 +213,7 @@ impl Sink {
     }
 
     /// Sends a record engage cannot use to the dead-letter topic: original
-    /// key, value and headers, plus the SPEC §3 error headers.
+    /// key, value and headers, plus the docs/model.md "Events" error headers.
     pub fn send_dead_letter(&self, message: &BorrowedMessage<'_>, error: &DecodeError, work: Work) {
         let token = lock(&self.progress).register(work, 1);
         let mut headers = OwnedHeaders::new();

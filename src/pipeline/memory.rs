@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 /// every such interval while it stays quiet (a restore's clients free
 /// their buffers after it ends). mimalloc returns a freed span only when
 /// some thread next allocates, so after a burst (a backlog, a restore) an
-/// idle process kept tens of MiB it no longer used. While records flow,
-/// freed memory is reused instead, and the hot path is left alone
-/// (README "Performance").
+/// idle process would keep memory it no longer uses. While records flow,
+/// freed memory is reused instead, and the hot path is left alone.
 pub(super) struct IdleRelease {
     pub(super) every: Duration,
     pub(super) release: fn(),

@@ -23,7 +23,7 @@ use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;
 use crate::telemetry::PipelineMetrics;
 
-/// A partition's stream time (SPEC §7): the largest event time seen, or the
+/// A partition's stream time (docs/model.md "Health"): the largest event time seen, or the
 /// wall clock once the partition has been caught up and idle for
 /// `idle_grace`.
 #[derive(Debug)]
@@ -55,8 +55,8 @@ impl StreamClock {
     }
 }
 
-/// The clocks read once per batch of records rather than per record (the
-/// clock reads were 8 % of the main loop): a batch is handled within a few
+/// The clocks read once per batch of records rather than per record (clock
+/// reads are a visible cost of the hot path): a batch is handled within a few
 /// milliseconds, so its records share the time they were taken up, and
 /// their processing latency counts from the batch's start.
 #[derive(Clone, Copy)]

@@ -54,7 +54,7 @@ pub const RESTORING: &str = "engage_restoring_partitions";
 pub const DELIVERY_ERRORS: &str = "engage_producer_delivery_errors_total";
 /// Events of unknown clickstream types (accepted, no effect), by `topic`.
 pub const UNKNOWN_TYPES: &str = "engage_unknown_event_types_total";
-/// Records sent to the dead-letter topic, by `reason` (SPEC §3 codes).
+/// Records sent to the dead-letter topic, by `reason` (docs/model.md "Events" codes).
 pub const DEAD_LETTERS: &str = "engage_dead_letters_total";
 /// Records already reflected in state (skipped), by `topic`.
 pub const DUPLICATES: &str = "engage_duplicates_total";
