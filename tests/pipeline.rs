@@ -27,6 +27,9 @@ fn by_customer(records: &[common::Received], customer: &str) -> Vec<Value> {
     records.iter().filter(|r| r.key.as_deref() == Some(customer.as_bytes())).map(|r| r.json()).collect()
 }
 
+/// One bad record: (topic, key, value, headers, expected reason code).
+type BadCase<'a> = (&'a str, Option<&'a [u8]>, Vec<u8>, Vec<(&'a str, &'a [u8])>, &'a str);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_become_score_changes_and_alerts_keyed_by_customer_with_seq() {
     let broker = Broker::start();
@@ -87,7 +90,7 @@ async fn every_bad_input_case_is_dead_lettered_with_its_reason_and_original_byte
     // (topic, key, value, headers, expected reason), in the order produced.
     let click_t = topics.clickstream.clone();
     let buy_t = topics.purchases.clone();
-    let cases: Vec<(&str, Option<&[u8]>, Vec<u8>, Vec<(&str, &[u8])>, &str)> = vec![
+    let cases: Vec<BadCase<'_>> = vec![
         (&click_t, Some(b"c"), b"{not json".to_vec(), vec![("trace-id", b"t-1")], "malformed"),
         (&click_t, Some(b"c"), br#"{"event_id":"e","customer_id":"c","type":5}"#.to_vec(), vec![], "invalid_field"),
         (&click_t, None, click("e", "c", T0, "search"), vec![], "missing_key"),

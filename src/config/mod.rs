@@ -193,6 +193,8 @@ mod tests {
     }
 
     #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("engage.toml");
@@ -229,6 +231,8 @@ mod example_tests {
     /// in the environment as the Deployment passes them, loads; and the
     /// password never shows in a config dump.
     #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn the_kubernetes_config_map_loads_with_the_secret_from_the_environment() {
         let yaml =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/configmap.yaml")).unwrap();
