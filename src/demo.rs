@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -47,20 +46,47 @@ pub struct DemoOptions {
 
 const DAY_MS: f64 = 86_400_000.0;
 
+/// Why the demo stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// librdkafka's mock cluster could not start.
+    #[error("starting the embedded broker")]
+    Broker(#[source] rdkafka::error::KafkaError),
+    /// A topic could not be created on it.
+    #[error("creating topic {name}")]
+    Topic {
+        /// The topic.
+        name: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The HTTP endpoint could not start (is the port taken? see --http).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    /// The processor stopped with an error.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// The processor's task panicked.
+    #[error("the processor task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// Runs the demo until `duration` or `shutdown`.
-pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mock = MockCluster::new(1).context("starting the embedded broker")?;
+pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let mock = MockCluster::new(1).map_err(DemoError::Broker)?;
+    let create = |name: &str| {
+        mock.create_topic(name, 6, 1).map_err(|source| DemoError::Topic { name: name.to_string(), source })
+    };
     let bootstrap = mock.bootstrap_servers();
     let mut config = Config::default();
-    for name in [&config.topics.clickstream, &config.topics.purchases] {
-        mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
-    }
-    for name in [&config.topics.scores, &config.topics.alerts, &config.topics.dlq] {
-        mock.create_topic(name, 6, 1).with_context(|| format!("creating {name}"))?;
+    let t = &config.topics;
+    for name in [&t.clickstream, &t.purchases, &t.scores, &t.alerts, &t.dlq] {
+        create(name)?;
     }
     config.run.group_id = "engage-demo".into();
     let changelog = crate::kafka::changelog::topic_name(&config);
-    mock.create_topic(&changelog, 6, 1).with_context(|| format!("creating {changelog}"))?;
+    create(&changelog)?;
     let kafka = &mut config.kafka.properties;
     kafka.insert("bootstrap.servers".into(), bootstrap.clone());
     kafka.insert("session.timeout.ms".into(), "6000".into());
@@ -80,13 +106,10 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
     );
     let store = Arc::new(Store::new());
     let stop = shutdown.child_token();
-    if let Some(addr) = opts.http {
-        let metrics = crate::telemetry::install().context("installing the metrics recorder")?;
-        let engine = crate::engine::Engine::new(crate::engine::Rules::new(&config));
-        let state = crate::http::AppState::new(store.clone(), engine, Some(metrics), true);
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        tokio::spawn(crate::http::serve_on(listener, state, stop.clone()));
-        println!("  HTTP: http://{addr}/metrics, /readyz, /v1/customers?health=at_risk");
+    config.http.listen = opts.http.map(|a| a.to_string()).unwrap_or_default();
+    config.http.customer_api = true;
+    if crate::http::start(&config, &store, &stop).await?.is_some() {
+        println!("  HTTP: http://{}/metrics, /readyz, /v1/customers?health=at_risk", config.http.listen);
     }
     println!(
         "  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
@@ -108,7 +131,7 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Res
     stop.cancel();
     let _ = generator.await;
     let _ = watcher.await;
-    let summary = pipeline.await.context("pipeline task")??;
+    let summary = pipeline.await.map_err(DemoError::Task)??;
     println!(
         "\nstopped: {} records in, {} applied, {} dead letters, {} outputs, {} customers",
         summary.records, summary.applied, summary.dead_letters, summary.outputs, customers

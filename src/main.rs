@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let opts = engage::demo::DemoOptions { duration, customers, days_per_second, history_days, http, seed };
-            engage::demo::demo(opts, shutdown).await
+            Ok(engage::demo::demo(opts, shutdown).await?)
         }
         Command::Fit { inputs, as_of, time_unit } => {
             let as_of = parse_time(&as_of).context("--as-of")?;

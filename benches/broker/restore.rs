@@ -5,6 +5,7 @@
 //! decode + insert alone (the CPU cost). Not part of the test suite:
 //!   scripts/bench-restore [CUSTOMERS]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

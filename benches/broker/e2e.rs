@@ -28,6 +28,7 @@
 //! (default `throughput,latency,memory`) runs only some phases; latency
 //! without throughput needs `E2E_LATENCY_RATE`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
