@@ -6,137 +6,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::runs::*;
 use common::{Broker, Engage, Topics, committed, read_topic};
-use engage::decode::Format;
-use engage::engine::state::CustomerState;
-use prost::Message as _;
-
-const PARTITIONS: i32 = 4;
-
-/// Produces the synthetic traffic: `n` events over `customers` customers,
-/// event times in the past. Returns how many went to each input topic.
-fn feed(broker: &Broker, topics: &Topics, n: usize, customers: u64) -> (i64, i64) {
-    let start = engage::clock::wall_clock_ms() - 40 * 86_400_000;
-    common::feed(broker, topics, &engage::synth::records(42, n, customers, start, 10_000, Format::Json))
-}
-
-/// Output topics and group of one run, so two runs over the same inputs do
-/// not mix.
-async fn run_topics(broker: &Broker, base: &Topics, name: &str) -> Topics {
-    let t = Topics {
-        clickstream: base.clickstream.clone(),
-        purchases: base.purchases.clone(),
-        scores: format!("{}.{name}.scores", base.group),
-        alerts: format!("{}.{name}.alerts", base.group),
-        dlq: format!("{}.{name}.dlq", base.group),
-        group: format!("{}.{name}", base.group),
-    };
-    for topic in [&t.scores, &t.alerts, &t.dlq] {
-        broker.create_topic(topic, PARTITIONS).await;
-    }
-    t
-}
-
-fn config(broker: &Broker, t: &Topics) -> String {
-    // No sweeps (they depend on wall-clock timing) so both runs see the
-    // same transitions for the same events.
-    let text = t.config(broker, "sweep_interval = \"1h\"\n[state]\nflush_interval = \"200ms\"\n");
-    if broker.is_persistent() {
-        // The SQLite-backed broker answers slowly for a while after a
-        // restart; restores run inside the rebalance callback, so give the
-        // group librdkafka's usual patience rather than the tests' short one.
-        return text
-            .replace("\"session.timeout.ms\" = 6000", "\"session.timeout.ms\" = 45000")
-            .replace("\"max.poll.interval.ms\" = 7000", "\"max.poll.interval.ms\" = 300000");
-    }
-    text
-}
-
-fn wait_committed(broker: &Broker, t: &Topics, partitions: i32, want: (i64, i64)) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        if committed(broker, &t.group, &t.clickstream, partitions) == want.0
-            && committed(broker, &t.group, &t.purchases, partitions) == want.1
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
-}
-
-/// The latest changelog value per customer.
-fn final_states(broker: &Broker, t: &Topics) -> BTreeMap<String, CustomerState> {
-    final_states_of_at_least(broker, t, 1)
-}
-
-/// [`final_states`], reading at least `records` changelog records (a slow
-/// broker may pause between partitions longer than the reader's idle limit).
-fn final_states_of_at_least(broker: &Broker, t: &Topics, records: usize) -> BTreeMap<String, CustomerState> {
-    let topic = format!("{}.engage-state", t.group);
-    let mut out = BTreeMap::new();
-    for r in read_topic(broker, &topic, records, Duration::from_secs(120)) {
-        let key = String::from_utf8(r.key.unwrap()).unwrap();
-        let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
-        let (_, state) = CustomerState::from_proto(&state).unwrap();
-        out.insert(key, state);
-    }
-    out
-}
-
-fn assert_same_facts(reference: &BTreeMap<String, CustomerState>, other: &BTreeMap<String, CustomerState>) {
-    assert_eq!(reference.len(), other.len(), "same customers");
-    let differ: Vec<_> = reference
-        .iter()
-        .filter(|(id, a)| other.get(*id).map(|b| b.offsets) != Some(a.offsets))
-        .map(|(id, a)| (id.clone(), a.offsets, other.get(id).map(|b| b.offsets)))
-        .collect();
-    if !differ.is_empty() {
-        println!("{} customers differ in applied offsets; first: {:?}", differ.len(), &differ[..differ.len().min(10)]);
-    }
-    for (id, a) in reference {
-        let b = other.get(id).unwrap_or_else(|| panic!("{id} missing"));
-        assert_eq!(a.offsets, b.offsets, "{id}: the same records applied, each once");
-        for i in 0..5 {
-            // Kept in f32: the two topics interleave differently in each
-            // run, and each event rounds to about seven significant digits.
-            let scale = a.raw[i].abs().max(b.raw[i].abs()).max(1.0);
-            assert!((a.raw[i] - b.raw[i]).abs() <= 1e-5 * scale, "{id} dimension {i}: {} vs {}", a.raw[i], b.raw[i]);
-        }
-        assert_eq!((a.active_days, a.purchase_days()), (b.active_days, b.purchase_days()), "{id}");
-        assert_eq!((a.first_seen, a.last_seen), (b.first_seen, b.last_seen), "{id}");
-        assert!((a.spend_lifetime() - b.spend_lifetime()).abs() < 1e-6, "{id} spend");
-    }
-}
-
-/// Per customer, the seqs seen on the output topics have no gaps.
-fn assert_no_seq_gaps(broker: &Broker, t: &Topics) -> usize {
-    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut duplicates = 0;
-    for topic in [&t.scores, &t.alerts] {
-        for r in read_topic(broker, topic, 1, Duration::from_secs(60)) {
-            let v = r.json();
-            seqs.entry(v["customer_id"].as_str().unwrap().to_string()).or_default().push(v["seq"].as_u64().unwrap());
-        }
-    }
-    for (id, mut s) in seqs {
-        s.sort();
-        let before = s.len();
-        s.dedup();
-        duplicates += before - s.len();
-        assert_eq!(s, (1..=s.len() as u64).collect::<Vec<_>>(), "{id}: seq gap");
-    }
-    duplicates
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     let broker = Broker::start();
     let base = Topics::create(&broker, PARTITIONS).await;
-    let want = feed(&broker, &base, 200_000, 3_000);
+    let want = feed_events(&broker, &base, 200_000, 3_000);
     let dir = tempfile::tempdir().unwrap();
 
     // Reference: one uninterrupted run.
@@ -204,8 +83,9 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     }
     let expected = final_states(&broker, &reference);
     assert!(expected.len() > 2_000, "{} customers", expected.len());
-    assert_same_facts(&expected, &final_states(&broker, &crash));
-    let duplicates = assert_no_seq_gaps(&broker, &crash);
+    let states = final_states(&broker, &crash);
+    assert_same_facts(&expected, &states);
+    let duplicates = assert_no_seq_gaps(&broker, &crash, &states);
     println!(
         "crash run: {} customers equal to the reference; {duplicates} duplicate outputs (allowed)",
         expected.len()
@@ -216,7 +96,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
 async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     let broker = Broker::start();
     let base = Topics::create(&broker, 6).await;
-    let want = feed(&broker, &base, 120_000, 3_000);
+    let want = feed_events(&broker, &base, 120_000, 3_000);
     let dir = tempfile::tempdir().unwrap();
     let reference = run_topics(&broker, &base, "single").await;
     let mut single = Engage::start(dir.path(), &config(&broker, &reference));
@@ -233,76 +113,16 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     assert!(wait_committed(&broker, &group, 6, want), "{}\n{}", a.log(), b.log());
     assert_eq!(a.terminate(Duration::from_secs(30)).0, Some(0));
     drop(b);
-    assert_same_facts(&final_states(&broker, &reference), &final_states(&broker, &group));
-    assert_no_seq_gaps(&broker, &group);
-}
-
-/// Runs engage over `want` from scratch in `t`, uninterrupted; the reference
-/// the fault runs are compared with.
-async fn reference_run(broker: &Broker, base: &Topics, want: (i64, i64)) -> BTreeMap<String, CustomerState> {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = run_topics(broker, base, "reference").await;
-    let mut engage = Engage::start(dir.path(), &config(broker, &reference));
-    assert!(wait_committed(broker, &reference, PARTITIONS, want), "{}", engage.log());
-    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
-    final_states(broker, &reference)
-}
-
-/// What a fault scenario checked, printed for the record.
-fn report(scenario: &str, want: (i64, i64), states: &BTreeMap<String, CustomerState>, broker: &Broker, t: &Topics) {
-    let outputs: usize =
-        [&t.scores, &t.alerts].iter().map(|topic| read_topic(broker, topic, 1, Duration::from_secs(30)).len()).sum();
-    let dead = read_topic(broker, &t.dlq, 0, Duration::from_secs(3)).len();
-    let duplicates = assert_no_seq_gaps(broker, t);
-    println!(
-        "{scenario}: {} events in; {} customers, all equal to the uninterrupted run; {dead} dead letters; \
-         {outputs} outputs, {duplicates} duplicates, no seq gaps",
-        want.0 + want.1,
-        states.len()
-    );
-}
-
-/// Waits until everything is committed, restarting engage whenever it exits
-/// (which must be with an error: it never stops on its own), then stops it
-/// cleanly. Returns how many restarts it took.
-fn finish_restarting(
-    broker: &Broker,
-    t: &Topics,
-    want: (i64, i64),
-    dir: &std::path::Path,
-    mut engage: Engage,
-    limit: Duration,
-) -> usize {
-    let mut restarts = 0;
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = engage.child.try_wait().unwrap() {
-            assert!(!status.success(), "engage stopped with success mid-run:\n{}", engage.log());
-            restarts += 1;
-            engage = Engage::start(dir, &config(broker, t));
-        }
-        if committed(broker, &t.group, &t.clickstream, PARTITIONS) == want.0
-            && committed(broker, &t.group, &t.purchases, PARTITIONS) == want.1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{}", engage.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
-    restarts
-}
-
-fn signal(pid: u32, signal: &str) {
-    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
-    assert!(ok.success());
+    let states = final_states(&broker, &group);
+    assert_same_facts(&final_states(&broker, &reference), &states);
+    assert_no_seq_gaps(&broker, &group, &states);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
-    let broker = Broker::start();
+    let broker = Broker::private();
     let base = Topics::create(&broker, PARTITIONS).await;
-    let want = feed(&broker, &base, 60_000, 2_000);
+    let want = feed_events(&broker, &base, 60_000, 2_000);
     let expected = reference_run(&broker, &base, want).await;
 
     let stall = run_topics(&broker, &base, "stall").await;
@@ -328,7 +148,7 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
 async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     let broker = Broker::start();
     let base = Topics::create(&broker, PARTITIONS).await;
-    let want = feed(&broker, &base, 8_000, 500);
+    let want = feed_events(&broker, &base, 8_000, 500);
     let expected = reference_run(&broker, &base, want).await;
 
     // Every output waits 100 ms before it is sent, and at most 100 may be
@@ -382,19 +202,14 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     );
 }
 
-/// Broker restart mid-run, with a broker that keeps its data (tansu with
-/// SQLite storage, which `scripts/fault-broker-restart` builds and points
-/// ENGAGE_TANSU_SQLITE at): engage reconnects and finishes with nothing
-/// lost or double-counted.
+/// The broker killed (-9) mid-run and restarted on its data after 5 s:
+/// engage reconnects and finishes with nothing lost or double-counted.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs tansu with SQLite storage: scripts/fault-broker-restart"]
 async fn a_broker_restart_mid_run_loses_nothing() {
-    let tansu = std::env::var("ENGAGE_TANSU_SQLITE").expect("ENGAGE_TANSU_SQLITE: a tansu built with libsql");
-    let data = tempfile::tempdir().unwrap();
-    let mut broker = Broker::start_persistent(&tansu, data.path());
+    let mut broker = Broker::private();
     let base = Topics::create(&broker, PARTITIONS).await;
     let n: usize = std::env::var("FAULT_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(5_000);
-    let want = feed(&broker, &base, n, 2_000);
+    let want = feed_events(&broker, &base, n, 2_000);
     let expected = reference_run(&broker, &base, want).await;
 
     let run = run_topics(&broker, &base, "restart").await;

@@ -1,5 +1,5 @@
-//! `engage run` end to end against a real Kafka-protocol broker (tansu,
-//! started by the harness; see tests/common).
+//! `engage run` end to end against Apache Kafka (the shared test broker,
+//! or one the harness starts; see tests/common).
 
 mod common;
 

@@ -1,116 +1,178 @@
-//! `run.processing_guarantee = "exactly_once"`: outputs, changelog records
-//! and input offsets committed as one Kafka transaction per flush.
-//!
-//! The test broker (tansu 0.6.0) does not implement transactions (no
-//! EndTxn), so this runs against the one transaction-capable Kafka-protocol
-//! broker available on this machine: librdkafka's built-in mock cluster
-//! (the same one `engage demo` embeds). The default mode is tested against
-//! tansu in tests/pipeline.rs and tests/durability.rs.
+//! `run.processing_guarantee = "exactly_once"` on Apache Kafka: outputs,
+//! changelog records and input offsets committed as one transaction per
+//! flush. A `read_committed` consumer of the outputs sees every
+//! (customer, seq) exactly once, through `kill -9`s and through a second
+//! instance that fences the first.
 
-use std::sync::Arc;
+mod common;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use engage::config::Config;
-use engage::engine::store::Store;
+use common::runs::*;
+use common::{Broker, Engage, Topics, committed, read_topic, unique};
+use engage::engine::state::CustomerState;
+use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use tokio_util::sync::CancellationToken;
 
-/// A `read_committed` consumer for assigned partitions. It commits
-/// nothing: closing a consumer that has offsets to commit waits for the
-/// group coordinator, which hung once the mock cluster was gone.
-fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap()
+/// `t`'s config in `exactly_once` mode under `transactional_id`. A
+/// transaction left open by a killed instance is aborted by the broker
+/// after `transaction.timeout.ms` (10 s here, 60 s by default), or at once
+/// when the next instance with the same id starts.
+fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
+    config(broker, t)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
+        .replace(
+        "sweep_interval = \"1h\"",
+        &format!(
+            "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
+        ),
+    )
 }
 
-fn read_committed(bootstrap: &str, topic: &str, want: usize) -> Vec<serde_json::Value> {
-    let c = reader(bootstrap, &format!("reader-{topic}"));
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+/// Per customer, the seqs a `read_committed` consumer sees are exactly
+/// 1..=the final state's seq: none missing, none twice.
+fn assert_each_seq_exactly_once(broker: &Broker, t: &Topics, states: &BTreeMap<String, CustomerState>) -> usize {
+    let seqs = seqs_by_customer(broker, t);
+    assert_eq!(seqs.len(), states.len(), "every customer published, and only they");
+    let mut outputs = 0;
+    for (id, mut s) in seqs {
+        s.sort();
+        outputs += s.len();
+        let last = u64::from(states[&id].seq);
+        assert_eq!(s, (1..=last).collect::<Vec<_>>(), "{id}: not every seq 1..={last} exactly once");
     }
-    c.assign(&tpl).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+    outputs
+}
+
+/// The outputs were written in transactions: a topic written
+/// transactionally holds a commit marker after each transaction, so its
+/// offsets run past the records a consumer reads. A silent fall-back to
+/// plain writes would leave none.
+fn assert_written_in_transactions(broker: &Broker, topic: &str, records_read: usize) {
+    let c: BaseConsumer = broker.client_config().create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    let end: i64 = md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| c.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).unwrap().1)
+        .sum();
+    assert!(
+        end > records_read as i64,
+        "{topic}: {records_read} records over {end} offsets: no transaction markers, so not transactional"
+    );
+}
+
+/// After a crash, the committed input offsets are the last committed
+/// transaction's: for every input partition, the committed changelog's
+/// states have applied exactly the records before the committed offset
+/// (every synthetic record is a valid event, so the newest applied record
+/// is the one just before it), never one after.
+fn assert_offsets_match_committed_state(broker: &Broker, t: &Topics) -> i64 {
+    let changelog = format!("{}.engage-state", t.group);
+    let mut latest: BTreeMap<String, (i32, [i64; 2])> = BTreeMap::new();
+    for r in read_topic(broker, &changelog, 0, Duration::from_secs(5)) {
+        let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
+        let (_, state) = CustomerState::from_proto(&state).unwrap();
+        latest.insert(String::from_utf8(r.key.unwrap()).unwrap(), (r.partition, state.offsets));
+    }
+    let mut total = 0;
+    for p in 0..PARTITIONS {
+        for (i, topic) in [&t.clickstream, &t.purchases].into_iter().enumerate() {
+            let next = committed_one(broker, &t.group, topic, p);
+            let applied = latest.values().filter(|(q, _)| *q == p).map(|(_, o)| o[i]).max().unwrap_or(-1);
+            assert_eq!(applied, next - 1, "{topic}[{p}]: state applied up to {applied}, offset committed at {next}");
+            total += next.max(0);
         }
     }
-    out
+    total
+}
+
+/// The committed offset of one partition (0 when none). While a killed
+/// instance's transaction is open its offsets are unstable and the broker
+/// answers with an error: ask again until the transaction is aborted.
+fn committed_one(broker: &Broker, group: &str, topic: &str, partition: i32) -> i64 {
+    let c: BaseConsumer = broker.client_config().set("group.id", group).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        match c.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(got) => return got.elements()[0].offset().to_raw().unwrap_or(0).max(0),
+            Err(e) => assert!(Instant::now() < deadline, "committed offsets of {topic}[{partition}]: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn exactly_once_mode_commits_outputs_state_and_offsets_together() {
-    let mock = MockCluster::new(3).unwrap();
-    let bootstrap = mock.bootstrap_servers();
-    let topics = [
-        "clickstream",
-        "purchases",
-        "engagement.scores",
-        "engagement.churn-alerts",
-        "engagement.dlq",
-        "eos.engage-state",
-    ];
-    for t in topics {
-        mock.create_topic(t, 2, 1).unwrap();
-    }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let t0 = engage::clock::wall_clock_ms() - 86_400_000;
-    for i in 0..50 {
-        let customer = format!("c{i}");
-        let value = serde_json::json!({"event_id": format!("e{i}"), "customer_id": customer, "type": "page_view", "ts": t0 + i})
-            .to_string();
-        producer
-            .send(FutureRecord::to("clickstream").key(&customer).payload(&value), Duration::from_secs(10))
-            .await
-            .unwrap();
-    }
-    let config = Config::from_toml(&format!(
-        "[kafka]\n\"bootstrap.servers\" = \"{bootstrap}\"\n\"session.timeout.ms\" = 6000\n\
-         [run]\ngroup_id = \"eos\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"eos-test\"\n\
-         [http]\nlisten = \"\"\n[state]\nflush_interval = \"200ms\"\n"
-    ))
-    .unwrap();
-    let token = CancellationToken::new();
-    let run = tokio::spawn(engage::pipeline::run(config, Arc::new(Store::new()), token.clone()));
+async fn exactly_once_through_five_kill_nines_publishes_every_output_once() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 80_000, 1_500);
+    let expected = reference_run(&broker, &base, want).await;
 
-    // Outputs become visible to read_committed consumers once their
-    // transaction commits; one score change per new customer.
-    let scores = read_committed(&bootstrap, "engagement.scores", 50);
-    assert_eq!(scores.len(), 50);
-    // The state changelog is written in the same transactions.
-    let c = reader(&bootstrap, "state-reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset("eos.engage-state", p, Offset::Beginning).unwrap();
+    let eos = run_topics(&broker, &base, "eos").await;
+    let text = eos_config(&broker, &eos, &unique("eos-kill"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = engage::synth::SplitMix64::new(11);
+    let mut landed = Vec::new();
+    for i in 0..5 {
+        let mut engage = Engage::start(dir.path(), &text);
+        // Every partition assigned and restored, then a moment of work.
+        assert!(engage.wait_for_log("\"assign\"", Duration::from_secs(60)), "run {i}: {}", engage.log());
+        std::thread::sleep(Duration::from_millis(400 + rng.next_u64() % 1200));
+        engage.kill9();
+        let done = assert_offsets_match_committed_state(&broker, &eos);
+        assert!(done < want.0 + want.1, "kill {i} landed after everything was committed: the test proves nothing");
+        landed.push(done);
     }
-    c.assign(&tpl).unwrap();
-    let mut states = 0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while states < 50 && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            use prost::Message as _;
-            engage::proto::CustomerState::decode(m.payload().unwrap()).unwrap();
-            states += 1;
+    let mut engage = Engage::start(dir.path(), &text);
+    assert!(wait_committed(&broker, &eos, PARTITIONS, want), "{}", engage.log());
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
+
+    let states = final_states(&broker, &eos);
+    assert_same_facts(&expected, &states);
+    let outputs = assert_each_seq_exactly_once(&broker, &eos, &states);
+    let scores = read_topic(&broker, &eos.scores, 1, Duration::from_secs(30)).len();
+    assert_written_in_transactions(&broker, &eos.scores, scores);
+    println!(
+        "exactly_once: killed at {landed:?} of {} records committed; {} customers equal to the at-least-once \
+         reference; {outputs} outputs, each (customer, seq) once",
+        want.0 + want.1,
+        states.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
+    let broker = Broker::start();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 30_000, 1_500);
+    let eos = run_topics(&broker, &base, "fence").await;
+    let text = eos_config(&broker, &eos, &unique("eos-fence"));
+    let dir = tempfile::tempdir().unwrap();
+
+    let mut first = Engage::start(dir.path(), &text);
+    assert!(first.wait_for_log("state restored", Duration::from_secs(60)), "{}", first.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut second = Engage::start(dir.path(), &text);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
         }
-    }
-    assert_eq!(states, 50);
-    // (The input offsets go into the same transactions via
-    // send_offsets_to_transaction; the mock cluster accepts TxnOffsetCommit
-    // but does not store it, so that part cannot be checked here.)
-    token.cancel();
-    let summary = run.await.unwrap().expect("clean shutdown");
-    assert_eq!(summary.applied, 50);
-    // Every client closes while the cluster is still there.
-    drop((c, producer));
-    drop(mock);
+        assert!(Instant::now() < deadline, "the first instance was not fenced:\n{}", first.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a fenced instance must exit non-zero:\n{}", first.log());
+    assert!(first.log().to_lowercase().contains("fenced"), "the exit names the fencing:\n{}", first.log());
+    assert!(committed(&broker, &eos.group, &eos.clickstream, PARTITIONS) < want.0, "fenced before the end");
+
+    assert!(wait_committed(&broker, &eos, PARTITIONS, want), "{}", second.log());
+    assert_eq!(second.terminate(Duration::from_secs(30)).0, Some(0), "{}", second.log());
+    let states = final_states(&broker, &eos);
+    assert!(!states.is_empty());
+    let outputs = assert_each_seq_exactly_once(&broker, &eos, &states);
+    println!("fencing: the first instance exited with {status}; {outputs} outputs, each (customer, seq) once");
 }

@@ -1,4 +1,5 @@
-//! The end-to-end benchmark through the real broker (tansu on loopback),
+//! The end-to-end benchmark through Apache Kafka on loopback (a private
+//! node, or the broker at `ENGAGE_TEST_BOOTSTRAP`),
 //! every figure a ratio against a baseline measured in the same run, or a
 //! figure per customer. Not part of the test suite: `scripts/bench-e2e`.
 //!
@@ -10,11 +11,9 @@
 //!    ([`pipe`]), publishes as many messages per record as engage did,
 //!    with no processing: the Kafka work any processor of this output
 //!    volume pays.
-//! 2. **Latency.** A fresh instance on fresh topics (tansu's in-memory
-//!    store lists every batch of a partition on each fetch, so the
-//!    backlog's batches would slow the broker), loadgen producing new
-//!    customers' traffic at half the rate engage just sustained, lingering
-//!    `E2E_LATENCY_LINGER_MS` (20) per batch. engage's own histograms give
+//! 2. **Latency.** A fresh instance on fresh topics, loadgen producing new
+//!    customers' traffic at half the rate engage just sustained (or
+//!    `E2E_LATENCY_RATE`), lingering `E2E_LATENCY_LINGER_MS` (1) per batch. engage's own histograms give
 //!    p50, p99 and p99.9: `engage_end_to_end_latency_seconds` (input
 //!    record's produce timestamp → output acknowledged), overall and per
 //!    second, and `engage_processing_latency_seconds` (record consumed →
@@ -324,10 +323,9 @@ async fn latency_phase(
     let start = scrape(&http);
     let before = buckets(&start, LATENCY);
     let processing_before = buckets(&start, PROCESSING);
-    // Fewer, larger batches keep tansu's per-fetch listing (module docs)
-    // short; the linger is part of the latency measured.
+    // The generator's linger is part of the end-to-end latency measured.
     let mut generator_config = config.clone();
-    generator_config.kafka.properties.insert("linger.ms".into(), env_or("E2E_LATENCY_LINGER_MS", 20u32).to_string());
+    generator_config.kafka.properties.insert("linger.ms".into(), env_or("E2E_LATENCY_LINGER_MS", 1u32).to_string());
     let opts = LoadOptions {
         rate: Some(half),
         duration: Some(Duration::from_secs(latency_secs)),
@@ -456,7 +454,7 @@ async fn end_to_end() {
         memory_phase(&broker, memory_customers, &mut report).await;
     }
 
-    println!("\nend-to-end benchmark, {PARTITIONS} partitions, tansu on loopback, release build");
+    println!("\nend-to-end benchmark, {PARTITIONS} partitions, Apache Kafka on loopback, release build");
     for line in &report {
         println!("  {line}");
     }

@@ -35,7 +35,8 @@ pub struct RunConfig {
     /// outputs, changelog records and input offsets of each flush are one
     /// Kafka transaction, so consumers reading with
     /// `isolation.level=read_committed` see each output once. Needs a broker
-    /// with transactions (tansu 0.6 has none).
+    /// with transactions (Apache Kafka has them; shown on Kafka 4.4 by
+    /// tests/transactions.rs).
     pub processing_guarantee: ProcessingGuarantee,
     /// `transactional.id` for `exactly_once`; empty means
     /// `<group_id>-<host name or process id>`. Must be unique per instance.

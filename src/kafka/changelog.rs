@@ -125,30 +125,34 @@ pub fn restore(
             if Instant::now() > deadline {
                 return Err(RestoreError::Timeout { topic: topic.to_string(), partition: p, high, timeout });
             }
-            let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
-            // Consumer errors (a broker restarting, say) are transient here:
-            // librdkafka reconnects and fetches again; the deadline bounds it.
-            let m = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(topic, partition = p, error = %e, "reading changelog; retrying");
-                    continue;
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                // Nothing more for now. With exactly_once the changelog ends
+                // in a transaction marker, which is never delivered but moves
+                // the position past it; a position short of `high` means more
+                // is coming, or a transaction is still open (a crashed
+                // instance's, until the broker aborts it): keep reading.
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|tpl| tpl.find_partition(topic, p).and_then(|e| e.offset().to_raw()));
+                if position.is_some_and(|o| o >= high) {
+                    break 'read;
                 }
+                continue;
             };
-            stats.records += 1;
-            apply_record(&m, into, &mut stats, topic);
-            if m.offset() >= high - 1 {
-                break 'read;
+            match message {
+                Ok(m) => {
+                    stats.records += 1;
+                    apply_record(&m, into, &mut stats, topic);
+                    if m.offset() >= high - 1 {
+                        break 'read;
+                    }
+                }
+                // Consumer errors (a broker restarting, say) are transient
+                // here: librdkafka reconnects and fetches again; the deadline
+                // bounds it.
+                Err(e) => warn!(topic, partition = p, error = %e, "reading changelog; retrying"),
             }
-        }
-        // Some brokers (tansu 0.6) report the high watermark as the last
-        // batch's base offset + 1, so the records after it in that batch
-        // are not counted. They arrive with the batch already fetched: drain
-        // what is queued before declaring the restore complete.
-        while let Some(message) = consumer.poll(Duration::from_millis(50)) {
-            let m = message.map_err(|e| KafkaSetupError::client(format!("reading changelog {topic:?}"), e))?;
-            stats.records += 1;
-            apply_record(&m, into, &mut stats, topic);
         }
     }
     stats.customers = into.len();

@@ -304,8 +304,9 @@ impl LagReporter {
         for (topic, t) in &stats.topics {
             for (&partition, p) in &t.partitions {
                 // -1 is librdkafka's internal unassigned partition; a lag of
-                // -1 means not known yet. tansu's high watermark can trail
-                // the committed offset by a batch: clamp at 0.
+                // -1 means not known yet. Some Kafka-protocol brokers report a
+                // high watermark that trails the committed offset by a batch:
+                // clamp at 0.
                 if partition < 0 || !p.desired || p.consumer_lag < 0 {
                     continue;
                 }

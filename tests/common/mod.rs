@@ -1,8 +1,11 @@
-//! Test harness for integration tests against a real Kafka-protocol broker:
-//! tansu, started per test on a free loopback port (or an existing cluster
-//! from `ENGAGE_TEST_BOOTSTRAP=host:port`), random topic names per test,
-//! and the `engage` binary run as a child process.
+//! Test harness for integration tests against Apache Kafka: a broker
+//! shared by the tests that do not harm it (`ENGAGE_TEST_BOOTSTRAP`, which
+//! `scripts/test` starts), private single nodes and three-node KRaft
+//! clusters for tests that stop, kill or freeze a broker, random topic
+//! names per test, and the `engage` binary run as a child process.
 #![allow(dead_code)]
+
+pub mod runs;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,12 +20,46 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
-/// A running broker (killed on drop) or an external one.
+/// One Apache Kafka node (broker and controller in one JVM) this harness
+/// started, on its own data directory so it can be killed and restarted.
+struct Node {
+    id: u32,
+    port: u16,
+    controller_port: u16,
+    props: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(&mut self, cluster_id: &str) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(repo_root().join("scripts/kafka-broker"))
+            .arg(&self.props)
+            .env("KAFKA_CLUSTER_ID", cluster_id)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start scripts/kafka-broker");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A Kafka cluster for a test: the shared broker, or nodes this harness
+/// started (killed on drop).
 pub struct Broker {
     pub bootstrap: String,
-    child: Option<Child>,
-    /// A broker that keeps its data on disk: (tansu binary, working dir).
-    persistent: Option<(String, PathBuf)>,
+    nodes: Vec<Node>,
+    cluster_id: String,
+    replication: i32,
+    _dir: Option<tempfile::TempDir>,
 }
 
 fn repo_root() -> PathBuf {
@@ -44,99 +81,165 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (field(14) + field(15)) / 100.0
 }
 
+/// A node's server.properties: `tests/kafka/server.properties.in` filled in.
+fn node_properties(id: u32, port: u16, controller_port: u16, quorum: &str, data: &Path, rf: i32) -> String {
+    let template = std::fs::read_to_string(repo_root().join("tests/kafka/server.properties.in")).unwrap();
+    template
+        .replace("@NODE_ID@", &id.to_string())
+        .replace("@QUORUM@", quorum)
+        .replace("@PORT@", &port.to_string())
+        .replace("@CONTROLLER_PORT@", &controller_port.to_string())
+        .replace("@DATA@", &data.display().to_string())
+        .replace("@RF@", &rf.to_string())
+        .replace("@MIN_ISR@", &(rf.min(2)).to_string())
+}
+
 impl Broker {
-    /// Whether this broker keeps its data across [`Broker::restart`].
-    pub fn is_persistent(&self) -> bool {
-        self.persistent.is_some()
-    }
-
-    /// The broker process id, when this harness started it.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
+    /// The broker shared by the tests that do not harm it: the one at
+    /// `ENGAGE_TEST_BOOTSTRAP` (`scripts/test` starts it), or else a
+    /// private single node.
     pub fn start() -> Broker {
-        if let Ok(b) = std::env::var("ENGAGE_TEST_BOOTSTRAP") {
-            return Broker { bootstrap: b, child: None, persistent: None };
+        match std::env::var("ENGAGE_TEST_BOOTSTRAP") {
+            Ok(b) => Broker { bootstrap: b, nodes: Vec::new(), cluster_id: String::new(), replication: 1, _dir: None },
+            Err(_) => Broker::private(),
         }
-        let out =
-            Command::new(repo_root().join("scripts/install-broker")).output().expect("run scripts/install-broker");
-        assert!(out.status.success(), "install-broker: {}", String::from_utf8_lossy(&out.stderr));
-        let tansu = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start tansu");
-            let broker = Broker { bootstrap: format!("127.0.0.1:{port}"), child: Some(child), persistent: None };
-            if broker.wait_ready(Duration::from_secs(20)) {
-                return broker;
-            }
-        }
-        panic!("tansu did not become ready");
     }
 
-    /// A tansu built with SQLite storage (`tansu`, the binary) keeping its
-    /// data in `dir/engage.db`, so it survives [`Broker::restart`].
-    pub fn start_persistent(tansu: &str, dir: &Path) -> Broker {
-        let port = free_port();
-        let mut broker = Broker {
-            bootstrap: format!("127.0.0.1:{port}"),
-            child: None,
-            persistent: Some((tansu.to_string(), dir.to_path_buf())),
+    /// A single Apache Kafka node of this test's own, which it may stop,
+    /// freeze or kill.
+    pub fn private() -> Broker {
+        Broker::cluster(1)
+    }
+
+    /// `n` combined broker+controller nodes on loopback. With more than one
+    /// node: a static controller quorum, replication factor 3 and
+    /// `min.insync.replicas` 2 for every topic.
+    pub fn cluster(n: u32) -> Broker {
+        let out = Command::new(repo_root().join("scripts/install-kafka")).output().expect("run scripts/install-kafka");
+        assert!(out.status.success(), "install-kafka: {}", String::from_utf8_lossy(&out.stderr));
+        let dir = tempfile::Builder::new().prefix("engage-kafka-").tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let rf = if n > 1 { 3.min(n as i32) } else { 1 };
+        let quorum = if n == 1 {
+            format!("controller.quorum.bootstrap.servers=127.0.0.1:{}", ports[0].1)
+        } else {
+            let voters: Vec<String> =
+                ports.iter().enumerate().map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1)).collect();
+            format!("controller.quorum.voters={}", voters.join(","))
         };
-        broker.spawn_persistent();
+        let mut nodes = Vec::new();
+        for (i, &(port, controller_port)) in ports.iter().enumerate() {
+            let id = i as u32 + 1;
+            let data = dir.path().join(format!("node{id}"));
+            let props = dir.path().join(format!("node{id}.properties"));
+            std::fs::write(&props, node_properties(id, port, controller_port, &quorum, &data, rf)).unwrap();
+            let log = dir.path().join(format!("node{id}.log"));
+            nodes.push(Node { id, port, controller_port, props, log, child: None });
+        }
+        // 16 random bytes, base64url without padding, as Kafka's cluster
+        // ids are; the same on every node.
+        let cluster_id = base64url_16((u128::from(rand_u64()) << 64) | u128::from(rand_u64() ^ 0x5bd1_e995));
+        for node in &mut nodes {
+            node.spawn(&cluster_id);
+        }
+        let bootstrap = ports.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let broker = Broker { bootstrap, nodes, cluster_id, replication: rf, _dir: Some(dir) };
+        assert!(broker.wait_ready(Duration::from_secs(120)), "Kafka did not become ready:\n{}", broker.logs());
         broker
     }
 
-    fn spawn_persistent(&mut self) {
-        let (tansu, dir) = self.persistent.clone().expect("a persistent broker");
-        let url = format!("tcp://{}", self.bootstrap);
-        let child = Command::new(tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://engage.db"])
-            .current_dir(&dir)
-            .stdout(std::fs::File::create(dir.join("broker.out")).unwrap())
-            .stderr(std::fs::File::create(dir.join("broker.log")).unwrap())
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let log = || {
-            let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-            format!("{}{}", read("broker.out"), read("broker.log"))
-        };
-        // After a kill, the SQLite-backed broker may take a while to serve.
-        assert!(self.wait_ready(Duration::from_secs(120)), "persistent tansu did not become ready:\n{}", log());
+    /// Whether this broker is one the test started (and may restart).
+    pub fn is_persistent(&self) -> bool {
+        !self.nodes.is_empty()
     }
 
-    /// Kills the broker (SIGKILL) and, after `down`, starts it again on the
-    /// same port and data.
+    /// The first node's process id, when this harness started it.
+    pub fn pid(&self) -> Option<u32> {
+        self.node_pid(1)
+    }
+
+    /// Node `id`'s (1-based) process id, while it runs.
+    pub fn node_pid(&self, id: u32) -> Option<u32> {
+        self.nodes.iter().find(|n| n.id == id)?.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills node `id` with SIGKILL.
+    pub fn kill_node(&mut self, id: u32) {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("a node of this cluster").kill();
+    }
+
+    /// Starts node `id` again on its data, and waits until it serves.
+    pub fn start_node(&mut self, id: u32) {
+        let cluster_id = self.cluster_id.clone();
+        let node = self.nodes.iter_mut().find(|n| n.id == id).expect("a node of this cluster");
+        node.spawn(&cluster_id);
+        let addr = format!("127.0.0.1:{}", node.port);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &addr).create().unwrap();
+            if let Ok(md) = c.fetch_metadata(None, Duration::from_secs(2))
+                && md.brokers().iter().any(|b| b.id() == id as i32)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("node {id} did not come back:\n{}", self.logs());
+    }
+
+    /// Kills every node (SIGKILL) and, after `down`, starts them again on
+    /// the same ports and data.
     pub fn restart(&mut self, down: Duration) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for node in &mut self.nodes {
+            node.kill();
         }
         std::thread::sleep(down);
-        self.spawn_persistent();
+        for id in 1..=self.nodes.len() as u32 {
+            let cluster_id = self.cluster_id.clone();
+            self.nodes[id as usize - 1].spawn(&cluster_id);
+        }
+        assert!(self.wait_ready(Duration::from_secs(120)), "Kafka did not come back:\n{}", self.logs());
     }
 
+    /// The node leading `topic`'s `partition`, if the metadata names one.
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        let c: BaseConsumer = self.client_config().create().unwrap();
+        let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).ok()?;
+        let p = md.topics().first()?.partitions().iter().find(|p| p.id() == partition)?.leader();
+        u32::try_from(p).ok()
+    }
+
+    /// Every node's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out += &format!("--- node {} ({}):\n", n.id, n.log.display());
+            for l in tail.into_iter().rev() {
+                out += l;
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Ready when every node this harness started is in the metadata and
+    /// the group coordinator answers (so the first test's group does not
+    /// wait for `__consumer_offsets` to be created).
     fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&self.bootstrap).is_ok() {
-                let c: BaseConsumer = self.client_config().create().unwrap();
-                match c.fetch_metadata(None, Duration::from_secs(2)) {
-                    Ok(_) => return true,
-                    Err(e) if self.persistent.is_some() => eprintln!("broker not ready yet: {e}"),
-                    Err(_) => {}
-                }
+            let c: BaseConsumer = self.client_config().create().unwrap();
+            if let Ok(md) = c.fetch_metadata(None, Duration::from_secs(2))
+                && md.brokers().len() >= self.nodes.len().max(1)
+            {
+                return true;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if self.nodes.iter().any(|n| n.child.is_none()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
         false
     }
@@ -149,7 +252,7 @@ impl Broker {
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create().unwrap();
-        let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let t = NewTopic::new(name, partitions, TopicReplication::Fixed(self.replication));
         let r = admin.create_topics([&t], &AdminOptions::new()).await.unwrap();
         r[0].as_ref().expect("topic created");
     }
@@ -161,11 +264,40 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
+        for n in &mut self.nodes {
+            n.kill();
         }
     }
+}
+
+/// 16 bytes in base64url without padding (22 characters); never starting
+/// with '-', which Kafka's tools would read as an option.
+fn base64url_16(v: u128) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = v.to_be_bytes();
+    let mut bits = 0u32;
+    let mut acc = 0u32;
+    let mut out = String::new();
+    for b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    out.replacen('-', "A", usize::from(out.starts_with('-')))
+}
+
+/// A pseudo-random number from the clock and the process id (no RNG crate
+/// needed for unique names).
+fn rand_u64() -> u64 {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut x = n ^ (u64::from(std::process::id()) << 32);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
 }
 
 /// A unique topic-name prefix for one test.
