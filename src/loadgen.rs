@@ -93,10 +93,9 @@ const BAD_VALUES: [&[u8]; 6] = [
 /// Produces the simulated traffic until the count, the duration, the
 /// present or `stop` is reached, whichever comes first.
 pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToken) -> Result<LoadSummary, LoadError> {
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        crate::kafka::client::load_producer(config, opts.rate.is_some())
-            .create()
-            .map_err(|e| KafkaSetupError::client("creating the load producer", e))?;
+    let producer: ThreadedProducer<DefaultProducerContext> = crate::kafka::client::load_producer(config, opts.rate)
+        .create()
+        .map_err(|e| KafkaSetupError::client("creating the load producer", e))?;
     let started = Instant::now();
     let mut sim = wall_clock_ms() - (opts.history_days * DAY_MS as f64) as i64;
     let mut population = Population::new(opts.seed, opts.customers, sim);

@@ -97,10 +97,10 @@ pub fn output_producer(config: &Config) -> ClientConfig {
     client
 }
 
-/// `engage loadgen`'s producer: paced traffic is latency-sensitive and
-/// sends at once; flat-out traffic batches.
-pub fn load_producer(config: &Config, paced: bool) -> ClientConfig {
-    let linger = if paced { "1" } else { "10" };
+/// `engage loadgen`'s producer at `rate` events/s: paced traffic is
+/// latency-sensitive and sends at once; flat-out traffic (`None`) batches.
+pub fn load_producer(config: &Config, rate: Option<f64>) -> ClientConfig {
+    let linger = if rate.is_some() { "1" } else { "10" };
     client_config(
         config,
         &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],

@@ -5,7 +5,7 @@ with each record's topic, key, headers and expected outcome.
 
 The files are committed; this script documents how they were made (and
 remakes them byte for byte). tests/corpus.rs feeds them through the real
-broker; the fuzz targets use them as seeds. Outcomes: a SPEC §3 reason code
+broker; the fuzz targets use them as seeds. Outcomes: a dead-letter reason code (README "Bad input")
 (the record must be dead-lettered with it), or "ok" (processed),
 "unknown_type" (accepted and counted, no effect), "duplicate" (skipped as
 already applied). The corpus test sets input.max_record_bytes = 4096 so the
