@@ -33,6 +33,9 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
         assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "run {i}: {}", engage.log());
         std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 1500));
         engage.kill9();
+        let done = committed(&broker, &crash.group, &crash.clickstream, PARTITIONS)
+            + committed(&broker, &crash.group, &crash.purchases, PARTITIONS);
+        assert!(done < want.0 + want.1, "kill {i} landed after everything was committed: the test proves nothing");
         if std::env::var("DEBUG_DURABILITY").is_ok() {
             let c: rdkafka::consumer::BaseConsumer =
                 broker.client_config().set("group.id", crash.group.as_str()).create().unwrap();
@@ -55,7 +58,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
                     )
                 })
                 .collect();
-            let cl = read_topic(&broker, &format!("{}.engage-state", crash.group), 0, Duration::from_secs(3));
+            let cl = read_topic(&broker, &format!("{}.engage-state", crash.group), 0, Duration::from_secs(30));
             let mut per = [0usize; 4];
             for r in &cl {
                 per[r.partition as usize] += 1;
@@ -162,26 +165,42 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
         .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"));
     let dir = tempfile::tempdir().unwrap();
     let mut engage = Engage::start(dir.path(), &text);
-    let (mut peak_in_flight, mut peak_rss) = (0.0f64, 0.0f64);
+    // A metric that is missing (a failed scrape) fails the test rather than
+    // reading as 0.
+    let value = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let (mut peak_in_flight, mut peak_rss, mut scrapes) = (0.0f64, 0.0f64, 0);
+    let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(240);
     while committed(&broker, &slow.group, &slow.clickstream, PARTITIONS) != want.0
         || committed(&broker, &slow.group, &slow.purchases, PARTITIONS) != want.1
     {
         assert!(Instant::now() < deadline, "{}", engage.log());
-        let m = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        let value = |name: &str| {
-            m.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        peak_in_flight = peak_in_flight.max(value("engage_producer_in_flight "));
-        peak_rss = peak_rss.max(value("engage_process_resident_memory_bytes "));
+        if let Some((200, m)) = common::http_get(&addr, "/metrics")
+            && m.contains("engage_producer_in_flight ")
+        {
+            peak_in_flight = peak_in_flight.max(value(&m, "engage_producer_in_flight "));
+            peak_rss = peak_rss.max(value(&m, "engage_process_resident_memory_bytes "));
+            scrapes += 1;
+            last = m;
+        }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(scrapes >= 5, "only {scrapes} metrics scrapes succeeded");
+    if let Some((200, m)) = common::http_get(&addr, "/metrics") {
+        last = m;
     }
     let log = engage.log();
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{log}");
-    assert!(log.matches("backpressure").count() >= 2, "input paused and resumed:\n{log}");
+    let paused = value(&last, "engage_backpressure_total{state=\"paused\"}");
+    let resumed = value(&last, "engage_backpressure_total{state=\"resumed\"}");
+    assert!(paused >= 1.0 && resumed >= 1.0, "input paused ({paused}) and resumed ({resumed})");
+    assert!(peak_in_flight > 0.0, "outputs were in flight");
     // In flight: outputs up to the bound, plus those of the record that
     // crossed it, plus the changelog flush waiting behind them (at most one
     // record per customer).

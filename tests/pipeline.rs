@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed, produce, read_topic};
 use prost::Message as _;
@@ -300,18 +300,45 @@ async fn a_restart_resumes_from_committed_offsets_without_skipping_or_repeating(
 async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_processed_committed() {
     let broker = Broker::start();
     let topics = Topics::create(&broker, 2).await;
-    let total = 3000;
+    let total = 20_000;
     one_event_per_customer(&broker, &topics, 0, total).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = topics.config(&broker, "");
+    let addr = common::free_addr();
+    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
     let mut engage = Engage::start(dir.path(), &config);
-    // Stop it mid-stream: as soon as the first outputs arrive.
-    let early = read_topic(&broker, &topics.scores, 1, Duration::from_secs(60));
-    assert!(!early.is_empty());
+    // Signal while the input is still being consumed: as soon as the
+    // metrics show records read, and fewer than were produced.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let at_signal = loop {
+        let metrics = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        let read: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("engage_records_in_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if read > 0.0 {
+            break read as usize;
+        }
+        assert!(Instant::now() < deadline, "no record consumed:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let (code, took) = engage.terminate(Duration::from_secs(30));
+    assert!(at_signal < total, "the signal came after all {total} records were read: nothing was under load");
     assert_eq!(code, Some(0), "{}", engage.log());
     assert!(took < Duration::from_secs(20), "within run.shutdown_deadline: {took:?}");
+    // Everything read before the exit was committed: the final summary's
+    // record count equals the committed offsets.
+    let log = engage.log();
+    let summary = log.lines().find(|l| l.contains("stopped cleanly")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+    let records: i64 = summary
+        .split("records: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {summary}"));
     let done = committed(&broker, &topics.group, &topics.clickstream, 2);
+    assert_eq!(done, records, "consumed {records} records but committed {done}");
+    assert!(done < total as i64, "stopped before the end of the input");
     // Every committed record has its output on the topic.
     let delivered = read_topic(&broker, &topics.scores, done as usize, Duration::from_secs(10));
     assert!(delivered.len() as i64 >= done, "committed {done} but only {} outputs", delivered.len());
@@ -362,20 +389,20 @@ async fn start_up_refuses_non_co_partitioned_inputs_and_invalid_config() {
         .config(&broker, "")
         .replace(&format!("purchases = \"{}\"", topics.purchases), &format!("purchases = \"{odd}\""));
     let mut engage = Engage::start(dir.path(), &config);
-    let status = engage.child.wait().unwrap();
+    let status = engage.wait_exit(Duration::from_secs(60));
     assert!(!status.success());
     assert!(engage.wait_for_log("not co-partitioned", Duration::from_secs(5)), "{}", engage.log());
     assert!(engage.log().contains("has 2 partitions") && engage.log().contains("has 3"), "{}", engage.log());
 
     let mut engage = Engage::start(dir.path(), &topics.config(&broker, "max_in_flite = 5\n"));
-    assert!(!engage.child.wait().unwrap().success());
+    assert!(!engage.wait_exit(Duration::from_secs(60)).success());
     assert!(engage.wait_for_log("max_in_flite", Duration::from_secs(5)), "{}", engage.log());
 
     let secret = topics
         .config(&broker, "")
         .replace("[kafka]", "[kafka]\n\"sasl.password\" = \"hunter2\"\n\"enable.idempotence\" = false");
     let mut engage = Engage::start(dir.path(), &secret);
-    assert!(!engage.child.wait().unwrap().success());
+    assert!(!engage.wait_exit(Duration::from_secs(60)).success());
     assert!(engage.wait_for_log("kafka.enable.idempotence", Duration::from_secs(5)), "{}", engage.log());
     assert!(!engage.log().contains("hunter2"), "secrets never printed");
 }

@@ -22,6 +22,8 @@
 //!    topics; RSS per customer once processed, and again in a fresh
 //!    instance after restoring them all from the changelog.
 //!
+//! `E2E_GUARANTEE=exactly_once` runs engage in its transactional mode.
+//!
 //! Prints one table and writes an SVG plot of throughput and latency over
 //! time (`E2E_PLOT`, default `target/bench-e2e/e2e.svg`). `E2E_PHASES`
 //! (default `throughput,latency,memory`) runs only some phases; latency
@@ -111,8 +113,10 @@ fn scrape(addr: &str) -> String {
 async fn fresh_setup(broker: &Broker) -> (Topics, String, String) {
     let topics = Topics::create(broker, PARTITIONS).await;
     let http = common::free_addr();
+    // E2E_GUARANTEE=exactly_once measures the transactional mode.
+    let guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
     let config_text = topics
-        .config(broker, "sweep_interval = \"1h\"\n")
+        .config(broker, &format!("sweep_interval = \"1h\"\nprocessing_guarantee = \"{guarantee}\"\n"))
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""));
     (topics, http, config_text)
 }

@@ -459,6 +459,9 @@ pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration)
             None => {}
         }
     }
+    // A read that never reached some partition's end is not "everything on
+    // the topic": fail rather than hand back part of it.
+    assert!(remaining.is_empty(), "reading {topic}: partitions {remaining:?} not read to their end within {timeout:?}");
     out
 }
 
@@ -545,6 +548,22 @@ impl Engage {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 return (None, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for engage to exit on its own, at most `timeout` (then kills
+    /// it and fails the test: a hang must not hang the suite).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("engage did not exit within {timeout:?}:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
