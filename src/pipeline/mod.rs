@@ -166,7 +166,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     let mut idle = IdleRelease::new(IDLE_RELEASE_EVERY, release_free_memory);
-    let mut paused = false;
+    let mut backpressure = Backpressure::new();
     // Population gauges, refreshed every log interval until this returns.
     let census = CancellationToken::new();
     tokio::spawn(crate::telemetry::census_loop(store.clone(), config.run.log_interval, census.clone()));
@@ -190,7 +190,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 }
                 worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
                 idle.observe(worker.summary.records);
-                paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                backpressure.update(&consumer, &shared, config.run.max_in_flight);
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
                     let summary = &worker.summary;
@@ -205,7 +205,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             _ = sweep_tick.tick() => {
                 let slice = Slice { index: next_slice, of: slices };
                 next_slice = (next_slice + 1) % slices;
-                worker.sweep(slice, paused);
+                worker.sweep(slice, backpressure.paused);
             }
             message = consumer.recv() => {
                 // Then whatever else is already fetched, without going back
@@ -220,7 +220,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     }
                     batch += 1;
                     if lock(&progress).in_flight() > config.run.max_in_flight {
-                        paused = backpressure(&consumer, &progress, config.run.max_in_flight, paused);
+                        backpressure.update(&consumer, &shared, config.run.max_in_flight);
                         break;
                     }
                     next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
@@ -250,24 +250,49 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// Pauses every assigned partition while too many outputs are in flight,
-/// and resumes once they drain below half. Returns whether paused.
-fn backpressure(
-    consumer: &StreamConsumer<PipelineContext>,
-    progress: &SharedProgress,
-    max: usize,
+/// Input paused while too many outputs are in flight, and the rebalance
+/// generation that state was last applied to.
+///
+/// librdkafka keeps a partition's application pause through a revoke and a
+/// reassignment, and a partition new to this instance arrives unpaused, so
+/// the wanted state is applied again to the whole assignment after every
+/// rebalance, not only when it changes.
+struct Backpressure {
+    /// Whether input is paused.
     paused: bool,
-) -> bool {
-    let in_flight = lock(progress).in_flight();
-    let want_paused = if paused { in_flight > max / 2 } else { in_flight > max };
-    if want_paused != paused
-        && let Ok(assignment) = consumer.assignment()
-    {
-        let result = if want_paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    /// `Shared::generation` when `paused` was last applied to the assignment.
+    applied: u64,
+}
+
+impl Backpressure {
+    fn new() -> Backpressure {
+        Backpressure { paused: false, applied: 0 }
+    }
+
+    /// Pauses every assigned partition while more than `max` outputs are in
+    /// flight, and resumes once they drain below half.
+    fn update(&mut self, consumer: &StreamConsumer<PipelineContext>, shared: &Shared, max: usize) {
+        let in_flight = lock(shared.sink.progress()).in_flight();
+        let want = if self.paused { in_flight > max / 2 } else { in_flight > max };
+        let generation = shared.generation.load(std::sync::atomic::Ordering::SeqCst);
+        if want == self.paused && generation == self.applied {
+            return;
+        }
+        // Between a revoke and the next assignment there is nothing to
+        // apply the state to: try again on the next call.
+        let Ok(assignment) = consumer.assignment() else { return };
+        if assignment.count() == 0 {
+            return;
+        }
+        let result = if want { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
         match result {
-            Ok(()) => crate::telemetry::events::Backpressure { paused: want_paused, in_flight }.emit(),
+            Ok(()) => {
+                if want != self.paused {
+                    crate::telemetry::events::Backpressure { paused: want, in_flight }.emit();
+                }
+                (self.paused, self.applied) = (want, generation);
+            }
             Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
         }
     }
-    want_paused
 }
