@@ -1,0 +1,436 @@
+//! Faults around a running engage that it must ride through without a
+//! restart, each compared with an uninterrupted run over the same input:
+//! brokers of a three-node cluster killed (-9) under the partitions it
+//! reads and writes, then a rolling restart of every node; and the group
+//! scaled from one instance to three and back to one mid-stream, with no
+//! partition ever owned by two instances at once. Each reports what it
+//! checked.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::runs::*;
+use common::{Broker, Engage, Topics};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// `text` (a [`config`]) with engage's output throttled: each batch lingers
+/// `linger_ms` in the producer, and input pauses while more than
+/// `max_in_flight` records await acknowledgement. Unthrottled, engage
+/// consumes these inputs in a few seconds, far less than the faults take to
+/// play out; throttled (to about `max_in_flight` records per pause, a few
+/// pauses a second), the faults land while work remains, however fast
+/// engage gets. The engine sees the same records in the same order either
+/// way. Input is paused much of the time, so a rebalance often comes while
+/// it is: engage must resume the partitions it is given afterwards.
+fn throttled(text: &str, linger_ms: u32, max_in_flight: usize) -> String {
+    text.replace(
+        "\"statistics.interval.ms\" = 1000",
+        &format!("\"statistics.interval.ms\" = 1000\n\"linger.ms\" = {linger_ms}"),
+    )
+    .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"))
+}
+
+/// Prints what the test is doing, with the seconds since `started`.
+fn step(started: Instant, what: &str) {
+    println!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+/// Input records committed by `t.group` over both inputs, asking again
+/// while the group coordinator is moving (unlike `common::committed`, an
+/// error is never read as nothing committed).
+fn committed_now(broker: &Broker, t: &Topics, partitions: i32) -> i64 {
+    let consumer: BaseConsumer = broker.client_config().set("group.id", t.group.as_str()).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&t.clickstream, p);
+            tpl.add_partition(&t.purchases, p);
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => return c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum(),
+            Err(e) => assert!(Instant::now() < deadline, "committed offsets of {}: {e}", t.group),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until every partition of every topic has a leader and all its
+/// replicas in sync, so the next node stopped never takes the last in-sync
+/// replica of anything. Returns how long it took.
+fn wait_in_sync(broker: &Broker, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        let c: BaseConsumer = broker.client_config().create().unwrap();
+        match c.fetch_metadata(None, Duration::from_secs(5)) {
+            Ok(md) => {
+                let lagging: Vec<String> = md
+                    .topics()
+                    .iter()
+                    .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p)))
+                    .filter(|(_, p)| p.leader() < 0 || p.isr().len() < p.replicas().len())
+                    .map(|(t, p)| format!("{t}[{}] leader {} isr {:?}", p.id(), p.leader(), p.isr()))
+                    .collect();
+                if lagging.is_empty() && !md.topics().is_empty() {
+                    return start.elapsed();
+                }
+                last = lagging.join(", ");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("partitions not back in sync after {timeout:?}: {last}\n{}", broker.logs());
+}
+
+/// Stops node `id` with SIGTERM (a controlled shutdown: its leaderships
+/// move first) and waits for the JVM to exit; SIGKILL after 60 s. Returns
+/// whether it stopped gracefully.
+fn stop_node_gracefully(broker: &mut Broker, id: u32) -> bool {
+    let pid = broker.node_pid(id).expect("node running");
+    signal(pid, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        // Exited once it is a zombie (the harness has not reaped it yet).
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if matches!(state, None | Some("Z") | Some("X")) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Reaps the exited JVM (or kills the one that would not stop).
+    broker.kill_node(id);
+    exited
+}
+
+/// Why `wait_committed` gave up: how far the group got, engage's warnings,
+/// its rebalances and backpressure switches, and its last progress line.
+fn stalled(broker: &Broker, t: &Topics, partitions: i32, total: i64, engage: &Engage) -> String {
+    let log = engage.log();
+    let lines: Vec<String> = log.lines().map(strip_ansi).collect();
+    let events: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains(" progress ") && !l.contains("Connect to") && !l.contains("CONFWARN"))
+        .collect();
+    let events: Vec<&str> = events[events.len().saturating_sub(80)..].iter().map(|l| l.as_str()).collect();
+    let last_progress = lines.iter().rev().find(|l| l.contains(" progress ")).cloned().unwrap_or_default();
+    let warned: Vec<String> = warnings(&log).into_iter().map(|(w, n)| format!("{n} x {w}")).collect();
+    format!(
+        "only {} of {total} records committed after 180 s; engage {}.\n\
+         warnings:\n{}\nlast events:\n{}\n{last_progress}",
+        committed_now(broker, t, partitions),
+        if log.contains("\"revoke\"") { "went through a rebalance" } else { "never rebalanced" },
+        warned.join("\n"),
+        events.join("\n")
+    )
+}
+
+/// Replica count of each partition of `topic`.
+fn replication_of(broker: &Broker, topic: &str) -> Vec<usize> {
+    let c: BaseConsumer = broker.client_config().create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+    md.topics()[0].partitions().iter().map(|p| p.replicas().len()).collect()
+}
+
+/// The WARN and ERROR lines of an engage log, ANSI codes and timestamps
+/// removed, with how often each came; but not librdkafka's CONFWARNs (the
+/// harness's `[kafka]` section names consumer properties, which every
+/// client is given).
+fn warnings(log: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in log.lines().map(strip_ansi) {
+        if (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("CONFWARN") {
+            let text = line.split_once(' ').map_or(line.as_str(), |(_, rest)| rest.trim()).to_string();
+            *out.entry(text).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Prints the warnings of an engage log: each kind once with its count,
+/// those about a broker connection (expected while a node is down) only as
+/// a count. Returns how many there were.
+fn print_warnings(name: &str, log: &str) -> usize {
+    let who = if name.is_empty() { "engage".to_string() } else { format!("engage {name}") };
+    let (mut all, mut connection) = (0, 0);
+    for (w, n) in warnings(log) {
+        all += n;
+        if w.contains("Connect to") || w.contains("BrokerTransportFailure") {
+            connection += n;
+        } else {
+            println!("  {who}: {n} x {}", w.chars().take(220).collect::<String>());
+        }
+    }
+    if connection > 0 {
+        println!("  {who}: {connection} x a broker connection refused or lost");
+    }
+    all
+}
+
+/// `line` without ANSI escape sequences (`ESC [ ... letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The brokers of a three-node cluster fail under a running engage: the
+/// leader of an input partition is killed (-9) and restarted, then the
+/// leader of an output partition, then every node is restarted in turn.
+/// engage rides through all of it without exiting, and its final states
+/// equal an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_failover_and_a_rolling_restart_lose_nothing() {
+    let started = Instant::now();
+    let mut broker = Broker::cluster(3);
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 60_000, 2_000);
+    let total = want.0 + want.1;
+    let expected = reference_run(&broker, &base, want).await;
+    let reference_done = started.elapsed();
+    step(started, "reference run done");
+
+    let run = run_topics(&broker, &base, "failover").await;
+    let changelog = format!("{}.engage-state", run.group);
+    let dir = tempfile::tempdir().unwrap();
+    // Throttled so the five faults (half a minute or so) land while input
+    // remains. The group's timeouts stay the harness's (6 s session, 7 s
+    // poll interval): when the group coordinator is killed or stopped,
+    // librdkafka sometimes finds the next one only after the session has
+    // timed out, and engage must then go through a rebalance as well.
+    let text = throttled(&config(&broker, &run), 100, 500);
+    let mut engage = Engage::start(dir.path(), &text);
+    assert!(engage.wait_for_log("\"assign\"", Duration::from_secs(90)), "{}", engage.log());
+    // engage created the changelog with the broker's default replication
+    // (topics.replication_factor = -1): 3 here, so it survives a node.
+    let rf = replication_of(&broker, &changelog);
+    assert!(rf.len() == PARTITIONS as usize && rf.iter().all(|&r| r == 3), "{changelog} replicas {rf:?}");
+    // Work under way: something committed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_now(&broker, &run, PARTITIONS) == 0 {
+        assert!(Instant::now() < deadline, "no progress:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let mut faults: Vec<String> = Vec::new();
+    let fault = |broker: &Broker, what: String| {
+        let done = committed_now(broker, &run, PARTITIONS);
+        assert!(done < total, "{what} landed after all {total} records were committed: the test proves nothing");
+        let what = format!("{what} at {done}/{total}");
+        step(started, &what);
+        what
+    };
+
+    // 1. The leader of input partition 0, killed for 3 s.
+    let first = broker.leader_of(&base.clickstream, 0).expect("a leader of the clickstream's partition 0");
+    faults.push(fault(&broker, format!("kill -9 node {first} (leads {}[0])", base.clickstream)));
+    broker.kill_node(first);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start_node(first);
+    wait_in_sync(&broker, Duration::from_secs(120));
+
+    // 2. The leader of an output partition: the scores topic's partition 0,
+    //    or another output or changelog partition led by a different node.
+    let mut leaders = Vec::new();
+    for p in 0..PARTITIONS {
+        for topic in [&run.scores, &run.alerts, &changelog] {
+            if let Some(l) = broker.leader_of(topic, p) {
+                leaders.push((topic.clone(), p, l));
+            }
+        }
+    }
+    leaders.sort_by_key(|(t, p, _)| (*p != 0 || *t != run.scores, *p));
+    let (topic, p, second) = leaders
+        .iter()
+        .find(|(_, _, l)| *l != first)
+        .or(leaders.first())
+        .cloned()
+        .expect("output partitions have leaders");
+    faults.push(fault(&broker, format!("kill -9 node {second} (leads {topic}[{p}])")));
+    broker.kill_node(second);
+    std::thread::sleep(Duration::from_secs(3));
+    broker.start_node(second);
+    wait_in_sync(&broker, Duration::from_secs(120));
+
+    // 3. A rolling restart: each node stopped gracefully and started again,
+    //    the next only once every partition is back in sync.
+    for id in 1..=3 {
+        let what = fault(&broker, format!("restart node {id}"));
+        let graceful = stop_node_gracefully(&mut broker, id);
+        broker.start_node(id);
+        let sync = wait_in_sync(&broker, Duration::from_secs(120));
+        let how = if graceful { "SIGTERM" } else { "SIGTERM ignored, SIGKILL" };
+        faults.push(format!("{what} ({how}; in sync {:.1} s after start)", sync.as_secs_f64()));
+    }
+    let faults_done = started.elapsed();
+    step(started, "faults done");
+    assert!(
+        engage.child.try_wait().unwrap().is_none(),
+        "engage exited during the broker faults ({faults:?}):\n{}",
+        engage.log()
+    );
+
+    assert!(wait_committed(&broker, &run, PARTITIONS, want), "{}", stalled(&broker, &run, PARTITIONS, total, &engage));
+    let log = engage.log();
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{log}");
+    let states = final_states_of_at_least(&broker, &run, expected.len());
+    assert_same_facts(&expected, &states);
+    let duplicates = assert_no_seq_gaps(&broker, &run, &states);
+    let warned = print_warnings("", &log);
+    println!(
+        "broker failover: {}; engage never restarted; {} rebalances; {} warnings or errors; {duplicates} duplicates \
+         (reference done at {:.0} s, faults done at {:.0} s, all at {:.0} s)",
+        faults.join("; "),
+        log.matches("\"assign\"").count() - 1,
+        warned,
+        reference_done.as_secs_f64(),
+        faults_done.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    report("broker failover and rolling restart", want, &states, &broker, &run);
+}
+
+/// One instance's ownership of partitions, from its log: (partition,
+/// restored at, revoked at or else the instance's last log line, whether a
+/// revoke ended it).
+fn ownership(log: &str) -> Vec<(i32, String, String, bool)> {
+    let mut open: BTreeMap<i32, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut last = String::new();
+    for line in log.lines().map(strip_ansi) {
+        let Some(ts) = line.split_whitespace().next().filter(|t| t.len() > 20 && t.ends_with('Z')) else {
+            continue;
+        };
+        last = ts.to_string();
+        let partition = || -> i32 {
+            let rest = &line[line.find(" partition=").unwrap_or_else(|| panic!("no partition in {line}")) + 11..];
+            rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+        };
+        if line.contains("partition assigned: state restored") {
+            let p = partition();
+            assert!(open.insert(p, last.clone()).is_none(), "partition {p} restored twice without a revoke:\n{log}");
+        } else if line.contains("partition revoked: flushed, committed, dropped") {
+            let p = partition();
+            let from = open.remove(&p).unwrap_or_else(|| panic!("partition {p} revoked but never restored:\n{log}"));
+            out.push((p, from, last.clone(), true));
+        }
+    }
+    out.extend(open.into_iter().map(|(p, from)| (p, from, last.clone(), false)));
+    out
+}
+
+/// The group grows from one instance to three while input is flowing, then
+/// the two newcomers stop gracefully and the first takes everything back:
+/// the final states equal a single uninterrupted run's, and no partition
+/// was ever held by two instances at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_one_to_three_to_one_instances_mid_stream_matches_a_single_run() {
+    const P: i32 = 6;
+    let started = Instant::now();
+    let broker = Broker::start();
+    let base = Topics::create(&broker, P).await;
+    let want = feed_events(&broker, &base, 120_000, 3_000);
+    let total = want.0 + want.1;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Reference: one instance, uninterrupted.
+    let reference = run_topics(&broker, &base, "single").await;
+    let mut single = Engage::start(dir.path(), &config(&broker, &reference));
+    assert!(wait_committed(&broker, &reference, P, want), "{}", single.log());
+    assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0), "{}", single.log());
+    let expected = final_states(&broker, &reference);
+
+    // Throttled so the group changes twice while input remains.
+    let group = run_topics(&broker, &base, "scaling").await;
+    let text = throttled(&config(&broker, &group), 100, 1_000);
+    let mut a = Engage::start(dir.path(), &text);
+    assert!(a.wait_for_log("\"assign\"", Duration::from_secs(60)), "{}", a.log());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed_now(&broker, &group, P) == 0 {
+        assert!(Instant::now() < deadline, "A made no progress:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alone = committed_now(&broker, &group, P);
+
+    // Scale out to three.
+    let mut b = Engage::start(dir.path(), &text);
+    let mut c = Engage::start(dir.path(), &text);
+    for (name, e) in [("B", &b), ("C", &c)] {
+        assert!(e.wait_for_log("partition assigned: state restored", Duration::from_secs(60)), "{name}: {}", e.log());
+    }
+    let before = committed_now(&broker, &group, P);
+    std::thread::sleep(Duration::from_secs(3));
+    let three = committed_now(&broker, &group, P);
+    assert!(three > before, "no progress with three instances ({before} committed):\n{}\n{}", b.log(), c.log());
+
+    // Scale back in to one: B and C stop gracefully.
+    assert!(three < total, "the scale-in began after all {total} records were committed: the test proves nothing");
+    for (name, e) in [("B", &mut b), ("C", &mut c)] {
+        let (code, took) = e.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{name} stopped in {took:?}:\n{}", e.log());
+    }
+    let scaled_in = committed_now(&broker, &group, P);
+    assert!(wait_committed(&broker, &group, P, want), "{}", stalled(&broker, &group, P, total, &a));
+    assert_eq!(a.terminate(Duration::from_secs(30)).0, Some(0), "{}", a.log());
+
+    // No partition held by two instances at once: one instance's revoke of
+    // a partition comes before another's restore of it.
+    let logs = [("A", a.log()), ("B", b.log()), ("C", c.log())];
+    let mut held: BTreeMap<i32, Vec<(String, String, &str)>> = BTreeMap::new();
+    let mut per_instance = Vec::new();
+    for (name, log) in &logs {
+        let owned = ownership(log);
+        assert!(!owned.is_empty(), "{name} never owned a partition:\n{log}");
+        let revoked = owned.iter().filter(|o| o.3).count();
+        per_instance.push(format!("{name} {} ({revoked} ended by a logged revoke)", owned.len()));
+        for (p, from, to, _) in owned {
+            held.entry(p).or_default().push((from, to, name));
+        }
+    }
+    let mut intervals = 0;
+    for (p, spans) in &mut held {
+        spans.sort();
+        intervals += spans.len();
+        for (i, x) in spans.iter().enumerate() {
+            for y in &spans[i + 1..] {
+                if x.2 != y.2 {
+                    assert!(x.1 < y.0, "partition {p}: {} held it {}..{} and {} {}..{}", x.2, x.0, x.1, y.2, y.0, y.1);
+                }
+            }
+        }
+        let (_, last_to, last_owner) = spans.last().unwrap();
+        assert_eq!(*last_owner, "A", "partition {p} ended with {last_owner} (until {last_to}), not A");
+    }
+    assert_eq!(held.len(), P as usize, "every partition owned: {held:?}");
+
+    let states = final_states(&broker, &group);
+    assert_same_facts(&expected, &states);
+    let duplicates = assert_no_seq_gaps(&broker, &group, &states);
+    let warned: usize = logs.iter().map(|(name, log)| print_warnings(name, log)).sum();
+    println!(
+        "scaling 1 -> 3 -> 1: scaled out at {alone}, in at {three} (both stopped at {scaled_in}) of {total} \
+         records committed; {intervals} ownership intervals over {P} partitions ({}), none overlapping; \
+         {} customers equal to the single run; {duplicates} duplicates; {warned} warnings or errors; {:.0} s",
+        per_instance.join(", "),
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
