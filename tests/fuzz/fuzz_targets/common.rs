@@ -1,5 +1,8 @@
-// Shared by the decoder targets: run one input through `decode` as the
-// pipeline does, and check what a successful decode promises.
+// Shared by the fuzz targets and by tests/fuzz_regressions.rs, which
+// replays saved crash inputs in scripts/test: run one input through
+// `decode` as the pipeline does, and check what a successful decode
+// promises; or through the config loader.
+#![allow(dead_code)]
 
 use engage::decode::{Envelope, Format, Limits, MAX_ID_BYTES, decode};
 use engage::engine::event::InputTopic;
@@ -17,7 +20,9 @@ pub fn check(format: Format, data: &[u8]) {
     assert!(!event.customer_id.trim().is_empty() && event.customer_id.len() <= MAX_ID_BYTES);
     assert!(!event.event_id.trim().is_empty() && event.event_id.len() <= MAX_ID_BYTES);
     assert!(event.ts_ms <= NOW + limits.max_future_skew_ms);
-    if let engage::engine::event::EventKind::Purchase { amount, .. } | engage::engine::event::EventKind::Refund { amount } = event.kind {
+    if let engage::engine::event::EventKind::Purchase { amount, .. }
+    | engage::engine::event::EventKind::Refund { amount } = event.kind
+    {
         assert!(amount.is_finite() && (0.0..=limits.max_amount).contains(&amount));
     }
     // Keyed by its own customer id, the same record must decode the same.
@@ -26,4 +31,23 @@ pub fn check(format: Format, data: &[u8]) {
     let again = decode(Some(topic), format, &keyed, value, &limits, NOW).expect("keyed by its own customer id");
     assert_eq!(again.event_id, event.event_id);
     assert_eq!(again.ts_ms, event.ts_ms);
+}
+
+/// Any text through the config loader: never a panic, and every secret
+/// `[kafka]` property of a loaded config shows as "[redacted]" in its debug
+/// dump (what engage logs).
+pub fn check_config(data: &[u8]) {
+    use engage::config::{Config, KafkaConfig};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match Config::from_toml(text) {
+        Ok(config) => {
+            let dump = format!("{config:?}");
+            for key in config.kafka.properties.keys().filter(|k| KafkaConfig::is_secret(k)) {
+                assert!(dump.contains(&format!("{key:?}: \"[redacted]\"")), "secret {key:?} not redacted in {dump}");
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
 }

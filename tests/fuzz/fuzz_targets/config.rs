@@ -3,19 +3,7 @@
 //! dump (what engage logs).
 #![no_main]
 
-use engage::config::{Config, KafkaConfig};
+#[path = "common.rs"]
+mod common;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    match Config::from_toml(text) {
-        Ok(config) => {
-            let dump = format!("{config:?}");
-            for key in config.kafka.properties.keys().filter(|k| KafkaConfig::is_secret(k)) {
-                assert!(dump.contains(&format!("{key:?}: \"[redacted]\"")), "secret {key:?} not redacted in {dump}");
-            }
-        }
-        Err(e) => {
-            let _ = e.to_string();
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check_config(data));
