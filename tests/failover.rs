@@ -41,20 +41,7 @@ fn step(started: Instant, what: &str) {
 /// while the group coordinator is moving (unlike `common::committed`, an
 /// error is never read as nothing committed).
 fn committed_now(broker: &Broker, t: &Topics, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = broker.client_config().set("group.id", t.group.as_str()).create().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&t.clickstream, p);
-            tpl.add_partition(&t.purchases, p);
-        }
-        match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
-            Ok(c) => return c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum(),
-            Err(e) => assert!(Instant::now() < deadline, "committed offsets of {}: {e}", t.group),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    common::committed_offsets(broker, &t.group, &[&t.clickstream, &t.purchases], partitions).values().sum()
 }
 
 /// Waits until every partition of every topic has a leader and all its

@@ -67,33 +67,19 @@ fn assert_offsets_match_committed_state(broker: &Broker, t: &Topics) -> i64 {
         let (_, state) = CustomerState::from_proto(&state).unwrap();
         latest.insert(String::from_utf8(r.key.unwrap()).unwrap(), (r.partition, state.offsets));
     }
+    // While a killed instance's transaction is open its offsets are
+    // unstable: this asks again until the transaction is aborted.
+    let committed = common::committed_offsets(broker, &t.group, &[&t.clickstream, &t.purchases], PARTITIONS);
     let mut total = 0;
     for p in 0..PARTITIONS {
         for (i, topic) in [&t.clickstream, &t.purchases].into_iter().enumerate() {
-            let next = committed_one(broker, &t.group, topic, p);
+            let next = committed[&(topic.to_string(), p)];
             let applied = latest.values().filter(|(q, _)| *q == p).map(|(_, o)| o[i]).max().unwrap_or(-1);
             assert_eq!(applied, next - 1, "{topic}[{p}]: state applied up to {applied}, offset committed at {next}");
             total += next.max(0);
         }
     }
     total
-}
-
-/// The committed offset of one partition (0 when none). While a killed
-/// instance's transaction is open its offsets are unstable and the broker
-/// answers with an error: ask again until the transaction is aborted.
-fn committed_one(broker: &Broker, group: &str, topic: &str, partition: i32) -> i64 {
-    let c: BaseConsumer = broker.client_config().set("group.id", group).create().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition(topic, partition);
-        match c.committed_offsets(tpl, Duration::from_secs(10)) {
-            Ok(got) => return got.elements()[0].offset().to_raw().unwrap_or(0).max(0),
-            Err(e) => assert!(Instant::now() < deadline, "committed offsets of {topic}[{partition}]: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,9 +3,10 @@
 //! the [`Sink`]. Changed customers are flushed to the state changelog every
 //! `state.flush_interval`: encoded at once, written once every output sent
 //! before is acknowledged (consumption goes on meanwhile); an input offset
-//! is committed only after the flush that follows it is acknowledged too. So after any crash the changelog holds, for every
-//! customer, a state whose outputs were all delivered, and the per-customer
-//! applied offsets in it make replayed records no-ops (docs/model.md "Guarantees").
+//! is committed only after the flush that follows it is acknowledged too.
+//! So after any crash the changelog holds, for every customer, a state
+//! whose outputs were all delivered, and the per-customer applied offsets
+//! in it make replayed records no-ops (docs/model.md "Guarantees").
 //!
 //! Partition assignment uses librdkafka's `range` assignor: for topics with
 //! the same partition count it gives partition *p* of both inputs to the

@@ -7,6 +7,7 @@
 
 pub mod runs;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -463,6 +464,40 @@ pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration)
     // the topic": fail rather than hand back part of it.
     assert!(remaining.is_empty(), "reading {topic}: partitions {remaining:?} not read to their end within {timeout:?}");
     out
+}
+
+/// The committed offsets of `group` on partitions 0..`partitions` of each
+/// of `topics` (0 where none), by (topic, partition). Asks again while the
+/// broker answers with an error (a coordinator moving, or offsets left
+/// unstable by a killed instance's open transaction) rather than reading
+/// that as nothing committed; fails after 90 s.
+pub fn committed_offsets(
+    broker: &Broker,
+    group: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> BTreeMap<(String, i32), i64> {
+    let consumer: BaseConsumer = broker.client_config().set("group.id", group).create().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        for topic in topics {
+            for p in 0..partitions {
+                tpl.add_partition(topic, p);
+            }
+        }
+        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => {
+                return c
+                    .elements()
+                    .iter()
+                    .map(|e| ((e.topic().to_string(), e.partition()), e.offset().to_raw().unwrap_or(0).max(0)))
+                    .collect();
+            }
+            Err(e) => assert!(Instant::now() < deadline, "committed offsets of {group}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The committed offset of `group` on `topic`'s partitions (sum over partitions).
