@@ -96,9 +96,19 @@ async fn exactly_once_through_five_kill_nines_publishes_every_output_once() {
     let mut landed = Vec::new();
     for i in 0..5 {
         let mut engage = Engage::start(dir.path(), &text);
-        // Every partition assigned and restored, then a moment of work.
-        assert!(engage.wait_for_log("\"assign\"", Duration::from_secs(60)), "run {i}: {}", engage.log());
-        std::thread::sleep(Duration::from_millis(400 + rng.next_u64() % 1200));
+        // Killed once the i-th eighth of the input is committed (plus a
+        // random moment): the kills spread over the run however fast
+        // engage gets, and always before its end.
+        let target = (want.0 + want.1) * (i + 1) / 8;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while committed(&broker, &eos.group, &eos.clickstream, PARTITIONS)
+            + committed(&broker, &eos.group, &eos.purchases, PARTITIONS)
+            < target
+        {
+            assert!(Instant::now() < deadline, "run {i}: {target} records never committed:\n{}", engage.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 200));
         engage.kill9();
         let done = assert_offsets_match_committed_state(&broker, &eos);
         assert!(done < want.0 + want.1, "kill {i} landed after everything was committed: the test proves nothing");
