@@ -523,7 +523,7 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     let metrics = loop {
         let m = common::http_get(&addr, "/metrics").unwrap().1;
         let settled = sample(&m, "engage_records_in_total{topic=\"clickstream\"}") >= 2.0
-            && m.contains("engage_consumer_lag{")
+            && m.lines().filter(|l| l.starts_with("engage_consumer_lag{")).count() == 2
             && m.lines().filter(|l| l.starts_with("engage_consumer_lag{")).all(|l| l.ends_with(" 0"))
             && sample(&m, "engage_customers{partition=\"0\"}") == 1.0
             // The census runs every second: wait for one that has kim.

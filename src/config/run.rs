@@ -55,6 +55,16 @@ pub struct RunConfig {
     /// still raise alerts. docs/model.md "Health": 30 s.
     #[serde(with = "humantime_serde")]
     pub idle_grace: Duration,
+    /// The two inputs' partition *p* are applied in event-time order
+    /// (README "Ordering across the two inputs"). When one input's next
+    /// record has not arrived but that input is not caught up (it has more
+    /// on the broker), the other's records wait for it at most this long;
+    /// then they go on without it until it delivers again, and
+    /// `engage_alignment_timeouts_total` counts it. Longer waits keep order
+    /// through longer broker hiccups; a wait stalls that partition pair.
+    /// `0s` turns alignment off: records are applied as they arrive.
+    #[serde(with = "humantime_serde")]
+    pub alignment_wait: Duration,
 }
 
 impl Default for RunConfig {
@@ -70,6 +80,7 @@ impl Default for RunConfig {
             sweep_interval: Duration::from_secs(30),
             sweep_slices: 10,
             idle_grace: Duration::from_secs(30),
+            alignment_wait: Duration::from_secs(5),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, DeliveryResult, Header, Headers, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
@@ -214,7 +214,7 @@ impl Sink {
 
     /// Sends a record engage cannot use to the dead-letter topic: original
     /// key, value and headers, plus the docs/model.md "Events" error headers.
-    pub fn send_dead_letter(&self, message: &BorrowedMessage<'_>, error: &DecodeError, work: Work) {
+    pub fn send_dead_letter<M: Message>(&self, message: &M, error: &DecodeError, work: Work) {
         let token = lock(&self.progress).register(work, 1);
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {

@@ -16,6 +16,7 @@
 //! a partition is flushed, committed and dropped; on assign its customers
 //! are restored from the changelog before its first record is processed.
 
+mod align;
 mod memory;
 mod rebalance;
 mod shared;
@@ -23,18 +24,20 @@ mod worker;
 
 pub use memory::set_memory_release;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
+use crate::engine::event::InputTopic;
 use crate::engine::store::Store;
 use crate::engine::{Engine, Rules, Slice};
 use crate::kafka::changelog::RestoreError;
@@ -44,11 +47,12 @@ use crate::kafka::sink::Sink;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, create_output_topics};
 use crate::sync;
 use crate::telemetry::{LagReporter, PipelineMetrics};
+use align::Aligner;
 use memory::{IDLE_RELEASE_EVERY, IdleRelease, release_free_memory};
 use rdkafka::error::KafkaError;
 use rebalance::PipelineContext;
 use shared::{Inputs, Shared};
-use worker::{BatchClock, PartitionCache, Worker};
+use worker::{BatchClock, Input, PartitionCache, Worker};
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
 /// from the last committed offsets and the changelog, so nothing is lost.
@@ -139,6 +143,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         generation: AtomicU64::new(0),
         fatal: Mutex::new(None),
         processed: Mutex::new(HashMap::new()),
+        ends: Mutex::new(HashMap::new()),
     });
     let transactional = sink.is_transactional();
     let consumer: StreamConsumer<PipelineContext> = crate::kafka::client::input_consumer(&config)
@@ -167,7 +172,9 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     let mut idle = IdleRelease::new(IDLE_RELEASE_EVERY, release_free_memory);
-    let mut backpressure = Backpressure::new();
+    let mut pauses = Pauses::new();
+    let mut aligner = Aligner::new(config.run.alignment_wait);
+    let held_gauge = metrics::gauge!(crate::telemetry::ALIGNMENT_HELD);
     // Population gauges, refreshed every log interval until this returns.
     let census = CancellationToken::new();
     tokio::spawn(crate::telemetry::census_loop(store.clone(), config.run.log_interval, census.clone()));
@@ -191,7 +198,17 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 }
                 worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
                 idle.observe(worker.summary.records);
-                backpressure.update(&consumer, &shared, config.run.max_in_flight);
+                aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
+                if let Some(positions) = aligner.enabled().then(|| consumer.position().ok()).flatten() {
+                    let ends = sync::lock(&shared.ends).clone();
+                    for p in aligner.refresh(&inputs, &positions, &ends, &shared.owned(), pauses.backpressure) {
+                        while let Some(input) = aligner.next_ready(p) {
+                            worker.handle(input)?;
+                        }
+                    }
+                }
+                held_gauge.set(aligner.held() as f64);
+                pauses.update(&consumer, &shared, config.run.max_in_flight, aligner.take_pause_change());
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
                     let summary = &worker.summary;
@@ -206,7 +223,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             _ = sweep_tick.tick() => {
                 let slice = Slice { index: next_slice, of: slices };
                 next_slice = (next_slice + 1) % slices;
-                worker.sweep(slice, backpressure.paused);
+                worker.sweep(slice, pauses.backpressure, &aligner);
             }
             message = consumer.recv() => {
                 // Then whatever else is already fetched, without going back
@@ -216,13 +233,27 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                 let clock = BatchClock::now();
                 while let Some(message) = next {
                     match message {
-                        Ok(m) => worker.handle(&m, clock)?,
+                        Ok(m) => {
+                            // A rebalance inside recv() dropped what was held.
+                            aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
+                            let input = Input::decode(&m, inputs.kind(m.topic()), &config, &worker.limits, clock);
+                            let (p, ts) = (input.partition, input.event_time());
+                            if let Some(input) = aligner.offer(input, ts) {
+                                worker.handle(input)?;
+                            }
+                            while let Some(input) = aligner.next_ready(p) {
+                                worker.handle(input)?;
+                            }
+                        }
                         Err(e) => warn!(error = %e, "consumer error"),
                     }
                     batch += 1;
-                    if lock(&progress).in_flight() > config.run.max_in_flight {
-                        backpressure.update(&consumer, &shared, config.run.max_in_flight);
-                        break;
+                    let full = aligner.take_pause_change();
+                    if full.is_some() || lock(&progress).in_flight() > config.run.max_in_flight {
+                        pauses.update(&consumer, &shared, config.run.max_in_flight, full);
+                        if pauses.backpressure {
+                            break;
+                        }
                     }
                     next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
                 }
@@ -251,33 +282,48 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     }
 }
 
-/// Input paused while too many outputs are in flight, and the rebalance
-/// generation that state was last applied to.
+/// Which input partitions are paused, and why: every one while too many
+/// outputs are in flight (backpressure), and those holding
+/// [`align::HOLD_LIMIT`] records waiting for the other input.
 ///
 /// librdkafka keeps a partition's application pause through a revoke and a
 /// reassignment, and a partition new to this instance arrives unpaused, so
 /// the wanted state is applied again to the whole assignment after every
-/// rebalance, not only when it changes.
-struct Backpressure {
-    /// Whether input is paused.
-    paused: bool,
-    /// `Shared::generation` when `paused` was last applied to the assignment.
-    applied: u64,
+/// rebalance, and otherwise only where it changed.
+struct Pauses {
+    /// Whether backpressure pauses every partition.
+    backpressure: bool,
+    /// Partitions holding too many records for alignment.
+    full: HashSet<(InputTopic, i32)>,
+    /// What was last applied, per partition.
+    applied: HashMap<(InputTopic, i32), bool>,
+    /// `Shared::generation` that `applied` refers to.
+    generation: u64,
 }
 
-impl Backpressure {
-    fn new() -> Backpressure {
-        Backpressure { paused: false, applied: 0 }
+impl Pauses {
+    fn new() -> Pauses {
+        Pauses { backpressure: false, full: HashSet::new(), applied: HashMap::new(), generation: u64::MAX }
     }
 
     /// Pauses every assigned partition while more than `max` outputs are in
-    /// flight, and resumes once they drain below half.
-    fn update(&mut self, consumer: &StreamConsumer<PipelineContext>, shared: &Shared, max: usize) {
+    /// flight, and resumes once they drain below half; pauses the
+    /// partitions in `full` (when given: the aligner's latest wish).
+    fn update(
+        &mut self,
+        consumer: &StreamConsumer<PipelineContext>,
+        shared: &Shared,
+        max: usize,
+        full: Option<HashSet<(InputTopic, i32)>>,
+    ) {
+        if let Some(full) = full {
+            self.full = full;
+        }
         let in_flight = lock(shared.sink.progress()).in_flight();
-        let want = if self.paused { in_flight > max / 2 } else { in_flight > max };
+        let backpressure = if self.backpressure { in_flight > max / 2 } else { in_flight > max };
         let generation = shared.generation.load(std::sync::atomic::Ordering::SeqCst);
-        if want == self.paused && generation == self.applied {
-            return;
+        if generation != self.generation {
+            self.applied.clear();
         }
         // Between a revoke and the next assignment there is nothing to
         // apply the state to: try again on the next call.
@@ -285,15 +331,28 @@ impl Backpressure {
         if assignment.count() == 0 {
             return;
         }
-        let result = if want { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
-        match result {
-            Ok(()) => {
-                if want != self.paused {
-                    crate::telemetry::events::Backpressure { paused: want, in_flight }.emit();
-                }
-                (self.paused, self.applied) = (want, generation);
+        let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+        let mut wanted = Vec::new();
+        for e in assignment.elements() {
+            let key = (shared.inputs.kind(e.topic()), e.partition());
+            let paused = backpressure || self.full.contains(&key);
+            if self.applied.get(&key) != Some(&paused) {
+                let list = if paused { &mut pause } else { &mut resume };
+                list.add_partition(e.topic(), e.partition());
+                wanted.push((key, paused));
             }
-            Err(e) => warn!(error = %e, "backpressure: pause/resume failed"),
+        }
+        let paused = if pause.count() > 0 { consumer.pause(&pause) } else { Ok(()) };
+        let resumed = if resume.count() > 0 { consumer.resume(&resume) } else { Ok(()) };
+        if let Err(e) = paused.and(resumed) {
+            warn!(error = %e, "pause/resume failed; trying again");
+            return;
+        }
+        self.applied.extend(wanted);
+        self.generation = generation;
+        if backpressure != self.backpressure {
+            crate::telemetry::events::Backpressure { paused: backpressure, in_flight }.emit();
+            self.backpressure = backpressure;
         }
     }
 }

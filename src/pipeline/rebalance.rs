@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 use tracing::warn;
 
 use super::PipelineError;
+use super::align::Ends;
 use super::shared::Shared;
 use crate::kafka::changelog;
 use crate::sync;
@@ -27,6 +29,19 @@ pub(super) struct PipelineContext {
 impl ClientContext for PipelineContext {
     fn stats(&self, stats: rdkafka::Statistics) {
         self.lag.report(&stats);
+        let mut ends = sync::lock(&self.shared.ends);
+        for (topic, t) in &stats.topics {
+            let Some(kind) = self.shared.inputs.of(topic) else { continue };
+            for (&partition, p) in &t.partitions {
+                // -1: librdkafka's internal unassigned partition; offsets
+                // below 0 are not known yet.
+                let start = if p.committed_offset >= 0 { p.committed_offset } else { p.lo_offset };
+                if partition < 0 || !p.desired || start < 0 || p.ls_offset < 0 {
+                    continue;
+                }
+                ends.insert((kind, partition), Ends { start, end: p.ls_offset });
+            }
+        }
     }
 }
 
@@ -42,6 +57,7 @@ impl ConsumerContext for PipelineContext {
             warn!(error = %e, "revoke: could not finish; uncommitted records will be reprocessed");
         }
         sync::lock(&s.processed).retain(|(_, p), _| !partitions.contains(p));
+        sync::lock(&s.ends).retain(|(_, p), _| !partitions.contains(p));
         for p in partitions {
             s.sink.forget(p);
             sync::lock(&s.dirty).forget(p);
@@ -52,7 +68,7 @@ impl ConsumerContext for PipelineContext {
         RebalanceEvent { kind: "revoke", owned: sync::lock(&s.owned).len() }.emit();
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
         let s = &self.shared;
         s.generation.fetch_add(1, Ordering::SeqCst);
@@ -80,8 +96,36 @@ impl ConsumerContext for PipelineContext {
                 Err(source) => s.set_fatal(PipelineError::Restore { partition: p, source }),
             }
         }
+        query_ends(consumer, s, tpl);
         s.store.status().set_joined();
         RebalanceEvent { kind: "assign", owned: sync::lock(&s.owned).len() }.emit();
+    }
+}
+
+/// Asks the broker where each newly assigned input partition stands, so
+/// event-time alignment knows at once which inputs are caught up rather
+/// than after the first statistics report. The high watermark stands in for
+/// the last stable offset until then (they differ only while an upstream
+/// transaction is open, and then the pair waits at most
+/// `run.alignment_wait`). A failed query leaves it to the statistics.
+fn query_ends(consumer: &BaseConsumer<PipelineContext>, s: &Shared, tpl: &TopicPartitionList) {
+    if s.config.run.alignment_wait.is_zero() {
+        return;
+    }
+    let timeout = Duration::from_secs(10);
+    let committed = consumer.committed_offsets(tpl.clone(), timeout).ok();
+    for e in tpl.elements() {
+        let Some(kind) = s.inputs.of(e.topic()) else { continue };
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout) else { continue };
+        let start = committed
+            .as_ref()
+            .and_then(|c| c.find_partition(e.topic(), e.partition()))
+            .and_then(|c| match c.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(low);
+        sync::lock(&s.ends).insert((kind, e.partition()), Ends { start, end: high });
     }
 }
 

@@ -13,6 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
+use super::align::Ends;
 use super::{PipelineError, TransactionError};
 use crate::config::Config;
 use crate::engine::event::InputTopic;
@@ -37,6 +38,17 @@ impl std::fmt::Display for Inputs {
 }
 
 impl Inputs {
+    /// Which input `topic` is, or `None` for another topic.
+    pub(super) fn of(&self, topic: &str) -> Option<InputTopic> {
+        if topic == self.purchases {
+            Some(InputTopic::Purchases)
+        } else if topic == self.clickstream {
+            Some(InputTopic::Clickstream)
+        } else {
+            None
+        }
+    }
+
     pub(super) fn kind(&self, topic: &str) -> InputTopic {
         if topic == self.purchases { InputTopic::Purchases } else { InputTopic::Clickstream }
     }
@@ -66,6 +78,9 @@ pub(super) struct Shared {
     /// `exactly_once`: the next offset to read per input topic-partition,
     /// committed inside each transaction.
     pub(super) processed: Mutex<HashMap<(InputTopic, i32), i64>>,
+    /// Where each input partition stands on the broker, from the consumer's
+    /// statistics (for event-time alignment).
+    pub(super) ends: Mutex<HashMap<(InputTopic, i32), Ends>>,
 }
 
 impl Shared {

@@ -1,5 +1,5 @@
 //! The main loop's per-record and per-sweep work: decode, apply, publish
-//! or dead-letter; churn sweeps at each partition's stream time.
+//! or dead-letter; churn sweeps at each partition pair's stream time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,13 +7,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::{BorrowedMessage, Headers, OwnedMessage};
 use tracing::{debug, info};
 
+use super::align::Aligner;
 use super::shared::Shared;
 use super::{PipelineError, RunSummary};
 use crate::clock::wall_clock_ms;
-use crate::decode::{Envelope, decode};
+use crate::config::Config;
+use crate::decode::{DecodeError, Envelope, Limits, decode};
+use crate::engine::event::Event;
 use crate::engine::event::{InputTopic, Source};
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
@@ -23,34 +26,52 @@ use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;
 use crate::telemetry::PipelineMetrics;
 
-/// A partition's stream time (docs/model.md "Health"): the largest event time seen, or the
-/// wall clock once the partition has been caught up and idle for
-/// `idle_grace`.
+/// A partition pair's stream time (docs/model.md "Health"): the event time
+/// up to which both inputs have been applied, or the wall clock once the
+/// pair has been caught up and idle for `idle_grace`.
 #[derive(Debug)]
 pub(super) struct StreamClock {
-    pub(super) max_event_ms: i64,
+    /// The largest event time applied, per input.
+    pub(super) max_event_ms: [i64; 2],
     pub(super) last_record: Instant,
 }
 
 impl Default for StreamClock {
     fn default() -> Self {
-        StreamClock { max_event_ms: i64::MIN, last_record: Instant::now() }
+        StreamClock { max_event_ms: [i64::MIN; 2], last_record: Instant::now() }
     }
 }
 
 impl StreamClock {
-    /// An event at `event_ms` was taken up at `at`.
-    pub(super) fn observe(&mut self, event_ms: i64, at: Instant) {
-        self.max_event_ms = self.max_event_ms.max(event_ms);
+    /// An event of `topic` at `event_ms` was taken up at `at`.
+    pub(super) fn observe(&mut self, topic: InputTopic, event_ms: i64, at: Instant) {
+        let max = &mut self.max_event_ms[topic.index()];
+        *max = (*max).max(event_ms);
         self.last_record = at;
     }
 
-    /// While paused by backpressure the partition is not idle, only held.
-    pub(super) fn stream_time(&self, idle_grace: Duration, paused: bool) -> i64 {
-        if !paused && self.last_record.elapsed() >= idle_grace {
-            self.max_event_ms.max(wall_clock_ms())
+    /// The stream time, or `None` before anything was applied. An input
+    /// that is not `settled` (it has records held or still on the broker)
+    /// holds the time back to what it has applied: a sweep must not judge
+    /// its customers idle at the other input's later time. While paused by
+    /// backpressure the pair is not idle, only held.
+    pub(super) fn stream_time(&self, idle_grace: Duration, paused: bool, settled: [bool; 2]) -> Option<i64> {
+        let newest = self.max_event_ms[0].max(self.max_event_ms[1]);
+        if newest == i64::MIN {
+            return None;
+        }
+        let behind = InputTopic::ALL
+            .iter()
+            .filter(|t| !settled[t.index()] && self.max_event_ms[t.index()] != i64::MIN)
+            .map(|t| self.max_event_ms[t.index()])
+            .min();
+        if let Some(behind) = behind {
+            return Some(behind);
+        }
+        if settled == [true, true] && !paused && self.last_record.elapsed() >= idle_grace {
+            Some(newest.max(wall_clock_ms()))
         } else {
-            self.max_event_ms
+            Some(newest)
         }
     }
 }
@@ -73,6 +94,88 @@ impl BatchClock {
     }
 }
 
+/// One input record taken from the consumer and decoded: what the worker
+/// applies, at once or after the [`super::align::Aligner`] held it.
+pub(super) struct Input<'a> {
+    pub(super) topic: InputTopic,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    /// The record timestamp, for the end-to-end latency.
+    pub(super) produced_ms: Option<i64>,
+    /// When it was taken from the consumer: processing latency counts
+    /// from here, time held included.
+    pub(super) consumed: Instant,
+    /// The event, or why the record cannot be used.
+    pub(super) body: Result<Event<'a>, Rejected<'a>>,
+}
+
+/// A record that goes to the dead-letter topic, with the reason.
+pub(super) struct Rejected<'a> {
+    pub(super) error: DecodeError,
+    pub(super) record: RecordRef<'a>,
+}
+
+/// The consumer's record, or a copy once it must outlive the poll.
+pub(super) enum RecordRef<'a> {
+    Borrowed(&'a BorrowedMessage<'a>),
+    Owned(Box<OwnedMessage>),
+}
+
+impl<'a> Input<'a> {
+    /// Decodes `message` of the input `topic`.
+    pub(super) fn decode(
+        message: &'a BorrowedMessage<'a>,
+        topic: InputTopic,
+        config: &Config,
+        limits: &Limits,
+        clock: BatchClock,
+    ) -> Input<'a> {
+        let format = match topic {
+            InputTopic::Clickstream => config.input.clickstream_format,
+            InputTopic::Purchases => config.input.purchases_format,
+        };
+        let produced_ms = message.timestamp().to_millis();
+        let envelope = Envelope {
+            key: message.key(),
+            require_key: true,
+            timestamp_ms: produced_ms,
+            content_type: content_type(message),
+        };
+        let value = message.payload().unwrap_or(&[]);
+        let body = decode(Some(topic), format, &envelope, value, limits, clock.wall_ms)
+            .map_err(|error| Rejected { error, record: RecordRef::Borrowed(message) });
+        Input {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            produced_ms,
+            consumed: clock.consumed,
+            body,
+        }
+    }
+
+    /// The event time the inputs are aligned on; a record that cannot be
+    /// decoded changes no state and goes first.
+    pub(super) fn event_time(&self) -> i64 {
+        self.body.as_ref().map_or(i64::MIN, |e| e.ts_ms)
+    }
+
+    /// Detaches the record from the consumer's buffer, to be held.
+    pub(super) fn into_owned(self) -> Input<'static> {
+        let body = match self.body {
+            Ok(event) => Ok(event.into_owned()),
+            Err(Rejected { error, record }) => Err(Rejected {
+                error,
+                record: RecordRef::Owned(match record {
+                    RecordRef::Borrowed(m) => Box::new(m.detach()),
+                    RecordRef::Owned(m) => m,
+                }),
+            }),
+        };
+        Input { body, ..self }
+    }
+}
+
 /// The main loop's per-record and per-sweep state.
 pub(super) struct Worker {
     pub(super) engine: Engine,
@@ -86,41 +189,29 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Decodes, applies and publishes one input record (or dead-letters it).
-    pub(super) fn handle(&mut self, message: &BorrowedMessage<'_>, clock: BatchClock) -> Result<(), PipelineError> {
+    /// Applies and publishes one input record (or dead-letters it).
+    pub(super) fn handle(&mut self, input: Input<'_>) -> Result<(), PipelineError> {
         let shared = &*self.shared;
         // A restore that failed inside this very recv() must stop us
         // before the partition's records are applied to empty state.
         if let Some(e) = sync::lock(&shared.fatal).take() {
             return Err(e);
         }
-        let config = &shared.config;
         let sink = &shared.sink;
         self.summary.records += 1;
-        let kind = shared.inputs.kind(message.topic());
+        let kind = input.topic;
         self.metrics.record_in(kind);
-        let p = message.partition();
-        let work = Work::Record { topic: kind, partition: p, offset: message.offset() };
+        let p = input.partition;
+        let work = Work::Record { topic: kind, partition: p, offset: input.offset };
         if sink.is_transactional() {
-            sync::lock(&shared.processed).insert((kind, p), message.offset() + 1);
+            sync::lock(&shared.processed).insert((kind, p), input.offset + 1);
         }
-        let format = match kind {
-            InputTopic::Clickstream => config.input.clickstream_format,
-            InputTopic::Purchases => config.input.purchases_format,
-        };
-        let envelope = Envelope {
-            key: message.key(),
-            require_key: true,
-            timestamp_ms: message.timestamp().to_millis(),
-            content_type: content_type(message),
-        };
-        let value = message.payload().unwrap_or(&[]);
-        match decode(Some(kind), format, &envelope, value, &self.limits, clock.wall_ms) {
+        match input.body {
             Ok(event) => {
                 self.metrics.event(&event.kind);
                 let partition = self.cache.get(shared, p);
-                let source = Source { topic: kind, offset: message.offset() };
-                self.clocks.entry(p).or_default().observe(event.ts_ms, clock.consumed);
+                let source = Source { topic: kind, offset: input.offset };
+                self.clocks.entry(p).or_default().observe(kind, event.ts_ms, input.consumed);
                 match self.engine.apply(&partition, &event, Some(source), &mut self.outputs) {
                     Outcome::Applied => {
                         self.summary.applied += 1;
@@ -137,30 +228,33 @@ impl Worker {
                 }
                 count_outputs(&self.metrics, &self.outputs);
                 self.summary.outputs += self.outputs.len() as u64;
-                let origin = Origin { consumed: clock.consumed, produced_ms: message.timestamp().to_millis() };
+                let origin = Origin { consumed: input.consumed, produced_ms: input.produced_ms };
                 sink.send_outputs(&mut self.outputs, work, Some(origin));
             }
-            Err(error) => {
+            Err(Rejected { error, record }) => {
                 self.summary.dead_letters += 1;
                 self.metrics.dead_letter(error.reason);
-                debug!(topic = message.topic(), partition = p, offset = message.offset(),
+                debug!(topic = shared.inputs.name(kind), partition = p, offset = input.offset,
                        reason = %error.reason, "dead letter");
-                sink.send_dead_letter(message, &error, work);
+                match record {
+                    RecordRef::Borrowed(m) => sink.send_dead_letter(m, &error, work),
+                    RecordRef::Owned(m) => sink.send_dead_letter(&*m, &error, work),
+                }
             }
         }
         Ok(())
     }
 
-    /// One sweep tick: `slice` of every owned partition, at each partition's
-    /// stream time; then retention.
-    pub(super) fn sweep(&mut self, slice: Slice, paused: bool) {
+    /// One sweep tick: `slice` of every owned partition, at each partition
+    /// pair's stream time; then retention.
+    pub(super) fn sweep(&mut self, slice: Slice, paused: bool, aligner: &Aligner) {
         let started = Instant::now();
         let shared = &*self.shared;
         let config = &shared.config;
         let retention_ms = config.state.retention.as_millis() as i64;
         for p in shared.owned() {
             let Some(clock) = self.clocks.get(&p) else { continue };
-            let now = clock.stream_time(config.run.idle_grace, paused);
+            let Some(now) = clock.stream_time(config.run.idle_grace, paused, aligner.settled(p)) else { continue };
             let partition = self.cache.get(shared, p);
             self.engine.sweep_slice(&partition, now, slice, &mut self.outputs);
             let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
@@ -215,6 +309,37 @@ pub(super) fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
     }
 }
 
-pub(super) fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
     message.headers()?.iter().find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE)).and_then(|h| h.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn stream_time_waits_for_the_input_that_is_behind() {
+        let mut clock = StreamClock::default();
+        assert_eq!(clock.stream_time(LONG, false, [true, true]), None, "nothing applied yet");
+        clock.observe(InputTopic::Purchases, 90, Instant::now());
+        clock.observe(InputTopic::Clickstream, 20, Instant::now());
+        // Clicks still on the broker: the pair is at day 20, not 90.
+        assert_eq!(clock.stream_time(LONG, false, [false, true]), Some(20));
+        assert_eq!(clock.stream_time(LONG, false, [false, false]), Some(20));
+        // Purchases behind, clicks caught up.
+        assert_eq!(clock.stream_time(LONG, false, [true, false]), Some(90));
+        assert_eq!(clock.stream_time(LONG, false, [true, true]), Some(90));
+    }
+
+    #[test]
+    fn an_idle_caught_up_pair_follows_the_wall_clock() {
+        let mut clock = StreamClock::default();
+        clock.observe(InputTopic::Clickstream, 5, Instant::now());
+        let idle = Duration::ZERO;
+        assert!(clock.stream_time(idle, false, [true, true]).unwrap() >= wall_clock_ms() - 1000);
+        assert_eq!(clock.stream_time(idle, true, [true, true]), Some(5), "paused by backpressure is not idle");
+        assert_eq!(clock.stream_time(idle, false, [false, true]), Some(5), "an input behind is not idle");
+    }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{ASSIGNED_PARTITIONS, BACKPRESSURE, DELIVERY_ERRORS, REBALANCES, RESTORE_DURATION, RESTORE_RECORDS};
+use super::{
+    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, DELIVERY_ERRORS, REBALANCES, RESTORE_DURATION,
+    RESTORE_RECORDS,
+};
 
 /// The consumer group gave this instance partitions, or took them away.
 pub(crate) struct Rebalance {
@@ -106,5 +109,30 @@ impl Backpressure {
         let state = if self.paused { "paused" } else { "resumed" };
         metrics::counter!(BACKPRESSURE, "state" => state).increment(1);
         info!(in_flight = self.in_flight, paused = self.paused, "backpressure");
+    }
+}
+
+/// A partition pair waited `run.alignment_wait` for a lagging input and
+/// goes on without it: until that input delivers again, the other's
+/// records are applied as they arrive, possibly before earlier events of
+/// the lagging one.
+pub(crate) struct AlignmentTimeout<'a> {
+    /// Both inputs' names, for the log.
+    pub inputs: &'a dyn Display,
+    /// The input partition number.
+    pub partition: i32,
+    /// The input waited for.
+    pub lagging: crate::engine::event::InputTopic,
+    /// Records of the other input that were waiting.
+    pub held: usize,
+    /// `run.alignment_wait`.
+    pub wait: Duration,
+}
+
+impl AlignmentTimeout<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(ALIGNMENT_TIMEOUTS).increment(1);
+        warn!(topic = %self.inputs, partition = self.partition, lagging = self.lagging.as_str(), held = self.held,
+              wait = ?self.wait, "alignment: the lagging input sent nothing in time; going on without it");
     }
 }

@@ -79,6 +79,11 @@ pub const RESTORE_DURATION: &str = "engage_restore_duration_seconds";
 /// Times consumption was paused or resumed by backpressure, by `state`
 /// (paused, resumed).
 pub const BACKPRESSURE: &str = "engage_backpressure_total";
+/// Times a partition pair stopped waiting for a lagging input after
+/// `run.alignment_wait` and went on without it.
+pub const ALIGNMENT_TIMEOUTS: &str = "engage_alignment_timeouts_total";
+/// Input records held to be applied in event-time order.
+pub const ALIGNMENT_HELD: &str = "engage_alignment_held_records";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -117,6 +122,11 @@ pub fn describe() {
     describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
     describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time each partition restore took.");
     describe_counter!(BACKPRESSURE, "Times consumption was paused (too many outputs in flight) or resumed, by state.");
+    describe_counter!(
+        ALIGNMENT_TIMEOUTS,
+        "Times a partition pair stopped waiting run.alignment_wait for a lagging input and went on without it."
+    );
+    describe_gauge!(ALIGNMENT_HELD, "Input records held to be applied in event-time order across the two inputs.");
 }
 
 /// Buckets of every `_seconds` histogram: 1 ms to 10 s (and 30 s), finer
