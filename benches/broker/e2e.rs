@@ -22,7 +22,10 @@
 //!    topics; RSS per customer once processed, and again in a fresh
 //!    instance after restoring them all from the changelog.
 //!
-//! `E2E_GUARANTEE=exactly_once` runs engage in its transactional mode.
+//! `E2E_GUARANTEE=exactly_once` runs engage in its transactional mode;
+//! `E2E_ALIGNMENT_WAITS` (default `5s`, the default `run.alignment_wait`)
+//! runs the latency phase once per value in the comma-separated list, in
+//! turn: `5s,0s,5s,0s` compares event-time alignment on and off.
 //!
 //! Prints one table and writes an SVG plot of throughput and latency over
 //! time (`E2E_PLOT`, default `target/bench-e2e/e2e.svg`). `E2E_PHASES`
@@ -110,13 +113,13 @@ fn scrape(addr: &str) -> String {
 
 /// Fresh co-partitioned topics, a free HTTP address, and an engage config
 /// on both: each phase starts from these.
-async fn fresh_setup(broker: &Broker) -> (Topics, String, String) {
+async fn fresh_setup(broker: &Broker, run_extra: &str) -> (Topics, String, String) {
     let topics = Topics::create(broker, PARTITIONS).await;
     let http = common::free_addr();
     // E2E_GUARANTEE=exactly_once measures the transactional mode.
     let guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
     let config_text = topics
-        .config(broker, &format!("sweep_interval = \"1h\"\nprocessing_guarantee = \"{guarantee}\"\n"))
+        .config(broker, &format!("sweep_interval = \"1h\"\nprocessing_guarantee = \"{guarantee}\"\n{run_extra}"))
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{http}\""));
     (topics, http, config_text)
 }
@@ -180,7 +183,7 @@ struct Throughput {
 /// `n` events from `customers` customers.
 async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mut Vec<String>) -> Throughput {
     // 1. Throughput. About 1.2 events per customer-day: enough history for N.
-    let (topics, http, config_text) = fresh_setup(broker).await;
+    let (topics, http, config_text) = fresh_setup(broker, "").await;
     let config = Config::from_toml(&config_text).unwrap();
     let history_days = (1.5 * n as f64 / (customers as f64 * 1.16)).max(30.0);
     let opts = LoadOptions { count: Some(n), seed: 1, history_days, ..load_options(customers) };
@@ -312,6 +315,7 @@ async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64
 async fn latency_phase(
     broker: &Broker,
     half: f64,
+    alignment_wait: &str,
     customers: usize,
     latency_secs: u64,
     report: &mut Vec<String>,
@@ -320,7 +324,7 @@ async fn latency_phase(
     // customers (seed 2), on fresh topics with a fresh instance: the
     // backlog's batches would slow every fetch (module docs).
     let dir = tempfile::tempdir().unwrap();
-    let (topics, http, config_text) = fresh_setup(broker).await;
+    let (topics, http, config_text) = fresh_setup(broker, &format!("alignment_wait = \"{alignment_wait}\"\n")).await;
     let config = Config::from_toml(&config_text).unwrap();
     let engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
@@ -362,7 +366,7 @@ async fn latency_phase(
     let after = buckets(&end, LATENCY);
     let observed = after.last().map_or(0.0, |b| b.1) - before.last().map_or(0.0, |b| b.1);
     report.push(format!(
-        "latency at {half:.0} events/s asked, {:.0} achieved, {observed:.0} outputs: {}",
+        "latency at {half:.0} events/s asked, {:.0} achieved, alignment_wait {alignment_wait}, {observed:.0} outputs: {}",
         sent.rate,
         percentiles(&before, &after)
     ));
@@ -378,7 +382,7 @@ async fn latency_phase(
 async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) {
     // 3. Memory: one event per customer on fresh topics.
     let dir = tempfile::tempdir().unwrap();
-    let (topics, http, config_text) = fresh_setup(broker).await;
+    let (topics, http, config_text) = fresh_setup(broker, "").await;
     let now = engage::clock::wall_clock_ms();
     let records: Vec<engage::synth::Record> = (0..memory_customers)
         .map(|i| {
@@ -452,7 +456,15 @@ async fn end_to_end() {
             .and_then(|v| v.parse().ok())
             .or(measured)
             .expect("the latency phase runs at half the throughput phase's rate, or at E2E_LATENCY_RATE");
-        latency = latency_phase(&broker, half, customers, latency_secs, &mut report).await;
+        // E2E_ALIGNMENT_WAITS runs the phase once per run.alignment_wait
+        // given, in turn (e.g. "5s,0s,5s,0s": with and without alignment).
+        let waits = std::env::var("E2E_ALIGNMENT_WAITS").unwrap_or_else(|_| "5s".into());
+        for (i, wait) in waits.split(',').enumerate() {
+            let series = latency_phase(&broker, half, wait.trim(), customers, latency_secs, &mut report).await;
+            if i == 0 {
+                latency = series;
+            }
+        }
     }
     if phases.contains("memory") {
         memory_phase(&broker, memory_customers, &mut report).await;
