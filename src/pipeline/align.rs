@@ -54,8 +54,13 @@ pub(super) struct Ends {
 #[derive(Default)]
 struct Pair {
     held: [VecDeque<(i64, Input<'static>)>; 2],
-    /// The input has nothing more on the broker (as of the last refresh).
+    /// The input has nothing more on the broker, as far as known: set on
+    /// every refresh, and on every record received against the last known
+    /// end (so a record that was in flight at a refresh does not leave its
+    /// input looking behind until the next one).
     caught_up: [bool; 2],
+    /// The input's last known end offset.
+    end: [Option<i64>; 2],
     /// `run.alignment_wait` passed waiting for this input: go on without it
     /// until it delivers a record.
     gave_up: [bool; 2],
@@ -133,6 +138,12 @@ impl Aligner {
         // It delivered: whatever waited for it waits afresh, if at all.
         pair.gave_up[me] = false;
         pair.waiting_since = None;
+        // Only ever towards caught up: a record short of the end may be
+        // followed by a transaction marker rather than more records, which
+        // the next refresh (on the consumer's position) sees past.
+        if pair.end[me].is_some_and(|end| input.offset + 1 >= end) {
+            pair.caught_up[me] = true;
+        }
         let now = if !pair.held[me].is_empty() {
             false
         } else if let Some((head, _)) = pair.held[other].front() {
@@ -196,8 +207,9 @@ impl Aligner {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
-                pair.caught_up[topic.index()] =
-                    ends.get(&(topic, p)).is_some_and(|e| position.unwrap_or(e.start) >= e.end);
+                let ends = ends.get(&(topic, p));
+                pair.end[topic.index()] = ends.map(|e| e.end);
+                pair.caught_up[topic.index()] = ends.is_some_and(|e| position.unwrap_or(e.start) >= e.end);
             }
             let Some(since) = pair.waiting_since else { continue };
             if backpressure {
@@ -374,6 +386,17 @@ mod tests {
         assert_eq!(run(&mut a, &[(PURCHASES, 0, 5), (CLICKS, 3, 13)]), [(PURCHASES, 0)]);
         assert_eq!(a.held(), 1);
         assert_eq!(a.settled(0), [false, false]);
+    }
+
+    #[test]
+    fn a_record_that_reaches_the_known_end_catches_its_input_up() {
+        let mut a = Aligner::new(Duration::from_secs(5));
+        // At the refresh a purchase was still in flight (next 4, end 5).
+        refresh(&mut a, [2, 4], [2, 5]);
+        assert!(run(&mut a, &[(CLICKS, 2, 10)]).is_empty(), "purchases are behind: the click waits");
+        // It arrives: purchases are caught up, and the click goes at once.
+        assert_eq!(run(&mut a, &[(PURCHASES, 4, 9)]), [(PURCHASES, 4), (CLICKS, 2)]);
+        assert_eq!(run(&mut a, &[(CLICKS, 3, 11)]), [(CLICKS, 3)]);
     }
 
     #[test]
