@@ -28,8 +28,9 @@
 //!   - [`engine::output`]: score changes and churn alerts, JSON and protobuf.
 //! - [`pipeline`]: `engage run`, the consumer loop driving the engine:
 //!   the main loop (`mod.rs`), per-record and sweep work (`worker.rs`),
-//!   the commit path shared with the callbacks (`shared.rs`), rebalance
-//!   callbacks (`rebalance.rs`), idle memory release (`memory.rs`).
+//!   event-time alignment of the two inputs (`align.rs`), the commit path
+//!   shared with the callbacks (`shared.rs`), rebalance callbacks
+//!   (`rebalance.rs`), idle memory release (`memory.rs`).
 //! - [`kafka`]: everything that talks to Kafka besides the consumer loop.
 //!   - [`kafka::client`]: every client and its properties, in one place.
 //!   - co-partitioning check and topic creation (`mod.rs`).

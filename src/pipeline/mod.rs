@@ -15,6 +15,8 @@
 //! topics independently and could split them, so it is not used. On revoke
 //! a partition is flushed, committed and dropped; on assign its customers
 //! are restored from the changelog before its first record is processed.
+//! The two inputs' partition *p* are applied in event-time order
+//! ([`align`]).
 
 mod align;
 mod memory;
