@@ -16,7 +16,7 @@
 //! a partition is flushed, committed and dropped; on assign its customers
 //! are restored from the changelog before its first record is processed.
 //! The two inputs' partition *p* are applied in event-time order
-//! ([`align`]).
+//! (`align.rs`).
 
 mod align;
 mod memory;
