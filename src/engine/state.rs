@@ -74,10 +74,10 @@ pub enum StateError {
 }
 
 /// One customer's engagement state: 128 bytes (one allocator size class),
-/// plus 40 bytes of [`Purchases`] (a 48-byte size class) for a customer who
-/// has bought or refunded, plus a 48-byte box and the words of its older
-/// days for one whose active or purchase days span more than 56 days
-/// (docs/performance.md has the measured cost per customer, map included).
+/// plus 40 bytes of [`Purchases`] for a customer who has bought or
+/// refunded, plus 32 bytes and 8 per 64 days of older days once its active
+/// days span more than 56 days (24 more once its purchase days do too).
+/// docs/performance.md has the measured cost per customer, map included.
 ///
 /// The decayed sums are kept in `f32` and computed in `f64`: about seven
 /// significant digits, which moves a 0–100 score by well under 0.001
@@ -138,12 +138,15 @@ pub struct Purchases {
 }
 
 impl Purchases {
-    fn days(&mut self) -> Days<'_> {
+    /// The purchase days, their older days in `beyond`.
+    fn days<'a>(&'a mut self, beyond: &'a mut Option<Box<Beyond>>) -> Days<'a> {
         Days {
             window: &mut self.window,
             count: &mut self.days,
             newest: &mut self.last_day,
             oldest: &mut self.first_day,
+            beyond,
+            set: Set::Purchase,
         }
     }
 }
@@ -256,11 +259,13 @@ impl CustomerState {
             count: &mut self.active_days,
             newest: &mut newest,
             oldest: &mut oldest,
+            beyond: &mut self.beyond,
+            set: Set::Active,
         };
         if new {
             active.start(day);
         } else {
-            active.add(&mut self.beyond, Set::Active, day, horizon_days);
+            active.add(day, horizon_days);
         }
         // Computed in f64, kept in f32 (see the type's docs).
         if new {
@@ -293,14 +298,14 @@ impl CustomerState {
         if let EventKind::Purchase { amount, .. } = event.kind {
             if p.days == 0 {
                 p.spend_first_day = amount;
-                p.days().start(day);
+                p.days(&mut self.beyond).start(day);
             } else {
                 if day < p.first_day {
                     p.spend_first_day = amount;
                 } else if day == p.first_day {
                     p.spend_first_day += amount;
                 }
-                p.days().add(&mut self.beyond, Set::Purchase, day, horizon_days);
+                p.days(&mut self.beyond).add(day, horizon_days);
             }
         }
     }
@@ -438,20 +443,25 @@ impl CustomerState {
         };
         let active_days = u16::try_from(p.active_days).map_err(|_| StateError::Field("active_days"))?;
         let legacy = p.version < 3;
-        let mut beyond = None;
-        let mut active_window = Window::default();
+        let (mut active_window, mut beyond) = (Window::default(), None);
         if active_days > 0 && p.last_seen != i64::MIN {
             let (mut newest, mut oldest) = (day_of(p.last_seen), day_of(p.first_seen));
-            let set = Days { window: &mut active_window, count: &mut 0, newest: &mut newest, oldest: &mut oldest };
-            set.restore(&mut beyond, Set::Active, p.active_day_bits, p.older_active_days.as_ref(), legacy)
+            let set = Days {
+                window: &mut active_window,
+                count: &mut 0,
+                newest: &mut newest,
+                oldest: &mut oldest,
+                beyond: &mut beyond,
+                set: Set::Active,
+            };
+            set.restore(p.active_day_bits, p.older_active_days.as_ref(), legacy)
                 .map_err(|_| StateError::Field("older_active_days"))?;
         }
         if purchases.days > 0 {
-            let bits = p.purchase_day_bits;
             let older = p.older_purchase_days.as_ref();
             purchases
-                .days()
-                .restore(&mut beyond, Set::Purchase, bits, older, legacy)
+                .days(&mut beyond)
+                .restore(p.purchase_day_bits, older, legacy)
                 .map_err(|_| StateError::Field("older_purchase_days"))?;
         }
         let mut s = CustomerState {
@@ -523,8 +533,8 @@ mod tests {
         // 128 bytes is one of mimalloc's size classes (184 took a 192 one).
         assert!(std::mem::size_of::<CustomerState>() <= 128, "{}", std::mem::size_of::<CustomerState>());
         assert!(std::mem::size_of::<Purchases>() <= 48, "{}", std::mem::size_of::<Purchases>());
-        // The older days of both sets: one 48-byte size class, plus their words.
-        assert!(std::mem::size_of::<Beyond>() <= 48, "{}", std::mem::size_of::<Beyond>());
+        // Older days: 32 bytes (24 more for purchase days), plus their words.
+        assert!(std::mem::size_of::<Beyond>() <= 32, "{}", std::mem::size_of::<Beyond>());
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //!
 //! A set is a count, its newest and oldest day, an inline window of the
 //! [`WINDOW_DAYS`] days ending at the newest, and, out of line, the days
-//! older than the window ([`Older`]). When the newest day advances, the set
-//! days that leave the window spill into [`Older`]; a late day older than
-//! the window is looked up there. [`Older`] is allocated only once a set day
-//! actually leaves a window, which most customers never do.
+//! older than the window ([`Older`], out of line in [`Beyond`]). When the
+//! newest day advances, the set days that leave the window spill into
+//! [`Older`]; a late day older than the window is looked up there. It is
+//! allocated only once a set day actually leaves the window, which most
+//! customers never do.
 //!
 //! Older days are kept exactly back to `horizon` days behind the newest
 //! (`state.retention`, 400 days by default), trimmed a whole word at a time
@@ -157,31 +158,17 @@ pub(crate) enum Set {
     Purchase,
 }
 
-/// The older days of both of a customer's sets, held out of line once
-/// either needs them.
+/// A customer's older days, out of line once its active days need them
+/// (32 bytes). Purchase days are active days too, so the purchase days
+/// need older days only when the active days already do; they hang off
+/// this box rather than grow [`super::Purchases`] past a size class.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Beyond {
     active: Older,
-    purchase: Older,
+    purchase: Option<Box<Older>>,
 }
 
-impl Beyond {
-    fn get(&self, set: Set) -> &Older {
-        match set {
-            Set::Active => &self.active,
-            Set::Purchase => &self.purchase,
-        }
-    }
-
-    fn get_mut(&mut self, set: Set) -> &mut Older {
-        match set {
-            Set::Active => &mut self.active,
-            Set::Purchase => &mut self.purchase,
-        }
-    }
-}
-
-/// One set's inline part, borrowed from where the set lives.
+/// One set, borrowed from where it lives.
 pub(crate) struct Days<'a> {
     /// The inline window.
     pub window: &'a mut Window,
@@ -191,9 +178,41 @@ pub(crate) struct Days<'a> {
     pub newest: &'a mut i32,
     /// The oldest day.
     pub oldest: &'a mut i32,
+    /// The customer's older days, once there are some.
+    pub beyond: &'a mut Option<Box<Beyond>>,
+    /// Which set this is.
+    pub set: Set,
 }
 
 impl Days<'_> {
+    fn older(&self) -> Option<&Older> {
+        let b = self.beyond.as_deref()?;
+        match self.set {
+            Set::Active => Some(&b.active),
+            Set::Purchase => b.purchase.as_deref(),
+        }
+    }
+
+    fn older_mut(&mut self) -> &mut Older {
+        let b = self.beyond.get_or_insert_with(Box::default);
+        match self.set {
+            Set::Active => &mut b.active,
+            Set::Purchase => b.purchase.get_or_insert_with(Box::default),
+        }
+    }
+
+    /// Frees what holds nothing, so there is one form for the same days.
+    fn tidy(&mut self) {
+        if let Some(b) = self.beyond {
+            if b.purchase.as_deref().is_some_and(|o| *o == Older::default()) {
+                b.purchase = None;
+            }
+            if b.active == Older::default() && b.purchase.is_none() {
+                *self.beyond = None;
+            }
+        }
+    }
+
     /// Starts the set with its first day.
     pub(crate) fn start(self, day: i32) {
         self.window.set(1);
@@ -201,7 +220,7 @@ impl Days<'_> {
     }
 
     /// Adds `day` to a set that has at least one day (see the module docs).
-    pub(crate) fn add(self, beyond: &mut Option<Box<Beyond>>, set: Set, day: i32, horizon: i32) {
+    pub(crate) fn add(mut self, day: i32, horizon: i32) {
         let newest = *self.newest;
         let mut bits = self.window.bits();
         if day > newest {
@@ -211,18 +230,16 @@ impl Days<'_> {
             let first = (i64::from(WINDOW_DAYS) - shift).max(0);
             let mut leaving = bits >> first;
             if leaving != 0 {
-                let older = beyond.get_or_insert_with(Box::default).get_mut(set);
+                let older = self.older_mut();
                 while leaving != 0 {
                     let j = i64::from(leaving.trailing_zeros());
                     older.add_or_forget((i64::from(newest) - first - j) as i32, limit);
                     leaving &= leaving - 1;
                 }
             }
-            if let Some(b) = beyond {
-                b.get_mut(set).trim(limit);
-                if **b == Beyond::default() {
-                    *beyond = None;
-                }
+            if self.older().is_some() {
+                self.older_mut().trim(limit);
+                self.tidy();
             }
             bits = if shift >= i64::from(WINDOW_DAYS) { 0 } else { bits << shift } | 1;
             self.window.set(bits);
@@ -236,14 +253,14 @@ impl Days<'_> {
                     *self.count = self.count.saturating_add(1);
                 }
             } else {
-                let older = beyond.as_deref().map(|b| b.get(set));
+                let older = self.older();
                 let known_from = older.map_or(i32::MIN, |o| o.known_from);
                 let new = if day < known_from { day < *self.oldest } else { !older.is_some_and(|o| o.contains(day)) };
                 if new {
                     *self.count = self.count.saturating_add(1);
                     if day >= known_from {
                         let limit = i64::from(newest) - i64::from(horizon);
-                        beyond.get_or_insert_with(Box::default).get_mut(set).add_or_forget(day, limit);
+                        self.older_mut().add_or_forget(day, limit);
                     }
                 }
             }
@@ -255,9 +272,7 @@ impl Days<'_> {
     /// days. Before version 3 (`legacy`) the window held 64 days and older
     /// days were not kept: days older than that window are unknown.
     pub(crate) fn restore(
-        self,
-        beyond: &mut Option<Box<Beyond>>,
-        set: Set,
+        mut self,
         bits: u64,
         older: Option<&proto::OlderDays>,
         legacy: bool,
@@ -279,7 +294,7 @@ impl Days<'_> {
         }
         self.window.set(bits);
         if o != Older::default() {
-            *beyond.get_or_insert_with(Box::default).get_mut(set) = o;
+            *self.older_mut() = o;
         }
         Ok(())
     }
@@ -287,5 +302,9 @@ impl Days<'_> {
 
 /// The persisted older days of one set, if there are any to keep.
 pub(crate) fn older_to_proto(beyond: &Option<Box<Beyond>>, set: Set) -> Option<proto::OlderDays> {
-    beyond.as_deref().and_then(|b| b.get(set).to_proto())
+    let b = beyond.as_deref()?;
+    match set {
+        Set::Active => b.active.to_proto(),
+        Set::Purchase => b.purchase.as_deref().and_then(Older::to_proto),
+    }
 }
