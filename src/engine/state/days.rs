@@ -12,16 +12,17 @@
 //! Older days are kept exactly back to `horizon` days behind the newest
 //! (`state.retention`, 400 days by default), trimmed a whole word at a time
 //! as the newest day advances, so one set holds at most
-//! ⌈horizon / 64⌉ + 1 words (64 bytes at 400 days) whatever the input.
-//! Each set remembers `known_from`, the oldest day from which membership is
-//! exact. A late day
+//! ⌈(horizon − 56) / 64⌉ + 1 words (7 words, 56 bytes, at 400 days)
+//! whatever the input. Each set remembers `known_from`, the oldest day from
+//! which membership is exact; forgetting a day (one that leaves the horizon,
+//! or arrives already beyond it) moves `known_from` past it. A late day
 //!
 //! - within the window, or on or after `known_from`, is counted exactly when
 //!   it is not yet in the set;
 //! - before the set's oldest day is always new, and counted;
-//! - otherwise (from the oldest day up to `known_from`: more than `horizon`
-//!   days late, or older than a window restored from a version 1 or 2
-//!   state) is assumed already counted.
+//! - otherwise (from the oldest day up to `known_from`: beyond the horizon,
+//!   or older than the 64-day window of a state restored from a version 1
+//!   or 2 record) is assumed already counted, so never counted twice.
 //!
 //! So any arrival order of days that all lie within `horizon` days of the
 //! newest one gives the same count, oldest and newest day, as applying them
