@@ -28,6 +28,11 @@ pub struct Rules {
     pub lifecycle: LifecycleRules,
     /// Health.
     pub churn: ChurnRules,
+    /// How many days behind the newest day of a customer's active or
+    /// purchase days a late day is still counted exactly once:
+    /// `state.retention` in whole days, rounded up (see
+    /// [`crate::engine::state`]).
+    pub horizon_days: i32,
 }
 
 impl Rules {
@@ -37,6 +42,7 @@ impl Rules {
             scoring: ScoringRules::new(&config.scoring),
             lifecycle: LifecycleRules::new(&config.lifecycle),
             churn: ChurnRules::new(&config.churn),
+            horizon_days: i32::try_from(config.state.retention.as_secs().div_ceil(86_400)).unwrap_or(i32::MAX).max(1),
         }
     }
 }
@@ -200,7 +206,8 @@ impl Engine {
         let new_customer = state.is_new();
         let returned_after = (!new_customer && event.ts_ms > state.last_seen).then(|| event.ts_ms - state.last_seen);
         state.mark_applied(source, id_hash);
-        state.absorb(event, &self.rules.scoring.contributions(&event.kind), &self.rules.scoring);
+        let contrib = self.rules.scoring.contributions(&event.kind);
+        state.absorb_within(event, &contrib, &self.rules.scoring, self.rules.horizon_days);
         let now = state.last_seen;
         self.evaluate(customer_id, state, now, Trigger::Event { new_customer, returned_after }, out);
         Outcome::Applied

@@ -7,13 +7,23 @@
 //! instead of the state being decayed to it. What was *published* (seq, last
 //! published score, health transitions) naturally follows arrival order.
 //!
-//! Distinct days are kept as a count plus a 64-day bitmap ending at the newest
-//! day, so a late event is recognised as a new or a known day exactly when it
-//! is less than 64 days older than the customer's newest activity; an older
-//! late event is counted only if it predates the first day (otherwise it is
-//! assumed already counted).
+//! Distinct active days and distinct purchase days are sets of UTC days
+//! (`days.rs`): a count plus a 56-day bitmap ending at the newest day, held
+//! inline, and the older days out of line once a set day leaves the
+//! bitmap. A late event counts its day exactly once, however late, while
+//! it is within the exactness horizon ([`crate::engine::Rules::horizon_days`],
+//! `state.retention`: 400 days) of the set's newest day, so the counts are
+//! those of applying the events in event-time order (`engage replay`). The
+//! remaining limit: a day more than the horizon older than the newest is
+//! counted if it predates the first day, and otherwise assumed already
+//! counted; so is a day older than the 64-day bitmap of a state restored
+//! from a version 1 or 2 record.
+
+mod days;
 
 use compact_str::CompactString;
+
+use self::days::{Beyond, Days, Set, Window};
 
 use crate::engine::churn::Health;
 use crate::engine::event::{Event, EventKind, Source, day_of};
@@ -28,9 +38,16 @@ use crate::proto;
 pub const DEDUP_WINDOW: usize = 4;
 
 /// The `version` written into persisted [`proto::CustomerState`] messages.
-/// Version 2 keeps 48-bit event-id hashes; version 1 (64-bit hashes) is
-/// still read, and its hashes shortened.
-pub const STATE_VERSION: u32 = 2;
+/// Version 3 keeps the days older than the 56-day bitmaps. Version 2 (64-day
+/// bitmaps, no older days) and version 1 (also 64-bit event-id hashes) are
+/// still read: their older days are unknown, and their hashes shortened.
+pub const STATE_VERSION: u32 = 3;
+
+/// The default exactness horizon for late days, in days: the default
+/// `state.retention` (see [`crate::engine::Rules::horizon_days`]).
+pub const DEFAULT_HORIZON_DAYS: i32 = 400;
+
+pub use self::days::WINDOW_DAYS;
 
 /// The oldest persisted version this engage reads.
 const OLDEST_STATE_VERSION: u32 = 1;
@@ -57,9 +74,10 @@ pub enum StateError {
 }
 
 /// One customer's engagement state: 128 bytes (one allocator size class),
-/// plus 48 bytes of [`Purchases`] for a customer who has bought or
-/// refunded (docs/performance.md has the measured cost per customer,
-/// map included).
+/// plus 40 bytes of [`Purchases`] for a customer who has bought or
+/// refunded, plus 32 bytes and 8 per 64 days of older days once its active
+/// days span more than 56 days (24 more once its purchase days do too).
+/// docs/performance.md has the measured cost per customer, map included.
 ///
 /// The decayed sums are kept in `f32` and computed in `f64`: about seven
 /// significant digits, which moves a 0–100 score by well under 0.001
@@ -73,13 +91,16 @@ pub struct CustomerState {
     pub last_seen: i64,
     /// Highest applied offset per input topic (`-1`: none).
     pub offsets: [i64; 2],
-    active_bits: u64,
+    active_window: Window,
     /// Out of line: most customers of an engagement stream never buy.
     purchases: Option<Box<Purchases>>,
+    /// Out of line: days older than the bitmaps, once there are some.
+    beyond: Option<Box<Beyond>>,
     /// Decayed dimension sums as of `last_seen`, in [`crate::engine::scoring::Dimension`] order.
     pub raw: [f32; DIMENSIONS],
     /// Spend decayed with the transaction half-life, as of `last_seen`.
     pub spend_decayed: f32,
+    /// Hashes of the most recent event ids, oldest first (0: none).
     recent_ids: [[u8; 6]; DEDUP_WINDOW],
     /// Highest score within the score-drop window ...
     pub peak_score: f32,
@@ -97,7 +118,6 @@ pub struct CustomerState {
     pub stage: Stage,
     /// Health at the last evaluation.
     pub health: Health,
-    recent_pos: u8,
 }
 
 /// A customer's purchase facts, held once they buy or refund.
@@ -108,7 +128,7 @@ pub struct Purchases {
     /// Purchases on the first purchase day (BG/NBD and Gamma-Gamma leave the
     /// first day out of repeat behaviour).
     pub spend_first_day: f64,
-    bits: u64,
+    window: Window,
     /// UTC day number of the first purchase (valid when `days > 0`).
     pub first_day: i32,
     /// UTC day number of the latest purchase.
@@ -117,14 +137,29 @@ pub struct Purchases {
     pub days: u16,
 }
 
+impl Purchases {
+    /// The purchase days, their older days in `beyond`.
+    fn days<'a>(&'a mut self, beyond: &'a mut Option<Box<Beyond>>) -> Days<'a> {
+        Days {
+            window: &mut self.window,
+            count: &mut self.days,
+            newest: &mut self.last_day,
+            oldest: &mut self.first_day,
+            beyond,
+            set: Set::Purchase,
+        }
+    }
+}
+
 impl Default for CustomerState {
     fn default() -> Self {
         CustomerState {
             first_seen: i64::MIN,
             last_seen: i64::MIN,
             offsets: [-1, -1],
-            active_bits: 0,
+            active_window: Window::default(),
             purchases: None,
+            beyond: None,
             raw: [0.0; DIMENSIONS],
             spend_decayed: 0.0,
             recent_ids: [[0; 6]; DEDUP_WINDOW],
@@ -136,7 +171,6 @@ impl Default for CustomerState {
             published_dims: [0; DIMENSIONS],
             stage: Stage::Initiation,
             health: Health::Active,
-            recent_pos: 0,
         }
     }
 }
@@ -189,13 +223,27 @@ impl CustomerState {
             let slot = &mut self.offsets[s.topic.index()];
             *slot = (*slot).max(s.offset);
         }
-        self.recent_ids[self.recent_pos as usize] = pack_id(id_hash);
-        self.recent_pos = (self.recent_pos + 1) % DEDUP_WINDOW as u8;
+        self.recent_ids.copy_within(1.., 0);
+        self.recent_ids[DEDUP_WINDOW - 1] = pack_id(id_hash);
+    }
+
+    /// [`CustomerState::absorb_within`] the default horizon,
+    /// [`DEFAULT_HORIZON_DAYS`].
+    pub fn absorb(&mut self, event: &Event<'_>, contrib: &[f64; DIMENSIONS], rules: &ScoringRules) {
+        self.absorb_within(event, contrib, rules, DEFAULT_HORIZON_DAYS);
     }
 
     /// Folds one event into the accumulated facts. `contrib` is
-    /// [`ScoringRules::contributions`] of the event.
-    pub fn absorb(&mut self, event: &Event<'_>, contrib: &[f64; DIMENSIONS], rules: &ScoringRules) {
+    /// [`ScoringRules::contributions`] of the event. A late day is counted
+    /// exactly once if it is within `horizon_days` of the newest day of its
+    /// set (see the module docs).
+    pub fn absorb_within(
+        &mut self,
+        event: &Event<'_>,
+        contrib: &[f64; DIMENSIONS],
+        rules: &ScoringRules,
+        horizon_days: i32,
+    ) {
         let ts = event.ts_ms;
         let spend = match event.kind {
             EventKind::Purchase { amount, .. } => amount,
@@ -203,17 +251,29 @@ impl CustomerState {
             EventKind::Click { .. } => 0.0,
         };
         let day = day_of(ts);
+        let new = self.is_new();
+        // The active days' newest and oldest are those of last and first seen.
+        let (mut newest, mut oldest) = if new { (day, day) } else { (day_of(self.last_seen), day_of(self.first_seen)) };
+        let active = Days {
+            window: &mut self.active_window,
+            count: &mut self.active_days,
+            newest: &mut newest,
+            oldest: &mut oldest,
+            beyond: &mut self.beyond,
+            set: Set::Active,
+        };
+        if new {
+            active.start(day);
+        } else {
+            active.add(day, horizon_days);
+        }
         // Computed in f64, kept in f32 (see the type's docs).
-        if self.is_new() {
+        if new {
             self.first_seen = ts;
             self.last_seen = ts;
             self.raw = contrib.map(|c| c as f32);
             self.spend_decayed = spend as f32;
-            self.active_days = 1;
-            self.active_bits = 1;
         } else {
-            let (mut newest, mut oldest) = (day_of(self.last_seen), day_of(self.first_seen));
-            add_day(&mut self.active_bits, &mut self.active_days, &mut newest, &mut oldest, day);
             if ts >= self.last_seen {
                 let decay = rules.decay(ts - self.last_seen);
                 for i in 0..DIMENSIONS {
@@ -237,18 +297,15 @@ impl CustomerState {
         p.spend_lifetime += spend;
         if let EventKind::Purchase { amount, .. } = event.kind {
             if p.days == 0 {
-                p.days = 1;
-                p.bits = 1;
-                p.first_day = day;
-                p.last_day = day;
                 p.spend_first_day = amount;
+                p.days(&mut self.beyond).start(day);
             } else {
                 if day < p.first_day {
                     p.spend_first_day = amount;
                 } else if day == p.first_day {
                     p.spend_first_day += amount;
                 }
-                add_day(&mut p.bits, &mut p.days, &mut p.last_day, &mut p.first_day, day);
+                p.days(&mut self.beyond).add(day, horizon_days);
             }
         }
     }
@@ -343,9 +400,9 @@ impl CustomerState {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             active_days: u32::from(self.active_days),
-            active_day_bits: self.active_bits,
+            active_day_bits: self.active_window.bits(),
             purchase_days: u32::from(p.days),
-            purchase_day_bits: p.bits,
+            purchase_day_bits: p.window.bits(),
             first_purchase_day: p.first_day,
             last_purchase_day: p.last_day,
             dimensions: self.raw.iter().map(|v| f64::from(*v)).collect(),
@@ -362,10 +419,9 @@ impl CustomerState {
             clickstream_offset: self.offsets[0],
             purchases_offset: self.offsets[1],
             // Oldest first, so a reader refills its ring in order.
-            recent_event_ids: (0..DEDUP_WINDOW)
-                .map(|i| unpack_id(self.recent_ids[(self.recent_pos as usize + i) % DEDUP_WINDOW]))
-                .filter(|h| *h != 0)
-                .collect(),
+            recent_event_ids: self.recent_ids.iter().map(|b| unpack_id(*b)).filter(|h| *h != 0).collect(),
+            older_active_days: days::older_to_proto(&self.beyond, Set::Active),
+            older_purchase_days: days::older_to_proto(&self.beyond, Set::Purchase),
         }
     }
 
@@ -377,21 +433,45 @@ impl CustomerState {
         let raw: [f64; DIMENSIONS] = p.dimensions.as_slice().try_into().map_err(|_| StateError::Field("dimensions"))?;
         let published_dims: [u8; DIMENSIONS] =
             p.published_dimensions.as_slice().try_into().map_err(|_| StateError::Field("published_dimensions"))?;
-        let purchases = Purchases {
+        let mut purchases = Purchases {
             spend_lifetime: p.spend_lifetime,
             spend_first_day: p.spend_first_day,
-            bits: p.purchase_day_bits,
+            window: Window::default(),
             first_day: p.first_purchase_day,
             last_day: p.last_purchase_day,
             days: u16::try_from(p.purchase_days).map_err(|_| StateError::Field("purchase_days"))?,
         };
+        let active_days = u16::try_from(p.active_days).map_err(|_| StateError::Field("active_days"))?;
+        let legacy = p.version < 3;
+        let (mut active_window, mut beyond) = (Window::default(), None);
+        if active_days > 0 && p.last_seen != i64::MIN {
+            let (mut newest, mut oldest) = (day_of(p.last_seen), day_of(p.first_seen));
+            let set = Days {
+                window: &mut active_window,
+                count: &mut 0,
+                newest: &mut newest,
+                oldest: &mut oldest,
+                beyond: &mut beyond,
+                set: Set::Active,
+            };
+            set.restore(p.active_day_bits, p.older_active_days.as_ref(), legacy)
+                .map_err(|_| StateError::Field("older_active_days"))?;
+        }
+        if purchases.days > 0 {
+            let older = p.older_purchase_days.as_ref();
+            purchases
+                .days(&mut beyond)
+                .restore(p.purchase_day_bits, older, legacy)
+                .map_err(|_| StateError::Field("older_purchase_days"))?;
+        }
         let mut s = CustomerState {
             first_seen: p.first_seen,
             last_seen: p.last_seen,
             offsets: [p.clickstream_offset, p.purchases_offset],
-            active_bits: p.active_day_bits,
+            active_window,
             // Absent and all-zero are the same facts; keep the one form.
             purchases: (purchases != Purchases::default()).then(|| Box::new(purchases)),
+            beyond,
             raw: raw.map(|v| v as f32),
             spend_decayed: p.spend_decayed as f32,
             recent_ids: [[0; 6]; DEDUP_WINDOW],
@@ -399,11 +479,10 @@ impl CustomerState {
             peak_day: p.peak_day,
             published_score: p.published_score,
             seq: p.seq,
-            active_days: u16::try_from(p.active_days).map_err(|_| StateError::Field("active_days"))?,
+            active_days,
             published_dims,
             stage: Stage::from_u8(p.stage as u8),
             health: Health::from_u8(p.health as u8),
-            recent_pos: 0,
         };
         for h in p.recent_event_ids.iter().rev().take(DEDUP_WINDOW).rev() {
             // Version 1 kept the whole 64-bit hash.
@@ -412,29 +491,6 @@ impl CustomerState {
         }
         Ok((CompactString::from(p.customer_id.as_str()), s))
     }
-}
-
-/// Adds `day` to a set of distinct days kept as a count, the newest and
-/// oldest day, and a bitmap of the 64 days ending at the newest (bit i: day
-/// newest − i). See the module docs for what happens beyond 64 days.
-fn add_day(bits: &mut u64, count: &mut u16, newest: &mut i32, oldest: &mut i32, day: i32) {
-    if day > *newest {
-        let shift = (day - *newest) as u32;
-        *bits = if shift >= 64 { 0 } else { *bits << shift } | 1;
-        *newest = day;
-        *count = count.saturating_add(1);
-    } else {
-        let back = (*newest - day) as u32;
-        if back < 64 {
-            if *bits & (1 << back) == 0 {
-                *bits |= 1 << back;
-                *count = count.saturating_add(1);
-            }
-        } else if day < *oldest {
-            *count = count.saturating_add(1);
-        }
-    }
-    *oldest = (*oldest).min(day);
 }
 
 #[cfg(test)]
@@ -477,6 +533,143 @@ mod tests {
         // 128 bytes is one of mimalloc's size classes (184 took a 192 one).
         assert!(std::mem::size_of::<CustomerState>() <= 128, "{}", std::mem::size_of::<CustomerState>());
         assert!(std::mem::size_of::<Purchases>() <= 48, "{}", std::mem::size_of::<Purchases>());
+        // Older days: 32 bytes (24 more for purchase days), plus their words.
+        assert!(std::mem::size_of::<Beyond>() <= 32, "{}", std::mem::size_of::<Beyond>());
+    }
+
+    #[test]
+    fn default_horizon_is_the_default_retention() {
+        let retention = crate::config::StateConfig::default().retention.as_secs();
+        assert_eq!(u64::try_from(DEFAULT_HORIZON_DAYS).unwrap() * 86_400, retention);
+        assert_eq!(crate::engine::Rules::new(&crate::config::Config::default()).horizon_days, DEFAULT_HORIZON_DAYS);
+    }
+
+    /// Applies page views (or purchases) on these days, in this order.
+    fn days_state(days: &[i32], kind: fn() -> EventKind, horizon: i32) -> CustomerState {
+        let mut s = CustomerState::default();
+        for (i, d) in days.iter().enumerate() {
+            let r = rules();
+            let e = ev(&format!("e{i}"), f64::from(*d) + 0.5, kind());
+            s.absorb_within(&e, &r.contributions(&e.kind), &r, horizon);
+        }
+        s
+    }
+
+    fn older_words(s: &CustomerState) -> usize {
+        s.to_proto("c").older_active_days.map_or(0, |o| o.words.len())
+    }
+
+    #[test]
+    fn a_day_more_than_the_bitmap_late_is_counted_once() {
+        // The case: one input months ahead of the other.
+        let s = days_state(&[0, 10, 200, 30, 100, 100, 30, 10, 0, 199], view, DEFAULT_HORIZON_DAYS);
+        assert_eq!(s.active_days, 6, "days 0, 10, 30, 100, 199, 200");
+        assert_eq!((day_of(s.first_seen), day_of(s.last_seen)), (0, 200));
+        assert_eq!(s.cadence_days(7.0), 40.0);
+        // The same for purchase days.
+        let p = days_state(&[0, 10, 200, 30, 100, 100, 30, 10, 0, 199], || buy(1.0), DEFAULT_HORIZON_DAYS);
+        assert_eq!(p.purchase_summary(200 * DAY_MS).unwrap().repeat_purchases, 5);
+        // A customer within one bitmap allocates nothing out of line.
+        assert!(days_state(&[0, 55, 3, 55, 0], view, DEFAULT_HORIZON_DAYS).beyond.is_none());
+    }
+
+    #[test]
+    fn a_day_before_the_first_day_is_new_at_any_distance() {
+        let s = days_state(&[1000, 1001, 900, 100, 100, 900], view, DEFAULT_HORIZON_DAYS);
+        // Day 100 is 901 days late: beyond the horizon, but before the first day.
+        assert_eq!(s.active_days, 4);
+        assert_eq!(day_of(s.first_seen), 100);
+        // Beyond the horizon a day is never counted twice; one between the
+        // first day and a day already forgotten (100, here, kept only as
+        // the first day) is assumed counted: the remaining limit.
+        let t = days_state(&[1000, 100, 500, 500, 300], view, DEFAULT_HORIZON_DAYS);
+        assert_eq!(t.active_days, 3, "300 is missed");
+        // Within it, it is placed exactly.
+        let u = days_state(&[1000, 100, 700, 650, 700], view, DEFAULT_HORIZON_DAYS);
+        assert_eq!(u.active_days, 4);
+    }
+
+    #[test]
+    fn older_days_are_trimmed_to_the_horizon() {
+        // Active every 3rd day for 20 years, then a day from 1970: at most
+        // ⌈(horizon − window) / 64⌉ + 1 words are held.
+        let mut days: Vec<i32> = (0..7300).step_by(3).map(|d| 20_000 + d).collect();
+        days.push(0);
+        let bound = ((DEFAULT_HORIZON_DAYS - WINDOW_DAYS) as usize).div_ceil(64) + 1;
+        let s = days_state(&days, view, DEFAULT_HORIZON_DAYS);
+        assert!(older_words(&s) <= bound, "{} words", older_words(&s));
+        assert_eq!(usize::from(s.active_days), days.len());
+        // A late day within the horizon is still placed exactly ...
+        let newest = *days.iter().max().unwrap();
+        let mut t = s.clone();
+        absorb(&mut t, &ev("late", f64::from(newest - 301), view()));
+        assert_eq!(t.active_days, s.active_days + 1);
+        absorb(&mut t, &ev("late-again", f64::from(newest - 301), view()));
+        absorb(&mut t, &ev("known", f64::from(newest - 300), view()));
+        assert_eq!(t.active_days, s.active_days + 1);
+        // ... and one beyond it is assumed counted.
+        absorb(&mut t, &ev("beyond", f64::from(newest - 1000), view()));
+        assert_eq!(t.active_days, s.active_days + 1);
+        // A small horizon keeps at least the bitmap, and no words.
+        let small = days_state(&[0, 100, 200, 300, 150], view, 30);
+        assert_eq!((small.active_days, older_words(&small)), (4, 0));
+    }
+
+    #[test]
+    fn older_days_survive_a_round_trip() {
+        let mut s = days_state(&[0, 70, 140, 5, 200, 3], || buy(2.0), DEFAULT_HORIZON_DAYS);
+        absorb(&mut s, &ev("v", 201.0, view()));
+        let proto = s.to_proto("c");
+        assert_eq!(proto.version, 3);
+        assert!(proto.older_active_days.is_some() && proto.older_purchase_days.is_some());
+        let (_, mut back) = CustomerState::from_proto(&proto).unwrap();
+        assert_eq!(back, s);
+        // Restored, late days are still placed exactly.
+        absorb(&mut back, &ev("again", 70.0, view()));
+        absorb(&mut back, &ev("new", 71.0, buy(1.0)));
+        assert_eq!((back.active_days, back.purchase_days()), (s.active_days + 1, s.purchase_days() + 1));
+        // A base day that is not a multiple of 64 is refused.
+        let mut bad = proto.clone();
+        bad.older_active_days.as_mut().unwrap().base_day += 1;
+        assert!(matches!(CustomerState::from_proto(&bad), Err(StateError::Field("older_active_days"))));
+    }
+
+    #[test]
+    fn a_version_2_state_keeps_its_64_day_bitmap_and_never_double_counts() {
+        // Version 2: days 0, 37, 40, 70 and 100: bits 63, 60, 30 and 0 of
+        // day 100's 64-day bitmap (day 0 was older than it).
+        let mut v2 = days_state(&[100], view, DEFAULT_HORIZON_DAYS).to_proto("c");
+        v2.version = 2;
+        v2.first_seen = 0;
+        v2.active_days = 5;
+        v2.active_day_bits = 1 << 63 | 1 << 60 | 1 << 30 | 1;
+        v2.older_active_days = None;
+        let (_, mut s) = CustomerState::from_proto(&v2).unwrap();
+        assert_eq!(s.active_days, 5);
+        // Days 37 and 40 were in the bitmap: known.
+        absorb(&mut s, &ev("a", 37.0, view()));
+        absorb(&mut s, &ev("b", 40.0, view()));
+        assert_eq!(s.active_days, 5);
+        // Day 38 was in the bitmap and not set: new.
+        absorb(&mut s, &ev("c", 38.0, view()));
+        assert_eq!(s.active_days, 6);
+        // Day 20 was older than the bitmap: unknown, assumed counted.
+        absorb(&mut s, &ev("d", 20.0, view()));
+        assert_eq!(s.active_days, 6);
+        // Before the first day: new.
+        absorb(&mut s, &ev("e", -1.0, view()));
+        assert_eq!(s.active_days, 7);
+        // Written back as version 3 and read again: the same facts.
+        let (_, back) = CustomerState::from_proto(&s.to_proto("c")).unwrap();
+        assert_eq!(back, s);
+        // A version 2 state within its bitmap is exact from its first day.
+        v2.first_seen = 50 * DAY_MS;
+        v2.active_days = 2;
+        v2.active_day_bits = 1 | 1 << 50;
+        let (_, mut t) = CustomerState::from_proto(&v2).unwrap();
+        absorb(&mut t, &ev("f", 51.0, view()));
+        assert_eq!(t.active_days, 3);
+        assert!(t.beyond.is_none(), "nothing beyond the 56-day bitmap");
     }
 
     #[test]
@@ -564,6 +757,71 @@ mod tests {
         let (_, s) = CustomerState::from_proto(&v1).unwrap();
         assert!(s.already_applied(None, event_id_hash("e-old")));
         assert!(!s.already_applied(None, event_id_hash("e-new")));
+    }
+
+    #[test]
+    fn recent_ids_keep_their_order_through_the_persisted_form() {
+        let mut s = CustomerState::default();
+        for i in 0..6 {
+            s.mark_applied(None, event_id_hash(&i.to_string()));
+        }
+        let ids: Vec<u64> = (2..6).map(|i| event_id_hash(&i.to_string())).collect();
+        assert_eq!(s.to_proto("c").recent_event_ids, ids, "the last four, oldest first");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+
+        /// Any arrival order of days within the horizon counts each once,
+        /// as a set would; restoring midway changes nothing.
+        #[test]
+        fn days_within_the_horizon_count_as_a_set(
+            horizon in 1i32..500,
+            events in proptest::collection::vec((0i32..1000, proptest::bool::ANY), 1..120),
+            restore_at in 0usize..120,
+        ) {
+            let mut s = CustomerState::default();
+            let (mut active, mut bought) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+            let newest = events.iter().map(|e| e.0).max().unwrap();
+            let r = rules();
+            for (i, (day, purchase)) in events.iter().enumerate() {
+                // Fold days into the horizon of the final newest day.
+                let day = newest - (newest - day) % horizon.max(WINDOW_DAYS);
+                let e = ev(&format!("e{i}"), f64::from(day) + 0.25, if *purchase { buy(1.0) } else { view() });
+                s.absorb_within(&e, &r.contributions(&e.kind), &r, horizon);
+                active.insert(day);
+                if *purchase {
+                    bought.insert(day);
+                }
+                if i == restore_at {
+                    s = CustomerState::from_proto(&s.to_proto("c")).unwrap().1;
+                }
+                proptest::prop_assert_eq!(usize::from(s.active_days), active.len());
+                proptest::prop_assert_eq!(usize::from(s.purchase_days()), bought.len());
+                let bound = ((horizon - WINDOW_DAYS).max(0) as usize).div_ceil(64) + 1;
+                proptest::prop_assert!(older_words(&s) <= bound);
+            }
+            proptest::prop_assert_eq!(day_of(s.first_seen), *active.first().unwrap());
+            proptest::prop_assert_eq!(day_of(s.last_seen), *active.last().unwrap());
+            if let Some(p) = s.purchases().filter(|p| p.days > 0) {
+                proptest::prop_assert_eq!((p.first_day, p.last_day), (*bought.first().unwrap(), *bought.last().unwrap()));
+            }
+        }
+
+        /// At any lateness: no day is counted twice, and every day within
+        /// the horizon of the newest day is counted.
+        #[test]
+        fn days_beyond_the_horizon_are_never_double_counted(
+            horizon in 1i32..300,
+            days in proptest::collection::vec(0i32..2000, 1..150),
+        ) {
+            let s = days_state(&days, view, horizon);
+            let all: std::collections::BTreeSet<i32> = days.iter().copied().collect();
+            let newest = *all.last().unwrap();
+            let recent = all.range(newest - horizon.max(WINDOW_DAYS - 1)..).count();
+            let count = usize::from(s.active_days);
+            proptest::prop_assert!(recent <= count && count <= all.len(), "{recent} <= {count} <= {}", all.len());
+        }
     }
 
     #[test]
