@@ -23,7 +23,9 @@
 //!   - [`engine::lifecycle`]: the four lifecycle stages.
 //!   - [`engine::churn`]: BG/NBD P(alive), churn signals and health.
 //!   - [`engine::state`]: one customer's compact state, exactly-once
-//!     bookkeeping and its persisted (changelog) form.
+//!     bookkeeping and its persisted (changelog) form; its sets of
+//!     distinct days, exact for late events within the retention
+//!     (`state/days.rs`).
 //!   - [`engine::store`]: customer states in sharded maps, by input partition.
 //!   - [`engine::output`]: score changes and churn alerts, JSON and protobuf.
 //! - [`pipeline`]: `engage run`, the consumer loop driving the engine:

@@ -23,10 +23,11 @@ fn kind() -> impl Strategy<Value = EventKind> {
     ]
 }
 
-/// One customer's events. Spread over less than 64 days: the span within
-/// which late events are placed on their day exactly (see `engage::engine::state`).
+/// One customer's events, spread over 300 days: within `state.retention`
+/// (400 days), the span within which late events are placed on their day
+/// exactly, however late (see `engage::engine::state`).
 fn history(max_len: usize) -> impl Strategy<Value = Vec<Event<'static>>> {
-    prop::collection::vec((0..63 * DAY_MS, kind()), 1..max_len).prop_map(|v| {
+    prop::collection::vec((0..300 * DAY_MS, kind()), 1..max_len).prop_map(|v| {
         v.into_iter()
             .enumerate()
             .map(|(i, (offset, kind))| Event {
