@@ -3,7 +3,9 @@
 //! scratch, and the purchases topic is far ahead of the clickstream. The run
 //! must end with the facts `engage replay` computes from the same events,
 //! and must raise no alert during the catch-up that replay would not raise
-//! at the same event time.
+//! at the same event time. The same again with engage killed (-9) five
+//! times during the catch-up and partitions handed over between live
+//! instances.
 //!
 //! **Data.** [`History`] is a small deterministic generator: 2 500
 //! customers over 120 days, each visiting on their own cadence (2 to 20
@@ -64,7 +66,15 @@
 //!   run's slip in that idle spell passed the check above (health only
 //!   worsens while idle, so replay is still slipping at the event).
 //!
-//! Repeated alerts (outputs are at least once) are checked once.
+//! Repeated alerts (outputs are at least once, and repeat after a kill)
+//! are checked once.
+//!
+//! **Kills.** In the second test, round i's instances are killed once they
+//! have read up to the (i+1)-th eighth of the input (see the test for why
+//! not eighths of the committed input), and every other round a second
+//! instance joins in the middle, so the first hands partitions over (finish,
+//! commit, revoke) while it is catching up. A last instance finishes; the
+//! same checks follow.
 //!
 //! `the_comparison_accepts_an_engine_that_consumes_in_event_time_order`
 //! drives the engine in-process the way a correct `engage run` would in a
@@ -73,7 +83,7 @@
 //! comparison: the tolerances above are what a correct engine needs. It
 //! needs no broker.
 //!
-//! The Kafka test takes about half a minute and prints one line of what it
+//! Each Kafka test takes about a minute and prints one line of what it
 //! checked; a failure lists the differences by fact and alert kind.
 
 mod common;
@@ -714,6 +724,109 @@ async fn a_backlog_with_purchases_far_ahead_ends_with_replays_facts_and_alerts()
     let catch_up = started.elapsed();
     let times = settle_and_stop(vec![engage]);
     check("backlog", &broker, &topics, &history, want, times, &format!(", caught up in {catch_up:.0?}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_caught_up_through_kill_nines_and_rebalances_ends_with_replays_facts_and_alerts() {
+    let broker = Broker::start();
+    let (topics, history, want) = setup(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = run_config(&broker, &topics);
+    // Heartbeats every 500 ms: a live instance learns of a rebalance soon.
+    let joining = config.replace(
+        "\"statistics.interval.ms\" = 1000",
+        "\"statistics.interval.ms\" = 1000\n\"heartbeat.interval.ms\" = 500",
+    );
+    let total = want.0 + want.1;
+    let mut rng = SplitMix64::new(23);
+    // Round i's instances are killed (-9) once they have read as far as the
+    // (i+1)-th eighth of the input: the records committed when the round
+    // started plus the records they read (engage_records_in_total). The
+    // committed offsets themselves move in bursts of tens of thousands of
+    // records during a catch-up (stored once the changelog flush after them
+    // is acknowledged, committed every second), too coarse to kill five
+    // times in this input. Every other round a second instance joins while
+    // the first holds all partitions: the first is stopped (SIGSTOP) while
+    // the second asks to join and continued a moment later, so it hands
+    // partitions over in the rebalance (finish, commit, revoke) in the middle
+    // of the catch-up.
+    let commits = Commits::new(&broker, &topics);
+    let started = Instant::now();
+    let mut kills = Vec::new();
+    let mut handed_over = 0;
+    for i in 0..5 {
+        let from = commits.total();
+        let target = total * (i + 1) / 8;
+        let mut round = vec![Instance::start(dir.path(), if i % 2 == 1 { &joining } else { &config })];
+        if i % 2 == 1 {
+            let first = &round[0].engage;
+            assert!(first.wait_for_log("state restored", Duration::from_secs(60)), "{}", first.log());
+            let pid = first.child.id();
+            common::runs::signal(pid, "STOP");
+            round.push(Instance::start(dir.path(), &joining));
+            std::thread::sleep(Duration::from_millis(1500));
+            common::runs::signal(pid, "CONT");
+            let second = &round[1].engage;
+            assert!(second.wait_for_log("state restored", Duration::from_secs(60)), "{}", second.log());
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let read = loop {
+            let read: i64 = round.iter().map(Instance::records_read).sum();
+            if from + read >= target {
+                break read;
+            }
+            let logs = || round.iter().map(|r| r.engage.log()).collect::<Vec<_>>().join("\n---\n");
+            assert!(Instant::now() < deadline, "round {i}: never read to {target}:\n{}", logs());
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 50));
+        for r in &mut round {
+            r.engage.kill9();
+            handed_over += r.engage.log().matches("partition revoked").count();
+        }
+        let done = commits.total();
+        assert!(done < total, "kill {i} landed after everything was committed: the test proves nothing");
+        kills.push(format!("{}→{done}", from + read));
+    }
+    assert!(handed_over > 0, "no partition was handed over between live instances (\"partition revoked\" logged)");
+    let last = Engage::start(dir.path(), &config);
+    commits.wait_for(total, Duration::from_secs(240), &[&last]);
+    let times = settle_and_stop(vec![last]);
+    check(
+        "backlog with kills",
+        &broker,
+        &topics,
+        &history,
+        want,
+        times,
+        &format!(
+            ", killed -9 having read to (→ committed) [{}], {handed_over} partitions handed over between live \
+             instances, caught up in {:.0?}",
+            kills.join(", "),
+            started.elapsed()
+        ),
+    );
+}
+
+/// An `engage run` instance with its own metrics address.
+struct Instance {
+    engage: Engage,
+    addr: String,
+}
+
+impl Instance {
+    fn start(dir: &Path, config: &str) -> Instance {
+        let addr = common::free_addr();
+        let config = config.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+        Instance { engage: Engage::start(dir, &config), addr }
+    }
+
+    /// Input records it has read so far (0 until it answers).
+    fn records_read(&self) -> i64 {
+        let Some((200, metrics)) = common::http_get(&self.addr, "/metrics") else { return 0 };
+        let counts = metrics.lines().filter(|l| l.starts_with("engage_records_in_total"));
+        counts.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() as i64
+    }
 }
 
 /// The comparison is not stricter than a correct engine: the engine
