@@ -40,10 +40,13 @@
 //! spend, and the five dimension scores at `t_b` within 10⁻⁵ relative (the
 //! sums are kept in f32). Stage and health are what the last evaluation
 //! found, so they are compared at its time: equal to replay's at `t_b`, or
-//! else to a replay of that customer alone at `t_a` (health may lie between
-//! the two: it only worsens while a customer is idle). Customers, applied
-//! events, committed records and alerts on both sides are counted, so
-//! empty inputs or outputs cannot pass.
+//! else the stage to a replay of that customer alone at `t_a`, and the
+//! health between that replay's, sweeping only at `t_a`, and replay's at
+//! `t_b`. (A score drop counts only until its peak expires: a run whose
+//! sparse sweeps missed that window rightly never saw it, where replay's
+//! hourly sweeps did, and health does not recover while idle.) Customers,
+//! applied events, committed records and alerts on both sides are counted,
+//! so empty inputs or outputs cannot pass.
 //!
 //! **Alerts.** The two sweep at different event times (the run once a
 //! second of wall clock, whatever stream time that is; replay every hour
@@ -113,6 +116,9 @@ const HISTORY_DAYS: i64 = 120;
 const END_BEFORE_NOW_MS: i64 = 3 * 60_000;
 /// Replay's sweep step (`--sweep-every`).
 const REPLAY_SWEEP: &str = "1h";
+/// A sweep step longer than the history: replay then sweeps only at its
+/// as-of time.
+const ONLY_AT_AS_OF: &str = "100000days";
 /// `run.sweep_interval` and `run.idle_grace` of the runs.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const IDLE_GRACE: Duration = Duration::from_secs(5);
@@ -269,15 +275,15 @@ struct Replayed {
     alerts: Vec<Value>,
 }
 
-/// Runs `engage replay --input input --as-of as_of --sweep-every 1h` into
-/// `out`, with a deadline.
-fn replay(input: &Path, as_of: i64, out: &Path) -> Replayed {
+/// Runs `engage replay --input input --as-of as_of --sweep-every
+/// sweep_every` into `out`, with a deadline.
+fn replay(input: &Path, as_of: i64, sweep_every: &str, out: &Path) -> Replayed {
     let child = Command::new(env!("CARGO_BIN_EXE_engage"))
         .args(["replay", "--input"])
         .arg(input)
         .arg("--out")
         .arg(out)
-        .args(["--as-of", &engage::replay::format_time(as_of), "--sweep-every", REPLAY_SWEEP])
+        .args(["--as-of", &engage::replay::format_time(as_of), "--sweep-every", sweep_every])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -452,11 +458,16 @@ fn compare(
             bracket_checks.push((id.clone(), stage, health));
         }
     }
-    // Stage and health that differ at t_b: the run's last evaluation may
-    // have been at any time from t_a.
+    // Stage and health that differ at t_b. The run's last evaluation was at
+    // some time from t_a, so its stage is replay's at t_b or at t_a. Its
+    // health lies between what the customer's state alone calls for at t_a
+    // (replay sweeping only then) and replay's at t_b: a score drop fires
+    // only until the peak it is measured against expires, so a run that did
+    // not sweep in that window never saw it, while replay's hourly sweeps
+    // did and keep the customer at risk.
     for (id, stage, health) in bracket_checks {
         let want = &replayed.states[&id];
-        let at_a = match solo.state(&id, t_a) {
+        let at_a = match solo.state(&id, t_a, ONLY_AT_AS_OF) {
             Some(s) => s,
             None => {
                 note(&mut v, "unchecked (too many individual replays)", id.clone());
@@ -535,7 +546,7 @@ fn compare(
             continue;
         }
         // Replay that customer alone as of then.
-        let Some(s) = solo.state(c, at) else {
+        let Some(s) = solo.state(c, at, REPLAY_SWEEP) else {
             v.unchecked += 1;
             continue;
         };
@@ -562,15 +573,17 @@ fn compare(
 struct Solo<'a> {
     history: &'a History,
     work: PathBuf,
-    cache: BTreeMap<(String, i64), Value>,
+    cache: BTreeMap<(String, i64, &'static str), Value>,
     runs: usize,
 }
 
 impl Solo<'_> {
-    /// The customer's `state.jsonl` line as of `as_of`; `None` once
-    /// [`INDIVIDUAL_CHECKS`] replays have been run.
-    fn state(&mut self, id: &str, as_of: i64) -> Option<Value> {
-        if let Some(s) = self.cache.get(&(id.to_string(), as_of)) {
+    /// The customer's `state.jsonl` line as of `as_of`, sweeping every
+    /// `sweep_every`; `None` once [`INDIVIDUAL_CHECKS`] replays have been
+    /// run.
+    fn state(&mut self, id: &str, as_of: i64, sweep_every: &'static str) -> Option<Value> {
+        let key = (id.to_string(), as_of, sweep_every);
+        if let Some(s) = self.cache.get(&key) {
             return Some(s.clone());
         }
         if self.runs >= INDIVIDUAL_CHECKS {
@@ -582,10 +595,10 @@ impl Solo<'_> {
         std::fs::create_dir_all(&dir).unwrap();
         let input = dir.join("events.jsonl");
         self.history.write_jsonl(&input, Some(index));
-        let r = replay(&input, as_of, &dir.join("out"));
+        let r = replay(&input, as_of, sweep_every, &dir.join("out"));
         // A customer with no event by then has no state: Null.
         let s = r.states.get(id).cloned().unwrap_or(Value::Null);
-        self.cache.insert((id.to_string(), as_of), s.clone());
+        self.cache.insert(key, s.clone());
         Some(s)
     }
 }
@@ -676,7 +689,7 @@ fn check(name: &str, broker: &Broker, t: &Topics, history: &History, want: (i64,
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("history.jsonl");
     history.write_jsonl(&input, None);
-    let replayed = replay(&input, times.1, &dir.path().join("replay"));
+    let replayed = replay(&input, times.1, REPLAY_SWEEP, &dir.path().join("replay"));
     let events = want.0 + want.1;
     assert_eq!(replayed.summary["applied"], events, "replay applied every event: {}", replayed.summary);
     assert_eq!(replayed.summary["dead_letters"], 0);
@@ -861,7 +874,7 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
             states.insert(id.to_string(), s.clone());
         });
     }
-    let replayed = replay(&input, t_b, &dir.path().join("replay"));
+    let replayed = replay(&input, t_b, REPLAY_SWEEP, &dir.path().join("replay"));
     let v = compare(&history, &replayed, &states, &alerts, (t_a, t_b), dir.path());
     println!(
         "in-process, event-time order: {} customers, {} alerts ({} matching replay's episode, {} confirmed at \
