@@ -86,8 +86,10 @@
 //! comparison: the tolerances above are what a correct engine needs. It
 //! needs no broker.
 //!
-//! Each Kafka test takes about a minute and prints one line of what it
-//! checked; a failure lists the differences by fact and alert kind.
+//! The Kafka tests take about half a minute and a minute (the kills wait
+//! for the dead instances' sessions to expire); each prints one line of
+//! what it checked, and a failure lists the differences by fact and alert
+//! kind.
 
 mod common;
 
@@ -501,7 +503,8 @@ fn compare(
     v.alerts = alerts.len();
     let distinct: BTreeSet<_> = alerts.iter().map(episode).collect();
     v.distinct_alerts = distinct.len();
-    let when = |ms: i64| format!("{:+.2}d", (ms - history.end) as f64 / DAY_MS as f64);
+    // Times in days from the history's end, to about 10 s.
+    let when = |ms: i64| format!("{:+.4}d", (ms - history.end) as f64 / DAY_MS as f64);
     // Idle episodes (customer, latest activity) in which the run's slip
     // alerts are ones replay raises; filled before reactivations are checked.
     let mut slipped: BTreeSet<(String, i64)> = BTreeSet::new();
