@@ -57,8 +57,11 @@ impl StreamClock {
     /// backpressure the pair is not idle, only held.
     pub(super) fn stream_time(&self, idle_grace: Duration, paused: bool, settled: [bool; 2]) -> Option<i64> {
         let newest = self.max_event_ms[0].max(self.max_event_ms[1]);
+        let idle = settled == [true, true] && !paused && self.last_record.elapsed() >= idle_grace;
         if newest == i64::MIN {
-            return None;
+            // Nothing read since the assignment: the restored customers are
+            // judged on the wall clock once the pair is caught up and idle.
+            return idle.then(wall_clock_ms);
         }
         let behind = InputTopic::ALL
             .iter()
@@ -68,11 +71,7 @@ impl StreamClock {
         if let Some(behind) = behind {
             return Some(behind);
         }
-        if settled == [true, true] && !paused && self.last_record.elapsed() >= idle_grace {
-            Some(newest.max(wall_clock_ms()))
-        } else {
-            Some(newest)
-        }
+        if idle { Some(newest.max(wall_clock_ms())) } else { Some(newest) }
     }
 }
 
@@ -252,8 +251,12 @@ impl Worker {
         let shared = &*self.shared;
         let config = &shared.config;
         let retention_ms = config.state.retention.as_millis() as i64;
-        for p in shared.owned() {
-            let Some(clock) = self.clocks.get(&p) else { continue };
+        let owned = shared.owned();
+        // A partition gets its clock when assigned, so one with nothing left
+        // to read is still swept once idle; a revoked one loses it.
+        self.clocks.retain(|p, _| owned.contains(p));
+        for p in owned {
+            let clock = self.clocks.entry(p).or_default();
             let Some(now) = clock.stream_time(config.run.idle_grace, paused, aligner.settled(p)) else { continue };
             let partition = self.cache.get(shared, p);
             self.engine.sweep_slice(&partition, now, slice, &mut self.outputs);
@@ -331,6 +334,14 @@ mod tests {
         // Purchases behind, clicks caught up.
         assert_eq!(clock.stream_time(LONG, false, [true, false]), Some(90));
         assert_eq!(clock.stream_time(LONG, false, [true, true]), Some(90));
+    }
+
+    #[test]
+    fn a_pair_with_nothing_read_is_swept_on_the_wall_clock_once_idle() {
+        let clock = StreamClock::default();
+        assert!(clock.stream_time(Duration::ZERO, false, [true, true]).unwrap() >= wall_clock_ms() - 1000);
+        assert_eq!(clock.stream_time(LONG, false, [true, true]), None, "not idle yet");
+        assert_eq!(clock.stream_time(Duration::ZERO, false, [true, false]), None, "an input still has records");
     }
 
     #[test]
