@@ -15,6 +15,8 @@ mod run;
 mod scoring;
 mod state;
 mod topics;
+#[cfg(test)]
+mod validation_tests;
 
 pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig};
 pub use http::HttpConfig;
