@@ -123,7 +123,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn healthz(State(s): State<AppState>) -> Response {
     let age = wall_clock_ms() - s.store.status().heartbeat_ms();
-    if age <= HEARTBEAT_LIMIT.as_millis() as i64 {
+    // A restore runs inside the consumer's rebalance callback, so the main
+    // loop does not tick meanwhile; it is bounded by state.restore_timeout,
+    // after which engage exits on its own. Restarting it would only start
+    // the restore again.
+    if age <= HEARTBEAT_LIMIT.as_millis() as i64 || s.store.restoring() > 0 {
         (StatusCode::OK, "ok").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("main loop silent for {age} ms")).into_response()
@@ -132,11 +136,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
 
 async fn readyz(State(s): State<AppState>) -> Response {
     let status = s.store.status();
-    if !status.joined() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not yet assigned partitions by the consumer group").into_response();
-    }
     match s.store.restoring() {
-        0 => (StatusCode::OK, "ready").into_response(),
+        0 if status.joined() => (StatusCode::OK, "ready").into_response(),
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "not yet assigned partitions by the consumer group").into_response(),
         n => (StatusCode::SERVICE_UNAVAILABLE, format!("restoring {n} partition(s)")).into_response(),
     }
 }
@@ -237,4 +239,30 @@ async fn list_customers(State(s): State<AppState>, Query(q): Query<ListQuery>) -
     found.sort_by(|a, b| a.p_alive.total_cmp(&b.p_alive).then_with(|| a.customer_id.cmp(&b.customer_id)));
     found.truncate(limit);
     Json(found).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Rules;
+
+    fn state() -> AppState {
+        AppState::new(Arc::new(Store::new()), Engine::new(Rules::new(&Config::default())), None, true)
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_on_a_silent_main_loop_but_not_during_a_restore() {
+        let s = state();
+        // The main loop has not beaten for longer than the limit.
+        s.store.status().beat(wall_clock_ms() - HEARTBEAT_LIMIT.as_millis() as i64 - 1000);
+        assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A restore holds the loop inside the rebalance callback: alive.
+        let restoring = s.store.begin_restore();
+        assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::OK);
+        assert_eq!(readyz(State(s.clone())).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(restoring);
+        s.store.status().beat(wall_clock_ms());
+        assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::OK);
+    }
 }

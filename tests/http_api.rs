@@ -207,9 +207,8 @@ async fn ids_that_need_url_encoding_are_found_and_only_get_is_served() {
 /// first record is processed; meanwhile `/readyz` is 503 (queries would see
 /// part of the state), and once the restore is done it is 200 and every
 /// restored customer is served. The changelog is large enough (300 000
-/// customers) that the restore takes a moment to watch. (On the first
-/// assignment the 503 says "not yet assigned": the joined flag is set after
-/// the restore; "restoring N partition(s)" shows on later rebalances.)
+/// customers) that the restore takes a moment to watch; the 503 says it is
+/// restoring.
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_is_503_while_a_partition_restores_and_the_restored_state_is_served_after() {
     let broker = Broker::start();
@@ -264,6 +263,7 @@ async fn readyz_is_503_while_a_partition_restores_and_the_restored_state_is_serv
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!not_ready.is_empty() && not_ready.iter().all(|a| a.0 == 503), "{not_ready:?}");
+    assert!(not_ready.iter().any(|a| a.1.contains("restoring 1 partition")), "{not_ready:?}");
     // Ready means restored: every customer is there.
     let log = strip_ansi(&engage.log());
     assert!(log.contains(&format!("records={customers} customers={customers} unreadable=0")), "{log}");
