@@ -107,6 +107,9 @@ impl RunConfig {
         if r.sweep_interval.is_zero() {
             return Err(invalid("run.sweep_interval", "must be longer than zero"));
         }
+        if r.log_interval.is_zero() {
+            return Err(invalid("run.log_interval", "must be longer than zero"));
+        }
         if r.sweep_slices == 0 {
             return Err(invalid("run.sweep_slices", "must be at least 1"));
         }

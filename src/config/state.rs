@@ -45,8 +45,8 @@ impl StateConfig {
     /// Checks that span this section's fields; the error names the key
     /// and what would be valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.flush_interval.is_zero() || self.retention.is_zero() {
-            return Err(invalid("state", "flush_interval and retention must be longer than zero"));
+        if self.flush_interval.is_zero() || self.retention.is_zero() || self.restore_timeout.is_zero() {
+            return Err(invalid("state", "flush_interval, retention and restore_timeout must be longer than zero"));
         }
         Ok(())
     }

@@ -30,10 +30,12 @@ const INVALID: &[(&str, &[&str])] = &[
     ("[run]\ngroup_id = \"  \"\n", &["run.group_id"]),
     ("[run]\nsweep_interval = \"0s\"\n", &["run.sweep_interval"]),
     ("[run]\nsweep_slices = 0\n", &["run.sweep_slices"]),
+    ("[run]\nlog_interval = \"0s\"\n", &["run.log_interval"]),
     ("[run]\nmax_in_flight = 0\n", &["run.max_in_flight"]),
     // [state]: one message for both durations; it names the field.
     ("[state]\nflush_interval = \"0s\"\n", &["state", "flush_interval"]),
     ("[state]\nretention = \"0s\"\n", &["state", "retention"]),
+    ("[state]\nrestore_timeout = \"0s\"\n", &["state", "restore_timeout"]),
     // [http]
     ("[http]\nlisten = \"localhost\"\n", &["http.listen"]),
     ("[http]\nlisten = \"127.0.0.1:99999\"\n", &["http.listen"]),

@@ -105,6 +105,9 @@ pub fn restore(
             Ok(w) => break w,
             Err(e) if Instant::now() < deadline => {
                 warn!(topic, partition = p, error = %e, "changelog end not read yet; asking again");
+                // A request that fails at once (an unknown partition) must
+                // not turn this into a busy loop.
+                std::thread::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())));
             }
             Err(e) => {
                 return Err(KafkaSetupError::client(

@@ -30,6 +30,15 @@ pub enum KafkaSetupError {
         /// The config key naming it.
         key: &'static str,
     },
+    /// The state changelog is missing. Not retryable until it is created.
+    #[error(
+        "state changelog {topic:?} (state.changelog_topic) does not exist; run `engage topics create` \
+         (or set run.create_topics = true), or fix state.changelog_topic"
+    )]
+    MissingChangelog {
+        /// The topic name.
+        topic: String,
+    },
     /// The inputs have different partition counts, so one customer's events
     /// could land in different partition numbers. Not retryable.
     #[error(
@@ -96,7 +105,7 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
         client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let topic = crate::kafka::changelog::topic_name(config);
     match partition_count(&consumer, &topic)? {
-        None => Err(KafkaSetupError::MissingTopic { topic, key: "state.changelog_topic (run `engage topics create`)" }),
+        None => Err(KafkaSetupError::MissingChangelog { topic }),
         Some(n) if n != partitions => {
             Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions })
         }
