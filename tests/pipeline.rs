@@ -46,8 +46,8 @@ async fn events_become_score_changes_and_alerts_keyed_by_customer_with_seq() {
 
     let dir = tempfile::tempdir().unwrap();
     let engage = Engage::start(dir.path(), &topics.config(&broker, "[churn]\noverdue_gate = 0.0\n"));
-    // The two topics are consumed independently, so ann's return is sent
-    // only once her purchases are in: her story depends on that order.
+    // Her story depends on her purchases being applied before her return:
+    // it is sent only once they are in.
     assert_eq!(read_topic(&broker, &topics.scores, 3, Duration::from_secs(60)).len(), 3);
     produce(&producer, &topics.clickstream, Some(b"ann"), &click("a3", "ann", T0 + 200 * DAY, "page_view"), &[]).await;
     produce(&producer, &topics.clickstream, Some(b"ann"), &click("a4", "ann", T0 + 201 * DAY, "review"), &[]).await;
@@ -242,6 +242,54 @@ async fn protobuf_inputs_and_outputs() {
     assert!(last.expected_purchases_90d.is_some(), "value signals once there is a purchase");
     assert_eq!(scores[0].header("content-type"), Some(&b"application/x-protobuf"[..]));
     assert_eq!(scores[0].header("engage.message.type"), Some(&b"engage.v1.ScoreChanged"[..]));
+}
+
+/// Alerts in protobuf, end to end: quinn buys on days 0 and 1 and comes
+/// back on day 200 (protobuf inputs); with the overdue gate off her low
+/// P(alive) on return raises an at-risk `ChurnAlert`, which decodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn churn_alerts_in_protobuf() {
+    let broker = Broker::start();
+    let topics = Topics::create(&broker, 1).await;
+    let p = broker.producer();
+    let buy = |id: &str, ts: i64| {
+        engage::proto::PurchaseEvent {
+            event_id: id.into(),
+            customer_id: "quinn".into(),
+            r#type: "purchase".into(),
+            ts: Some(ts),
+            amount: 30.0,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    produce(&p, &topics.purchases, Some(b"quinn"), &buy("q1", T0), &[]).await;
+    produce(&p, &topics.purchases, Some(b"quinn"), &buy("q2", T0 + DAY), &[]).await;
+    let back = engage::proto::ClickEvent {
+        event_id: "q3".into(),
+        customer_id: "quinn".into(),
+        r#type: "page_view".into(),
+        ts: Some(T0 + 200 * DAY),
+        ..Default::default()
+    };
+    produce(&p, &topics.clickstream, Some(b"quinn"), &back.encode_to_vec(), &[]).await;
+
+    let extra = "[input]\nclickstream_format = \"protobuf\"\npurchases_format = \"protobuf\"\n\
+                 [output]\nalerts_format = \"protobuf\"\n[churn]\noverdue_gate = 0.0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let engage = Engage::start(dir.path(), &topics.config(&broker, extra));
+    let alerts = read_topic(&broker, &topics.alerts, 1, Duration::from_secs(60));
+    drop(engage);
+    let first = &alerts[0];
+    let alert = engage::proto::ChurnAlert::decode(&first.value[..]).expect("protobuf ChurnAlert");
+    assert_eq!((alert.customer_id.as_str(), alert.kind), ("quinn", engage::proto::AlertKind::AtRisk as i32));
+    assert_eq!(alert.alert_id, format!("quinn:{}", alert.seq));
+    assert_eq!(alert.event_time, T0 + 200 * DAY, "raised by her return");
+    assert_eq!(alert.reasons[0].signal, "p_alive");
+    assert!(alert.p_alive < 0.5 && alert.p_alive < alert.reasons[0].threshold, "{alert:?}");
+    assert_eq!(first.key.as_deref(), Some(&b"quinn"[..]));
+    assert_eq!(first.header("content-type"), Some(&b"application/x-protobuf"[..]));
+    assert_eq!(first.header("engage.message.type"), Some(&b"engage.v1.ChurnAlert"[..]));
 }
 
 fn super_click(id: &str, customer: &str, ts: i64) -> Vec<u8> {
