@@ -256,9 +256,12 @@ struct Outcome {
     active: bool,
 }
 
-/// One judged customer: the state at T1 and the holdout outcome.
-#[derive(Clone, Debug, PartialEq)]
+/// One judged customer: the state at T1 and the holdout outcome; one line
+/// of `DIR/customers.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Judged {
+    /// The customer.
+    pub customer_id: String,
     /// Health at T1.
     pub health: Health,
     /// Lifecycle stage at T1 (its message name).
@@ -365,6 +368,7 @@ pub fn evaluate(config: &Config, opts: &EvaluateOptions) -> Result<EvaluateRepor
     }
 
     report.plots = write_plots(&opts.out_dir, &judged, &report)?;
+    write_customers(&opts.out_dir.join("customers.jsonl"), &judged)?;
     let path = opts.out_dir.join("report.json");
     let json = serde_json::to_vec_pretty(&report).map_err(|source| ReplayError::Json { path: path.clone(), source })?;
     std::fs::write(&path, json).map_err(|source| ReplayError::Io { action: "writing", path: path.clone(), source })?;
@@ -385,6 +389,7 @@ fn judge(s: &StateLine, o: &Outcome, rules: &ChurnRules, holdout_days: f64) -> J
         _ => rules.spend.expected_order_value(0.0, 0.0),
     };
     Judged {
+        customer_id: s.customer_id.clone(),
         health: match s.health.as_str() {
             "at_risk" => Health::AtRisk,
             "dormant" => Health::Dormant,
@@ -690,6 +695,16 @@ pub fn suggest(judged: &[Judged], churn: &ChurnConfig) -> Suggestion {
     }
 }
 
+/// Writes every judged customer as a line of `customers.jsonl`.
+fn write_customers(path: &Path, judged: &[Judged]) -> Result<(), ReplayError> {
+    let mut out = Vec::new();
+    for j in judged {
+        serde_json::to_writer(&mut out, j).map_err(|source| ReplayError::Json { path: path.to_path_buf(), source })?;
+        out.push(b'\n');
+    }
+    std::fs::write(path, out).map_err(|source| ReplayError::Io { action: "writing", path: path.to_path_buf(), source })
+}
+
 /// Writes the three plots; returns their file names.
 fn write_plots(dir: &Path, judged: &[Judged], report: &EvaluateReport) -> Result<Vec<String>, ReplayError> {
     let rows = &report.calibration_holdout;
@@ -866,6 +881,7 @@ mod tests {
 
     fn customer(health: Health, score: f64, p_alive: f64, idle_days: f64, holdout_purchases: u32) -> Judged {
         Judged {
+            customer_id: format!("c{score}-{idle_days}"),
             health,
             stage: "integration".into(),
             score,

@@ -147,7 +147,8 @@ enum Command {
     /// customer's health, stage, score, P(alive) and BG/NBD expectations with
     /// their purchases and activity up to --holdout-end.
     ///
-    /// Prints the report as JSON and writes DIR/report.json, SVG plots
+    /// Prints the report as JSON and writes DIR/report.json, every customer's
+    /// prediction and outcome (DIR/customers.jsonl), SVG plots
     /// (calibration_holdout.svg, score_deciles.svg, roc.svg) and the
     /// calibration replay's outputs (DIR/calibration/).
     Evaluate {
