@@ -18,7 +18,8 @@
 //! Only customers seen by T1 are judged; customers whose first event is in
 //! the holdout are counted (`new_in_holdout`) and left out. Days are UTC
 //! days, as the engine counts them, so the ends are best given as the end
-//! of a day (e.g. `1997-09-30T23:59:59Z`).
+//! of a day (e.g. `1997-09-30T23:59:59Z`). The input files are read twice
+//! (the replay, then the holdout), and held in memory as replay holds them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
