@@ -51,6 +51,8 @@
 //!
 //! - [`replay`]: `engage replay`, the engine driven from event files.
 //! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
+//! - [`evaluate`]: `engage evaluate`, the engine's predictions at a
+//!   calibration end judged against what customers did in a holdout.
 //! - [`demo`]: `engage demo`, everything on one machine with no setup.
 //! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
 //! - [`synth`]: deterministic synthetic events for benchmarks and tests.
@@ -67,6 +69,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod engine;
+pub mod evaluate;
 pub mod fit;
 pub mod http;
 pub mod kafka;

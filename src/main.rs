@@ -142,6 +142,40 @@ enum Command {
         #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
         sweep_every: std::time::Duration,
     },
+    /// Judge the engine's predictions against what customers did next: runs
+    /// the engine (as `replay`) up to --calibration-end, then compares each
+    /// customer's health, stage, score, P(alive) and BG/NBD expectations with
+    /// their purchases and activity up to --holdout-end.
+    ///
+    /// Prints the report as JSON and writes DIR/report.json, every customer's
+    /// prediction and outcome (DIR/customers.jsonl), SVG plots
+    /// (calibration_holdout.svg, score_deciles.svg, roc.svg) and the
+    /// calibration replay's outputs (DIR/calibration/).
+    Evaluate {
+        /// A JSONL file of events from either topic; repeat for several.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// End of the calibration period (RFC 3339), best the end of a UTC day.
+        #[arg(long)]
+        calibration_end: String,
+        /// End of the holdout (RFC 3339); default: the last event time.
+        #[arg(long)]
+        holdout_end: Option<String>,
+        /// Output directory.
+        #[arg(long, default_value = "evaluate-out")]
+        out: PathBuf,
+        /// Scoring configuration (the same file `engage run` uses).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Event time between churn sweeps (e.g. 1h, 1d).
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        sweep_every: std::time::Duration,
+        /// Also search [churn]'s dormant thresholds for the best F1 of
+        /// "dormant predicts no purchase" on the holdout, and print a [churn]
+        /// table to paste (on stderr; also in the report).
+        #[arg(long)]
+        suggest: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -269,6 +303,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = replay(&config, &opts)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Evaluate { inputs, calibration_end, holdout_end, out, config, sweep_every, suggest } => {
+            let config = Config::load(config.as_deref())?;
+            let opts = engage::evaluate::EvaluateOptions {
+                inputs,
+                calibration_end: parse_time(&calibration_end).context("--calibration-end")?,
+                holdout_end: holdout_end.as_deref().map(parse_time).transpose().context("--holdout-end")?,
+                out_dir: out,
+                sweep_every_ms: sweep_every.as_millis() as i64,
+                suggest,
+            };
+            let report = engage::evaluate::evaluate(&config, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(s) = &report.suggest {
+                eprint!("{}", s.config);
+            }
             Ok(())
         }
     }
