@@ -150,15 +150,7 @@ fn demo_stops_cleanly_on_ctrl_c() {
 #[tokio::test(flavor = "multi_thread")]
 async fn loadgen_creates_co_partitioned_inputs_and_they_hold_exactly_the_records_it_reports() {
     let broker = Broker::start();
-    let p = common::unique("lg");
-    let topics = Topics {
-        clickstream: format!("{p}.clickstream"),
-        purchases: format!("{p}.purchases"),
-        scores: format!("{p}.scores"),
-        alerts: format!("{p}.alerts"),
-        dlq: format!("{p}.dlq"),
-        group: format!("{p}.group"),
-    };
+    let topics = Topics::named("lg");
     let dir = tempfile::tempdir().unwrap();
     let path = cli_support::write_config(dir.path(), &topics.config(&broker, ""));
     let args = [
@@ -239,20 +231,7 @@ async fn sigint_stops_run_with_exit_zero_and_everything_it_read_committed() {
     let dir = tempfile::tempdir().unwrap();
     let mut engage = Engage::start(dir.path(), &config);
     // Ctrl-C as soon as records are being read.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let at_signal = loop {
-        let metrics = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        let read: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("engage_records_in_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if read > 0.0 {
-            break read as i64;
-        }
-        assert!(Instant::now() < deadline, "no record consumed:\n{}", engage.log());
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let at_signal = common::wait_for_records_read(&addr, &engage) as i64;
     let started = Instant::now();
     cli_support::signal(engage.child.id(), 2);
     let status = engage.wait_exit(Duration::from_secs(40));
@@ -264,13 +243,7 @@ async fn sigint_stops_run_with_exit_zero_and_everything_it_read_committed() {
         started.elapsed()
     );
     assert!(log.contains("SIGINT: shutting down"), "{log}");
-    let summary = log.lines().find(|l| l.contains("stopped cleanly")).unwrap_or_else(|| panic!("no summary:\n{log}"));
-    let read: i64 = summary
-        .split("records: ")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no record count in {summary}"));
+    let read = common::summary_records(&log);
     assert!(at_signal < total as i64, "the signal came after all {total} records were read: nothing was in flight");
     let committed = common::committed(&broker, &topics.group, &topics.clickstream, 2);
     assert_eq!(committed, read, "read {read} records (at the signal: {at_signal}) but committed {committed}");

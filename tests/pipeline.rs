@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Broker, Engage, Topics, committed, produce, read_topic};
 use prost::Message as _;
@@ -356,20 +356,7 @@ async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_proce
     let mut engage = Engage::start(dir.path(), &config);
     // Signal while the input is still being consumed: as soon as the
     // metrics show records read, and fewer than were produced.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let at_signal = loop {
-        let metrics = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        let read: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("engage_records_in_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if read > 0.0 {
-            break read as usize;
-        }
-        assert!(Instant::now() < deadline, "no record consumed:\n{}", engage.log());
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let at_signal = common::wait_for_records_read(&addr, &engage) as usize;
     let (code, took) = engage.terminate(Duration::from_secs(30));
     assert!(at_signal < total, "the signal came after all {total} records were read: nothing was under load");
     assert_eq!(code, Some(0), "{}", engage.log());
@@ -377,13 +364,7 @@ async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_proce
     // Everything read before the exit was committed: the final summary's
     // record count equals the committed offsets.
     let log = engage.log();
-    let summary = log.lines().find(|l| l.contains("stopped cleanly")).unwrap_or_else(|| panic!("no summary:\n{log}"));
-    let records: i64 = summary
-        .split("records: ")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no record count in {summary}"));
+    let records = common::summary_records(&log);
     let done = committed(&broker, &topics.group, &topics.clickstream, 2);
     assert_eq!(done, records, "consumed {records} records but committed {done}");
     assert!(done < total as i64, "stopped before the end of the input");

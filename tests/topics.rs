@@ -14,15 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Topic names for one test, of which only the inputs exist yet.
 async fn inputs_only(broker: &Broker, partitions: i32) -> Topics {
-    let p = common::unique("t");
-    let t = Topics {
-        clickstream: format!("{p}.clickstream"),
-        purchases: format!("{p}.purchases"),
-        scores: format!("{p}.scores"),
-        alerts: format!("{p}.alerts"),
-        dlq: format!("{p}.dlq"),
-        group: format!("{p}.group"),
-    };
+    let t = Topics::named("t");
     broker.create_topic(&t.clickstream, partitions).await;
     broker.create_topic(&t.purchases, partitions).await;
     t

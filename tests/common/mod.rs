@@ -318,16 +318,22 @@ pub struct Topics {
 }
 
 impl Topics {
-    pub async fn create(broker: &Broker, partitions: i32) -> Topics {
-        let p = unique("t");
-        let t = Topics {
+    /// Fresh names under a unique `prefix`, none created yet.
+    pub fn named(prefix: &str) -> Topics {
+        let p = unique(prefix);
+        Topics {
             clickstream: format!("{p}.clickstream"),
             purchases: format!("{p}.purchases"),
             scores: format!("{p}.scores"),
             alerts: format!("{p}.alerts"),
             dlq: format!("{p}.dlq"),
             group: format!("{p}.group"),
-        };
+        }
+    }
+
+    /// Fresh topics, every one created with `partitions` partitions.
+    pub async fn create(broker: &Broker, partitions: i32) -> Topics {
+        let t = Topics::named("t");
         for name in [&t.clickstream, &t.purchases, &t.scores, &t.alerts, &t.dlq] {
             broker.create_topic(name, partitions).await;
         }
@@ -666,4 +672,34 @@ pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record])
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     (clicks, buys)
+}
+
+/// Waits (at most 60 s) until `engage`'s metrics at `addr` show input
+/// records read, and returns how many: the moment to signal it "under load".
+pub fn wait_for_records_read(addr: &str, engage: &Engage) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        let read: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("engage_records_in_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if read > 0.0 {
+            return read;
+        }
+        assert!(Instant::now() < deadline, "no record consumed:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The record count in the "stopped cleanly" summary line of `log`.
+pub fn summary_records(log: &str) -> i64 {
+    let summary = log.lines().find(|l| l.contains("stopped cleanly")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+    summary
+        .split("records: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record count in {summary}"))
 }
