@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::decode::Format;
-use crate::engine::event::InputTopic;
 use crate::engine::store::Store;
 use crate::synth::Population;
 
@@ -168,10 +167,7 @@ async fn generate(
         sim_now.store(sim, Ordering::Relaxed);
         population.advance(sim, Format::Json, &mut batch);
         for r in batch.drain(..) {
-            let topic = match r.topic {
-                InputTopic::Clickstream => &config.topics.clickstream,
-                InputTopic::Purchases => &config.topics.purchases,
-            };
+            let topic = config.topics.input(r.topic);
             let record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
             if let Err(e) = crate::kafka::enqueue(&producer, record).await {
                 eprintln!("demo: cannot produce traffic: {e}");

@@ -140,16 +140,13 @@ pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToke
             } else {
                 &r.value[..]
             };
-            let topic = match r.topic {
-                InputTopic::Clickstream => {
-                    summary.clickstream += 1;
-                    &config.topics.clickstream
-                }
-                InputTopic::Purchases => {
-                    summary.purchases += 1;
-                    &config.topics.purchases
-                }
-            };
+            match r.topic {
+                InputTopic::Clickstream => summary.clickstream += 1,
+                InputTopic::Purchases => summary.purchases += 1,
+                // The simulation produces events only.
+                InputTopic::Erasures => {}
+            }
+            let topic = config.topics.input(r.topic);
             let record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(value);
             enqueue(&producer, record).await.map_err(LoadError::Send)?;
             summary.records += 1;

@@ -175,6 +175,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, Re
             let ((file, path), count) = match o {
                 Output::Score(_) => (&mut scores, &mut summary.score_changes),
                 Output::Alert(_) => (&mut alerts, &mut summary.alerts),
+                // Replay reads events only.
+                Output::Erasure(_) => continue,
             };
             let mut line = o.to_json();
             line.push(b'\n');
@@ -194,6 +196,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, Re
             Outcome::Applied => summary.applied += 1,
             Outcome::Duplicate => summary.duplicates += 1,
             Outcome::UnknownType => summary.unknown_types += 1,
+            // Replay applies no erasures.
+            Outcome::BeforeErasure | Outcome::Erased => {}
         }
         write(&mut out, &mut summary)?;
     }

@@ -136,6 +136,7 @@ proptest! {
                 Output::Score(s) => (s.score, [s.dimensions.attention, s.dimensions.transaction, s.dimensions.social,
                     s.dimensions.loyalty, s.dimensions.satisfaction]),
                 Output::Alert(a) => (a.score, [50.0; 5]),
+                Output::Erasure(_) => unreachable!("no erasure was applied"),
             };
             prop_assert!((0.0..=100.0).contains(&score), "score {score}");
             for d in dims {

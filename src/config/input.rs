@@ -16,6 +16,9 @@ pub struct InputConfig {
     pub clickstream_format: crate::decode::Format,
     /// Format of purchases records without a `content-type` header.
     pub purchases_format: crate::decode::Format,
+    /// Format of erasure requests (`topics.erasures`) without a
+    /// `content-type` header.
+    pub erasures_format: crate::decode::Format,
     /// Records larger than this many bytes are dead-lettered (`oversized`)
     /// without being parsed. docs/model.md "Events": 1 MiB.
     pub max_record_bytes: usize,
@@ -33,6 +36,7 @@ impl Default for InputConfig {
         InputConfig {
             clickstream_format: crate::decode::Format::Json,
             purchases_format: crate::decode::Format::Json,
+            erasures_format: crate::decode::Format::Json,
             max_record_bytes: default_max_record_bytes(),
             max_future_skew: Duration::from_secs(300),
             max_amount: default_max_amount(),
@@ -63,6 +67,16 @@ impl InputConfig {
             return Err(invalid("input.max_amount", "must be a positive number"));
         }
         Ok(())
+    }
+
+    /// The format of records of `topic` that carry no `content-type` header.
+    pub fn format(&self, topic: crate::engine::event::InputTopic) -> crate::decode::Format {
+        use crate::engine::event::InputTopic;
+        match topic {
+            InputTopic::Clickstream => self.clickstream_format,
+            InputTopic::Purchases => self.purchases_format,
+            InputTopic::Erasures => self.erasures_format,
+        }
     }
 
     /// The limits in the form the decoder uses.

@@ -10,4 +10,7 @@ pub struct OutputConfig {
     pub scores_format: crate::decode::Format,
     /// `json` (default) or `protobuf` (`engage.v1.ChurnAlert`).
     pub alerts_format: crate::decode::Format,
+    /// `json` (default) or `protobuf` (`engage.v1.ErasureConfirmation`),
+    /// for `topics.erasure_confirmations`.
+    pub erasure_confirmations_format: crate::decode::Format,
 }

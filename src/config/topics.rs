@@ -13,6 +13,13 @@ pub struct TopicsConfig {
     /// Input: purchases and refunds, keyed by customer_id; must have the
     /// same partition count as `clickstream` (co-partitioned).
     pub purchases: String,
+    /// Input, optional: erasure requests ("right to be forgotten"), keyed
+    /// by customer_id and co-partitioned with the other inputs. Empty (the
+    /// default): engage reads no erasures. docs/model.md "Erasure".
+    pub erasures: String,
+    /// Output: one confirmation per erasure applied, for the privacy team's
+    /// audit trail (used only with `erasures`).
+    pub erasure_confirmations: String,
     /// Output: score changes.
     pub scores: String,
     /// Output: churn alerts.
@@ -33,6 +40,8 @@ impl Default for TopicsConfig {
         TopicsConfig {
             clickstream: "clickstream".into(),
             purchases: "purchases".into(),
+            erasures: String::new(),
+            erasure_confirmations: "engagement.erasures-confirmed".into(),
             scores: "engagement.scores".into(),
             alerts: "engagement.churn-alerts".into(),
             dlq: "engagement.dlq".into(),
@@ -43,17 +52,43 @@ impl Default for TopicsConfig {
 }
 
 impl TopicsConfig {
+    /// Whether engage reads erasure requests (`topics.erasures` is set).
+    pub fn erasures_enabled(&self) -> bool {
+        !self.erasures.is_empty()
+    }
+
+    /// The name of input `topic`.
+    pub fn input(&self, topic: crate::engine::event::InputTopic) -> &str {
+        use crate::engine::event::InputTopic;
+        match topic {
+            InputTopic::Clickstream => &self.clickstream,
+            InputTopic::Purchases => &self.purchases,
+            InputTopic::Erasures => &self.erasures,
+        }
+    }
+
+    /// The input topics engage reads: both event inputs, and the erasures
+    /// when enabled.
+    pub fn inputs(&self) -> Vec<crate::engine::event::InputTopic> {
+        use crate::engine::event::InputTopic;
+        InputTopic::ALL.into_iter().filter(|t| *t != InputTopic::Erasures || self.erasures_enabled()).collect()
+    }
+
     /// Checks that span this section's fields; the error names the key
     /// and what would be valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self;
-        let names = [
+        let mut names = vec![
             ("topics.clickstream", &t.clickstream),
             ("topics.purchases", &t.purchases),
             ("topics.scores", &t.scores),
             ("topics.alerts", &t.alerts),
             ("topics.dlq", &t.dlq),
         ];
+        if t.erasures_enabled() {
+            names.push(("topics.erasures", &t.erasures));
+            names.push(("topics.erasure_confirmations", &t.erasure_confirmations));
+        }
         for (i, (key, name)) in names.iter().enumerate() {
             if name.is_empty()
                 || name.len() > 249

@@ -15,11 +15,13 @@ use std::borrow::Cow;
 
 use crate::engine::event::{ClickKind, Event, EventKind, InputTopic};
 
+mod erasure;
 mod error;
 mod json;
 mod protobuf;
 mod scan;
 
+pub use erasure::erasure_request;
 pub use error::{DecodeError, Reason};
 use json::parse_json;
 use protobuf::parse_protobuf;
@@ -105,8 +107,17 @@ pub fn decode<'a>(
             format!("record is {} bytes; input.max_record_bytes is {}", value.len(), limits.max_record_bytes),
         ));
     }
-    let format = match envelope.content_type {
-        None => format,
+    let raw = match resolve_format(format, envelope)? {
+        Format::Json => parse_json(value)?,
+        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputTopic::Clickstream))?,
+    };
+    validate(raw, topic, envelope, limits, now_ms)
+}
+
+/// The record's format: its `content-type` header's, else `format`.
+fn resolve_format(format: Format, envelope: &Envelope<'_>) -> Result<Format, DecodeError> {
+    match envelope.content_type {
+        None => Ok(format),
         Some(ct) => {
             let text = String::from_utf8_lossy(ct);
             Format::from_content_type(&text).ok_or_else(|| {
@@ -114,14 +125,26 @@ pub fn decode<'a>(
                     Reason::UnsupportedContentType,
                     format!("content-type {text:?}; engage reads application/json and application/x-protobuf"),
                 )
-            })?
+            })
         }
-    };
-    let raw = match format {
-        Format::Json => parse_json(value)?,
-        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputTopic::Clickstream))?,
-    };
-    validate(raw, topic, envelope, limits, now_ms)
+    }
+}
+
+/// A Kafka record must be keyed by its customer (docs/model.md "Events").
+fn check_key(envelope: &Envelope<'_>, customer_id: &str) -> Result<(), DecodeError> {
+    if !envelope.require_key {
+        return Ok(());
+    }
+    let key = envelope
+        .key
+        .ok_or_else(|| DecodeError::new(Reason::MissingKey, "record has no key; it must be keyed by customer_id"))?;
+    if key != customer_id.as_bytes() {
+        return Err(DecodeError::new(
+            Reason::KeyMismatch,
+            format!("record key {:?} differs from customer_id {customer_id:?}", String::from_utf8_lossy(key)),
+        ));
+    }
+    Ok(())
 }
 
 /// An event's fields as read from the wire, before any rule is applied.
@@ -168,17 +191,7 @@ fn validate<'a>(
 ) -> Result<Event<'a>, DecodeError> {
     let customer_id = required_id(raw.customer_id, "customer_id", Reason::MissingCustomerId)?;
     let event_id = required_id(raw.event_id, "event_id", Reason::MissingEventId)?;
-    if envelope.require_key {
-        let key = envelope.key.ok_or_else(|| {
-            DecodeError::new(Reason::MissingKey, "record has no key; it must be keyed by customer_id")
-        })?;
-        if key != customer_id.as_bytes() {
-            return Err(DecodeError::new(
-                Reason::KeyMismatch,
-                format!("record key {:?} differs from customer_id {customer_id:?}", String::from_utf8_lossy(key)),
-            ));
-        }
-    }
+    check_key(envelope, &customer_id)?;
     let type_name = raw
         .kind
         .filter(|t| !t.trim().is_empty())
@@ -214,6 +227,9 @@ fn validate<'a>(
                 _ => None,
             };
             EventKind::Click { kind, rating }
+        }
+        InputTopic::Erasures => {
+            return Err(DecodeError::new(Reason::Malformed, "an erasure request is not an event (erasure_request)"));
         }
     };
     let ts_ms = timestamp(raw.ts, envelope.timestamp_ms)?;

@@ -15,25 +15,35 @@ pub fn day_of(ts_ms: i64) -> i32 {
     ts_ms.div_euclid(DAY_MS) as i32
 }
 
-/// Which input topic a record came from. The two topics are co-partitioned,
-/// so a customer's records from both land in the same partition number.
+/// Which input topic a record came from. The input topics are
+/// co-partitioned, so a customer's records from all of them land in the same
+/// partition number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InputTopic {
     /// Clicks, views, social, loyalty and support interactions.
     Clickstream,
     /// Purchases and refunds.
     Purchases,
+    /// Erasure requests (optional, `topics.erasures`): not events, applied
+    /// as they arrive (see [`crate::engine::erasure`]).
+    Erasures,
 }
 
 impl InputTopic {
-    /// Both topics, in [`InputTopic::index`] order.
-    pub const ALL: [InputTopic; 2] = [InputTopic::Clickstream, InputTopic::Purchases];
+    /// The two event inputs, in [`InputTopic::index`] order: what is
+    /// aligned on event time and counted in a customer's applied offsets.
+    pub const EVENTS: [InputTopic; 2] = [InputTopic::Clickstream, InputTopic::Purchases];
 
-    /// 0 for clickstream, 1 for purchases: the index of per-topic arrays.
+    /// Every input, in [`InputTopic::index`] order.
+    pub const ALL: [InputTopic; 3] = [InputTopic::Clickstream, InputTopic::Purchases, InputTopic::Erasures];
+
+    /// 0 for clickstream, 1 for purchases, 2 for erasures: the index of
+    /// per-topic arrays (arrays over [`InputTopic::EVENTS`] stop at 1).
     pub fn index(self) -> usize {
         match self {
             InputTopic::Clickstream => 0,
             InputTopic::Purchases => 1,
+            InputTopic::Erasures => 2,
         }
     }
 
@@ -42,6 +52,7 @@ impl InputTopic {
         match self {
             InputTopic::Clickstream => "clickstream",
             InputTopic::Purchases => "purchases",
+            InputTopic::Erasures => "erasures",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `engage run` both drive it through [`Engine::apply`] and [`Engine::sweep`].
 
 pub mod churn;
+pub mod erasure;
 pub mod event;
 pub mod lifecycle;
 pub mod output;
@@ -57,6 +58,11 @@ pub enum Outcome {
     Duplicate,
     /// An unknown clickstream type: counted by the caller, nothing changed.
     UnknownType,
+    /// An event at or before its customer's erasure cut-off: the erased
+    /// customer's, ignored ([`erasure`]).
+    BeforeErasure,
+    /// An erasure request applied: the customer's state is gone.
+    Erased,
 }
 
 /// Everything derived from a customer's state at one moment.
@@ -193,6 +199,10 @@ impl Engine {
         if !event.kind.is_known() {
             return Outcome::UnknownType;
         }
+        let erased = partition.erased(&event.customer_id);
+        if erased.is_some_and(|e| event.ts_ms <= e.cutoff) {
+            return Outcome::BeforeErasure;
+        }
         let id_hash = event_id_hash(&event.event_id);
         let map = partition.map();
         let mut entry = match map.get_mut(&*event.customer_id) {
@@ -204,6 +214,10 @@ impl Engine {
             return Outcome::Duplicate;
         }
         let new_customer = state.is_new();
+        if let Some(e) = erased.filter(|_| new_customer) {
+            // A customer returning after an erasure continues its seq.
+            state.seq = e.seq;
+        }
         let returned_after = (!new_customer && event.ts_ms > state.last_seen).then(|| event.ts_ms - state.last_seen);
         state.mark_applied(source, id_hash);
         let contrib = self.rules.scoring.contributions(&event.kind);

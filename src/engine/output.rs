@@ -224,6 +224,9 @@ pub enum Output {
     Score(ScoreChanged),
     /// For `engagement.churn-alerts`.
     Alert(ChurnAlert),
+    /// For `topics.erasure_confirmations`; the sink also writes a
+    /// tombstone for the customer to the scores topic.
+    Erasure(crate::engine::erasure::ErasureConfirmation),
 }
 
 impl Output {
@@ -232,6 +235,7 @@ impl Output {
         match self {
             Output::Score(s) => &s.customer_id,
             Output::Alert(a) => &a.customer_id,
+            Output::Erasure(e) => &e.customer_id,
         }
     }
 
@@ -240,6 +244,8 @@ impl Output {
         match self {
             Output::Score(s) => s.seq,
             Output::Alert(a) => a.seq,
+            // Not part of the score and alert sequence.
+            Output::Erasure(_) => 0,
         }
     }
 
@@ -263,6 +269,9 @@ impl Output {
                 Output::Alert(a) => {
                     let _ = serde_json::to_writer(&mut *buf, a);
                 }
+                Output::Erasure(e) => {
+                    let _ = serde_json::to_writer(&mut *buf, e);
+                }
             },
             Format::Protobuf => self.write_protobuf(buf),
         }
@@ -273,7 +282,8 @@ impl Output {
         self.encode(Format::Json)
     }
 
-    /// The protobuf encoding (`engage.v1.ScoreChanged` / `engage.v1.ChurnAlert`).
+    /// The protobuf encoding (`engage.v1.ScoreChanged` / `engage.v1.ChurnAlert`
+    /// / `engage.v1.ErasureConfirmation`).
     pub fn to_protobuf(&self) -> Vec<u8> {
         self.encode(Format::Protobuf)
     }
@@ -324,6 +334,14 @@ impl Output {
                 stage: proto::Stage::from(a.stage) as i32,
                 event_time: a.event_time,
                 processed_at: a.processed_at,
+            }
+            .encode(buf),
+            Output::Erasure(e) => proto::ErasureConfirmation {
+                customer_id: e.customer_id.to_string(),
+                request_id: e.request_id.clone(),
+                erased_at: e.erased_at,
+                cutoff: e.cutoff,
+                had_state: e.had_state,
             }
             .encode(buf),
         };

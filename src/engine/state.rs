@@ -422,6 +422,7 @@ impl CustomerState {
             recent_event_ids: self.recent_ids.iter().map(|b| unpack_id(*b)).filter(|h| *h != 0).collect(),
             older_active_days: days::older_to_proto(&self.beyond, Set::Active),
             older_purchase_days: days::older_to_proto(&self.beyond, Set::Purchase),
+            erased: None,
         }
     }
 

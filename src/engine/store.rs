@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use compact_str::CompactString;
 use dashmap::DashMap;
 
+use crate::engine::erasure::Erased;
 use crate::engine::state::CustomerState;
 
 /// The map type: ids inline up to 24 bytes, states boxed so a table slot is
@@ -20,11 +21,22 @@ pub type CustomerMap = DashMap<CompactString, Box<CustomerState>, foldhash::fast
 pub struct Partition {
     id: i32,
     customers: CustomerMap,
+    /// What keeps each erasure in force, by customer (docs/model.md
+    /// "Erasure"); apart from the customers, so the query path never sees
+    /// them and a returning customer can hold both.
+    erased: DashMap<CompactString, Erased, foldhash::fast::RandomState>,
+    /// `erased.len()`, read on every event: most partitions hold none.
+    erased_count: std::sync::atomic::AtomicUsize,
 }
 
 impl Partition {
     fn new(id: i32) -> Partition {
-        Partition { id, customers: CustomerMap::default() }
+        Partition {
+            id,
+            customers: CustomerMap::default(),
+            erased: DashMap::default(),
+            erased_count: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// The input partition number (the same in both co-partitioned topics).
@@ -68,6 +80,58 @@ impl Partition {
             }
             keep
         });
+        gone
+    }
+
+    /// Removes everything held for a customer: its state and its erasure
+    /// (a changelog tombstone).
+    pub fn forget(&self, customer_id: &str) {
+        self.remove(customer_id);
+        self.clear_erased(customer_id);
+    }
+
+    /// The erasure in force for a customer, if any.
+    pub fn erased(&self, customer_id: &str) -> Option<Erased> {
+        if self.erased_count.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.erased.get(customer_id).map(|e| *e)
+    }
+
+    /// Records (or replaces) the erasure in force for a customer.
+    pub fn set_erased(&self, customer_id: &str, erased: Erased) {
+        if self.erased.insert(customer_id.into(), erased).is_none() {
+            self.erased_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Forgets a customer's erasure.
+    pub fn clear_erased(&self, customer_id: &str) {
+        if self.erased.remove(customer_id).is_some() {
+            self.erased_count.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Erasures held (customers erased within the retention).
+    pub fn erasures(&self) -> usize {
+        self.erased_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forgets every erasure whose cut-off is before `cutoff_ms`
+    /// (retention), returning their customer ids.
+    pub fn expire_erasures(&self, cutoff_ms: i64) -> Vec<CompactString> {
+        let mut gone = Vec::new();
+        if self.erasures() == 0 {
+            return gone;
+        }
+        self.erased.retain(|id, e| {
+            let keep = e.cutoff >= cutoff_ms;
+            if !keep {
+                gone.push(id.clone());
+            }
+            keep
+        });
+        self.erased_count.fetch_sub(gone.len(), std::sync::atomic::Ordering::Relaxed);
         gone
     }
 

@@ -15,7 +15,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::config::Config;
-use crate::engine::state::CustomerState;
+use crate::engine::erasure::Erased;
+use crate::engine::state::{CustomerState, StateError};
 use crate::engine::store::Partition;
 use crate::kafka::KafkaSetupError;
 use crate::proto;
@@ -57,11 +58,24 @@ impl Dirty {
     }
 }
 
-/// The changelog record value for a customer, or `None` (a tombstone) if
-/// the customer is no longer held.
+/// The changelog record value for a customer: its state and the erasure in
+/// force for it, either of them, or `None` (a tombstone) when neither is
+/// held.
 pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
+    let erased = partition.erased(customer_id).map(Erased::to_proto);
     // Encoded under the shard's read lock, without copying the state.
-    partition.map().get(customer_id).map(|s| s.to_proto(customer_id).encode_to_vec())
+    let state = partition.map().get(customer_id).map(|s| s.to_proto(customer_id));
+    let record = match (state, erased) {
+        (Some(state), erased) => proto::CustomerState { erased, ..state },
+        (None, Some(erased)) => proto::CustomerState {
+            version: crate::engine::state::STATE_VERSION,
+            customer_id: customer_id.to_string(),
+            erased: Some(erased),
+            ..Default::default()
+        },
+        (None, None) => return None,
+    };
+    Some(record.encode_to_vec())
 }
 
 /// How long one request for the changelog's end may take before it is
@@ -185,18 +199,22 @@ pub enum RestoreError {
     },
 }
 
-/// Applies one changelog record: a state replaces the customer's, a
-/// tombstone removes it; an unreadable record is counted and logged.
+/// Applies one changelog record: it replaces everything held for the
+/// customer (a state, an erasure in force, or both); a tombstone removes
+/// it; an unreadable record is counted and logged.
 fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, stats: &mut RestoreStats, topic: &str) {
     match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
-        (Some(id), None) => {
-            into.remove(id);
-        }
-        (Some(_), Some(value)) => match proto::CustomerState::decode(value)
-            .map_err(crate::engine::state::StateError::from)
-            .and_then(|s| CustomerState::from_proto(&s))
-        {
-            Ok((id, state)) => into.insert(id, state),
+        (Some(id), None) => into.forget(id),
+        (Some(id), Some(value)) => match read_record(value) {
+            Ok((state, erased)) => {
+                into.forget(id);
+                if let Some((id, state)) = state {
+                    into.insert(id, state);
+                }
+                if let Some(erased) = erased {
+                    into.set_erased(id, erased);
+                }
+            }
             Err(e) => {
                 stats.unreadable += 1;
                 warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable changelog record skipped");
@@ -212,4 +230,18 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
             );
         }
     }
+}
+
+/// A changelog record's state (absent from a record that only keeps an
+/// erasure in force) and erasure.
+type Record = (Option<(CompactString, CustomerState)>, Option<Erased>);
+
+fn read_record(value: &[u8]) -> Result<Record, StateError> {
+    let record = proto::CustomerState::decode(value)?;
+    let erased = record.erased.as_ref().map(Erased::from_proto);
+    let state = match erased {
+        Some(_) if record.dimensions.is_empty() => None,
+        _ => Some(CustomerState::from_proto(&record)?),
+    };
+    Ok((state, erased))
 }

@@ -56,6 +56,21 @@ pub enum KafkaSetupError {
         /// Its partition count.
         purchases_partitions: usize,
     },
+    /// The erasures topic's partition count differs from the inputs', so a
+    /// request could miss the partition holding its customer. Not
+    /// retryable.
+    #[error(
+        "erasures topic {topic:?} (topics.erasures) has {partitions} partitions but the inputs have {inputs}; \
+         it must be co-partitioned with them, keyed by customer_id"
+    )]
+    ErasuresNotCoPartitioned {
+        /// The erasures topic.
+        topic: String,
+        /// Its partition count.
+        partitions: usize,
+        /// The inputs' partition count.
+        inputs: usize,
+    },
     /// The changelog's partition count differs from the inputs'. Not
     /// retryable: a customer's state must live in its input partition.
     #[error("changelog {topic:?} has {partitions} partitions but the inputs have {inputs}; they must match")]
@@ -113,8 +128,9 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
     }
 }
 
-/// Checks docs/model.md "Events"'s co-partitioning: both inputs exist with the same
-/// partition count. Returns that count.
+/// Checks docs/model.md "Events"'s co-partitioning: both inputs (and the
+/// erasures topic, when set) exist with the same partition count. Returns
+/// that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     let consumer: BaseConsumer =
         client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
@@ -130,6 +146,17 @@ pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
             purchases: t.purchases.clone(),
             purchases_partitions: purchases,
         });
+    }
+    if t.erasures_enabled() {
+        let erasures = partition_count(&consumer, &t.erasures)?
+            .ok_or(KafkaSetupError::MissingTopic { topic: t.erasures.clone(), key: "topics.erasures" })?;
+        if erasures != clickstream {
+            return Err(KafkaSetupError::ErasuresNotCoPartitioned {
+                topic: t.erasures.clone(),
+                partitions: erasures,
+                inputs: clickstream,
+            });
+        }
     }
     Ok(clickstream)
 }
@@ -147,7 +174,10 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
         Ok(n) => n as i32,
         Err(_) => t.partitions,
     };
-    let names = [&t.scores, &t.alerts, &t.dlq];
+    let mut names = vec![&t.scores, &t.alerts, &t.dlq];
+    if t.erasures_enabled() {
+        names.push(&t.erasure_confirmations);
+    }
     let mut topics: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, t.partitions, TopicReplication::Fixed(t.replication_factor))).collect();
     topics.push(
@@ -157,16 +187,18 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
     create_missing(&admin, &topics, "creating output topics").await
 }
 
-/// Creates both input topics with `partitions` partitions each (so they are
-/// co-partitioned) where they do not exist yet: for local set-ups and load
-/// generation (`engage loadgen --create-topics`). Returns the names created.
+/// Creates the input topics (both event inputs, and the erasures topic when
+/// set) with `partitions` partitions each (so they are co-partitioned) where
+/// they do not exist yet: for local set-ups and load generation (`engage
+/// loadgen --create-topics`). Returns the names created.
 pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec<String>, KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> =
         client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
-    let topics: Vec<NewTopic<'_>> = [&t.clickstream, &t.purchases]
-        .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(t.replication_factor)))
+    let topics: Vec<NewTopic<'_>> = t
+        .inputs()
+        .into_iter()
+        .map(|i| NewTopic::new(t.input(i), partitions, TopicReplication::Fixed(t.replication_factor)))
         .collect();
     create_missing(&admin, &topics, "creating input topics").await
 }

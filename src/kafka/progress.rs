@@ -119,10 +119,10 @@ struct PartitionProgress {
     next_id: u64,
     /// Highest offset per input topic whose record and all work before it
     /// are delivered, not yet covered by a completed flush.
-    delivered: [Option<i64>; 2],
+    delivered: [Option<i64>; 3],
     /// Highest offset per input topic covered by a completed flush: safe to
     /// commit.
-    durable: [Option<i64>; 2],
+    durable: [Option<i64>; 3],
     /// Whether `durable` moved since it was last taken.
     advanced: bool,
 }

@@ -80,6 +80,7 @@ pub struct Sink {
     progress: SharedProgress,
     scores: (String, Format),
     alerts: (String, Format),
+    erasures: (String, Format),
     dlq: String,
     changelog: String,
     /// Changelog flushes encoded but waiting for the work before them, per
@@ -122,7 +123,11 @@ impl Sink {
         let changelog = crate::kafka::changelog::topic_name(config);
         // Registered at 0, so dashboards and alert rules see the series
         // before the first failure.
-        for topic in [&t.scores, &t.alerts, &t.dlq, &changelog] {
+        let mut outputs = vec![&t.scores, &t.alerts, &t.dlq, &changelog];
+        if t.erasures_enabled() {
+            outputs.push(&t.erasure_confirmations);
+        }
+        for topic in outputs {
             metrics::counter!(telemetry::DELIVERY_ERRORS, "topic" => topic.clone()).absolute(0);
         }
         Ok(Sink {
@@ -130,6 +135,7 @@ impl Sink {
             progress,
             scores: (t.scores.clone(), config.output.scores_format),
             alerts: (t.alerts.clone(), config.output.alerts_format),
+            erasures: (t.erasure_confirmations.clone(), config.output.erasure_confirmations_format),
             dlq: t.dlq.clone(),
             changelog,
             staged: Mutex::new(HashMap::new()),
@@ -144,14 +150,24 @@ impl Sink {
     }
 
     /// Sends the outputs one piece of work caused (possibly none); `origin`
-    /// is the input record behind them (none for a sweep).
+    /// is the input record behind them (none for a sweep). An erasure's
+    /// confirmation goes with a tombstone for the customer on the scores
+    /// topic, so compacted views of it drop the customer too.
     pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
-        let token = lock(&self.progress).register(work, outputs.len() as u32);
+        let erasures = outputs.iter().filter(|o| matches!(o, Output::Erasure(_))).count();
+        let token = lock(&self.progress).register(work, (outputs.len() + erasures) as u32);
         let mut payload = crate::sync::lock(&self.scratch);
         for output in outputs.drain(..) {
             let ((topic, format), kind) = match &output {
                 Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
                 Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
+                Output::Erasure(_) => {
+                    let tombstone: BaseRecord<'_, str, [u8], Box<Delivery>> =
+                        BaseRecord::with_opaque_to(&self.scores.0, Box::new(Delivery { token, origin: None }))
+                            .key(output.customer_id());
+                    self.send(tombstone);
+                    (&self.erasures, "engage.v1.ErasureConfirmation")
+                }
             };
             output.encode_into(*format, &mut payload);
             let headers = OwnedHeaders::new_with_capacity(3)

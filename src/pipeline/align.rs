@@ -202,7 +202,7 @@ impl Aligner {
         }
         for &p in owned {
             let pair = self.pairs.entry(p).or_default();
-            for topic in InputTopic::ALL {
+            for topic in InputTopic::EVENTS {
                 let position = positions.find_partition(inputs.name(topic), p).and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
@@ -218,7 +218,7 @@ impl Aligner {
                 let lagging = if pair.held[0].is_empty() { 0 } else { 1 };
                 pair.gave_up[lagging] = true;
                 let held = pair.held[1 - lagging].len();
-                AlignmentTimeout { inputs, partition: p, lagging: InputTopic::ALL[lagging], held, wait: self.wait }
+                AlignmentTimeout { inputs, partition: p, lagging: InputTopic::EVENTS[lagging], held, wait: self.wait }
                     .emit();
             }
         }
@@ -254,7 +254,7 @@ impl Aligner {
         }
         let mut full = HashSet::new();
         for (&p, pair) in &self.pairs {
-            for topic in InputTopic::ALL {
+            for topic in InputTopic::EVENTS {
                 if pair.paused[topic.index()] {
                     full.insert((topic, p));
                 }
@@ -292,7 +292,8 @@ mod tests {
     }
 
     fn inputs() -> Inputs {
-        Inputs { clickstream: "clicks".into(), purchases: "purchases".into() }
+        let topics = crate::config::TopicsConfig { clickstream: "clicks".into(), ..Default::default() };
+        Inputs::new(&topics)
     }
 
     /// Offers `(topic, offset, ts)` in arrival order and returns the
@@ -316,7 +317,7 @@ mod tests {
         let inputs = inputs();
         let mut positions = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for t in InputTopic::ALL {
+        for t in InputTopic::EVENTS {
             positions.add_partition_offset(inputs.name(t), 0, Offset::Offset(next[t.index()])).unwrap();
             ends.insert((t, 0), Ends { start: 0, end: end[t.index()] });
         }

@@ -115,6 +115,10 @@ pub struct RunSummary {
     pub unknown_types: u64,
     /// Records sent to the dead-letter topic.
     pub dead_letters: u64,
+    /// Erasure requests applied.
+    pub erasures: u64,
+    /// Events ignored because their customer was erased after them.
+    pub before_erasure: u64,
     /// Score changes and alerts sent.
     pub outputs: u64,
 }
@@ -133,7 +137,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     check_changelog(&config, partitions)?;
     let progress: SharedProgress = Arc::new(Mutex::new(Progress::new(CommitGate::Flushed)));
     let sink = Arc::new(Sink::new(&config, progress.clone())?);
-    let inputs = Inputs { clickstream: config.topics.clickstream.clone(), purchases: config.topics.purchases.clone() };
+    let inputs = Inputs::new(&config.topics);
     let shared = Arc::new(Shared {
         changelog: changelog::topic_name(&config),
         config: config.clone(),
@@ -152,7 +156,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
         .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
     consumer
-        .subscribe(&[&inputs.clickstream, &inputs.purchases])
+        .subscribe(&inputs.subscribed())
         .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
 
     let mut worker = Worker {
@@ -238,13 +242,18 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                         Ok(m) => {
                             // A rebalance inside recv() dropped what was held.
                             aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
-                            let input = Input::decode(&m, inputs.kind(m.topic()), &config, &worker.limits, clock);
-                            let (p, ts) = (input.partition, input.event_time());
-                            if let Some(input) = aligner.offer(input, ts) {
-                                worker.handle(input)?;
-                            }
-                            while let Some(input) = aligner.next_ready(p) {
-                                worker.handle(input)?;
+                            let kind = inputs.kind(m.topic());
+                            if kind == InputTopic::Erasures {
+                                worker.erase(&m, clock)?;
+                            } else {
+                                let input = Input::decode(&m, kind, &config, &worker.limits, clock);
+                                let (p, ts) = (input.partition, input.event_time());
+                                if let Some(input) = aligner.offer(input, ts) {
+                                    worker.handle(input)?;
+                                }
+                                while let Some(input) = aligner.next_ready(p) {
+                                    worker.handle(input)?;
+                                }
                             }
                         }
                         Err(e) => warn!(error = %e, "consumer error"),

@@ -23,41 +23,45 @@ use crate::kafka::progress::{Committable, lock};
 use crate::kafka::sink::Sink;
 use crate::sync;
 
-/// Names of the two input topics, to map a record back to its kind.
+/// Names of the input topics, to map a record back to its kind.
 #[derive(Clone)]
 pub(super) struct Inputs {
-    pub(super) clickstream: String,
-    pub(super) purchases: String,
+    /// In [`InputTopic::index`] order; the erasures' is empty when
+    /// `topics.erasures` is not set.
+    names: [String; 3],
 }
 
-/// In logs about a partition number: both inputs' partition *p*.
+/// In logs about a partition number: the event inputs' partition *p*.
 impl std::fmt::Display for Inputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}+{}", self.clickstream, self.purchases)
+        write!(f, "{}+{}", self.names[0], self.names[1])
     }
 }
 
 impl Inputs {
+    pub(super) fn new(topics: &crate::config::TopicsConfig) -> Inputs {
+        Inputs { names: InputTopic::ALL.map(|t| topics.input(t).to_string()) }
+    }
+
     /// Which input `topic` is, or `None` for another topic.
     pub(super) fn of(&self, topic: &str) -> Option<InputTopic> {
-        if topic == self.purchases {
-            Some(InputTopic::Purchases)
-        } else if topic == self.clickstream {
-            Some(InputTopic::Clickstream)
-        } else {
-            None
-        }
+        InputTopic::ALL.into_iter().find(|t| {
+            let name = &self.names[t.index()];
+            !name.is_empty() && name == topic
+        })
     }
 
     pub(super) fn kind(&self, topic: &str) -> InputTopic {
-        if topic == self.purchases { InputTopic::Purchases } else { InputTopic::Clickstream }
+        self.of(topic).unwrap_or(InputTopic::Clickstream)
     }
 
     pub(super) fn name(&self, kind: InputTopic) -> &str {
-        match kind {
-            InputTopic::Clickstream => &self.clickstream,
-            InputTopic::Purchases => &self.purchases,
-        }
+        &self.names[kind.index()]
+    }
+
+    /// The topics to subscribe to.
+    pub(super) fn subscribed(&self) -> Vec<&str> {
+        self.names.iter().filter(|n| !n.is_empty()).map(String::as_str).collect()
     }
 }
 

@@ -15,7 +15,7 @@ use super::shared::Shared;
 use super::{PipelineError, RunSummary};
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
-use crate::decode::{DecodeError, Envelope, Limits, decode};
+use crate::decode::{DecodeError, Envelope, Limits, decode, erasure_request};
 use crate::engine::event::Event;
 use crate::engine::event::{InputTopic, Source};
 use crate::engine::output::Output;
@@ -63,7 +63,7 @@ impl StreamClock {
             // judged on the wall clock once the pair is caught up and idle.
             return idle.then(wall_clock_ms);
         }
-        let behind = InputTopic::ALL
+        let behind = InputTopic::EVENTS
             .iter()
             .filter(|t| !settled[t.index()] && self.max_event_ms[t.index()] != i64::MIN)
             .map(|t| self.max_event_ms[t.index()])
@@ -129,10 +129,7 @@ impl<'a> Input<'a> {
         limits: &Limits,
         clock: BatchClock,
     ) -> Input<'a> {
-        let format = match topic {
-            InputTopic::Clickstream => config.input.clickstream_format,
-            InputTopic::Purchases => config.input.purchases_format,
-        };
+        let format = config.input.format(topic);
         let produced_ms = message.timestamp().to_millis();
         let envelope = Envelope {
             key: message.key(),
@@ -188,23 +185,88 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    /// Applies and publishes one input record (or dead-letters it).
-    pub(super) fn handle(&mut self, input: Input<'_>) -> Result<(), PipelineError> {
+    /// Counts one input record taken up and returns its work item.
+    fn begin(&mut self, topic: InputTopic, partition: i32, offset: i64) -> Result<Work, PipelineError> {
         let shared = &*self.shared;
         // A restore that failed inside this very recv() must stop us
         // before the partition's records are applied to empty state.
         if let Some(e) = sync::lock(&shared.fatal).take() {
             return Err(e);
         }
-        let sink = &shared.sink;
         self.summary.records += 1;
-        let kind = input.topic;
-        self.metrics.record_in(kind);
-        let p = input.partition;
-        let work = Work::Record { topic: kind, partition: p, offset: input.offset };
-        if sink.is_transactional() {
-            sync::lock(&shared.processed).insert((kind, p), input.offset + 1);
+        self.metrics.record_in(topic);
+        if shared.sink.is_transactional() {
+            sync::lock(&shared.processed).insert((topic, partition), offset + 1);
         }
+        Ok(Work::Record { topic, partition, offset })
+    }
+
+    /// Sends a record that cannot be used to the dead-letter topic.
+    fn dead_letter(&mut self, error: &DecodeError, record: RecordRef<'_>, work: Work) {
+        let shared = &*self.shared;
+        self.summary.dead_letters += 1;
+        self.metrics.dead_letter(error.reason);
+        if let Work::Record { topic, partition, offset } = work {
+            debug!(topic = shared.inputs.name(topic), partition, offset, reason = %error.reason, "dead letter");
+        }
+        match record {
+            RecordRef::Borrowed(m) => shared.sink.send_dead_letter(m, error, work),
+            RecordRef::Owned(m) => shared.sink.send_dead_letter(&*m, error, work),
+        }
+    }
+
+    /// Applies and publishes one erasure request (or dead-letters it). Not
+    /// aligned with the events: it takes effect as it arrives, and the
+    /// events it covers are recognised by their event time whenever they
+    /// come (docs/model.md "Erasure").
+    pub(super) fn erase(&mut self, message: &BorrowedMessage<'_>, clock: BatchClock) -> Result<(), PipelineError> {
+        let (p, offset) = (message.partition(), message.offset());
+        let work = self.begin(InputTopic::Erasures, p, offset)?;
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let produced_ms = message.timestamp().to_millis();
+        let envelope = Envelope {
+            key: message.key(),
+            require_key: true,
+            timestamp_ms: produced_ms,
+            content_type: content_type(message),
+        };
+        let value = message.payload().unwrap_or(&[]);
+        let request = match erasure_request(config.input.erasures_format, &envelope, value, &self.limits, clock.wall_ms)
+        {
+            Ok(request) => request,
+            Err(error) => {
+                self.dead_letter(&error, RecordRef::Borrowed(message), work);
+                return Ok(());
+            }
+        };
+        let partition = self.cache.get(&shared, p);
+        match self.engine.erase(&partition, &request, Some(offset), &mut self.outputs) {
+            Outcome::Erased => {
+                self.summary.erasures += 1;
+                self.metrics.erasures.increment(1);
+                sync::lock(&shared.dirty).mark(p, &request.customer_id);
+                info!(partition = p, offset, request_id = %request.request_id, "erasure applied");
+            }
+            _ => {
+                self.summary.duplicates += 1;
+                self.metrics.duplicate(InputTopic::Erasures);
+            }
+        }
+        count_outputs(&self.metrics, &self.outputs);
+        self.summary.outputs += self.outputs.len() as u64;
+        let origin = Origin { consumed: clock.consumed, produced_ms };
+        shared.sink.send_outputs(&mut self.outputs, work, Some(origin));
+        Ok(())
+    }
+
+    /// Applies and publishes one input record (or dead-letters it).
+    pub(super) fn handle(&mut self, input: Input<'_>) -> Result<(), PipelineError> {
+        let kind = input.topic;
+        let p = input.partition;
+        let work = self.begin(kind, p, input.offset)?;
+        let shared = &*self.shared;
+        let sink = &shared.sink;
         match input.body {
             Ok(event) => {
                 self.metrics.event(&event.kind);
@@ -224,22 +286,17 @@ impl Worker {
                         self.summary.unknown_types += 1;
                         self.metrics.unknown_type(kind);
                     }
+                    Outcome::BeforeErasure | Outcome::Erased => {
+                        self.summary.before_erasure += 1;
+                        self.metrics.before_erasure.increment(1);
+                    }
                 }
                 count_outputs(&self.metrics, &self.outputs);
                 self.summary.outputs += self.outputs.len() as u64;
                 let origin = Origin { consumed: input.consumed, produced_ms: input.produced_ms };
                 sink.send_outputs(&mut self.outputs, work, Some(origin));
             }
-            Err(Rejected { error, record }) => {
-                self.summary.dead_letters += 1;
-                self.metrics.dead_letter(error.reason);
-                debug!(topic = shared.inputs.name(kind), partition = p, offset = input.offset,
-                       reason = %error.reason, "dead letter");
-                match record {
-                    RecordRef::Borrowed(m) => sink.send_dead_letter(m, &error, work),
-                    RecordRef::Owned(m) => sink.send_dead_letter(&*m, &error, work),
-                }
-            }
+            Err(Rejected { error, record }) => self.dead_letter(&error, record, work),
         }
         Ok(())
     }
@@ -261,8 +318,10 @@ impl Worker {
             let partition = self.cache.get(shared, p);
             self.engine.sweep_slice(&partition, now, slice, &mut self.outputs);
             let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
+            let expired = partition.expire_erasures(now.saturating_sub(retention_ms));
             let mut dirty = sync::lock(&shared.dirty);
-            for id in self.outputs.iter().map(Output::customer_id).chain(evicted.iter().map(|id| id.as_str())) {
+            let gone = evicted.iter().chain(&expired).map(|id| id.as_str());
+            for id in self.outputs.iter().map(Output::customer_id).chain(gone) {
                 dirty.mark(p, id);
             }
             drop(dirty);
@@ -308,6 +367,7 @@ pub(super) fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
                 metrics.alerts.increment(1);
                 metrics.alert(a.kind);
             }
+            Output::Erasure(_) => {}
         }
     }
 }

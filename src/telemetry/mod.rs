@@ -84,6 +84,10 @@ pub const BACKPRESSURE: &str = "engage_backpressure_total";
 pub const ALIGNMENT_TIMEOUTS: &str = "engage_alignment_timeouts_total";
 /// Input records held to be applied in event-time order.
 pub const ALIGNMENT_HELD: &str = "engage_alignment_held_records";
+/// Erasure requests applied (docs/model.md "Erasure").
+pub const ERASURES: &str = "engage_erasures_total";
+/// Events ignored because their customer was erased after them.
+pub const BEFORE_ERASURE: &str = "engage_events_before_erasure_total";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -127,6 +131,8 @@ pub fn describe() {
         "Times a partition pair stopped waiting run.alignment_wait for a lagging input and went on without it."
     );
     describe_gauge!(ALIGNMENT_HELD, "Input records held to be applied in event-time order across the two inputs.");
+    describe_counter!(ERASURES, "Erasure requests applied: customers whose state was dropped.");
+    describe_counter!(BEFORE_ERASURE, "Events ignored because their customer was erased after them.");
 }
 
 /// Buckets of every `_seconds` histogram: 1 ms to 10 s (and 30 s), finer
@@ -164,9 +170,9 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 
 /// Pre-registered handles for the pipeline's per-record counters.
 pub struct PipelineMetrics {
-    records_in: [Counter; 2],
-    unknown_types: [Counter; 2],
-    duplicates: [Counter; 2],
+    records_in: [Counter; 3],
+    unknown_types: [Counter; 3],
+    duplicates: [Counter; 3],
     dead_letters: Vec<(Reason, Counter)>,
     /// Score changes published.
     pub scores: Counter,
@@ -180,6 +186,10 @@ pub struct PipelineMetrics {
     events: Vec<Counter>,
     /// Sweep tick durations.
     pub sweep_duration: Histogram,
+    /// Erasure requests applied.
+    pub erasures: Counter,
+    /// Events ignored as an erased customer's.
+    pub before_erasure: Counter,
 }
 
 /// Clickstream types (known, then unknown), purchase, refund.
@@ -203,8 +213,8 @@ fn event_labels(i: usize) -> (&'static str, &'static str) {
     }
 }
 
-fn by_topic(name: &'static str) -> [Counter; 2] {
-    [counter!(name, "topic" => "clickstream"), counter!(name, "topic" => "purchases")]
+fn by_topic(name: &'static str) -> [Counter; 3] {
+    InputTopic::ALL.map(|t| counter!(name, "topic" => t.as_str()))
 }
 
 impl PipelineMetrics {
@@ -231,6 +241,8 @@ impl PipelineMetrics {
                 })
                 .collect(),
             sweep_duration: histogram!(SWEEP_DURATION),
+            erasures: counter!(ERASURES),
+            before_erasure: counter!(BEFORE_ERASURE),
         }
     }
 

@@ -663,6 +663,7 @@ pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record])
                 buys += 1;
                 &topics.purchases
             }
+            InputTopic::Erasures => unreachable!("synth produces events only"),
         };
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
         while let Err((_, back)) = producer.send(record) {

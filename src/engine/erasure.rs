@@ -1,0 +1,200 @@
+//! Erasure, the "right to be forgotten" (docs/model.md "Erasure"): a request
+//! drops everything engage holds about a customer, and keeps, for
+//! `state.retention`, only what stops the customer's earlier events from
+//! bringing it back.
+//!
+//! An erasure request names a customer and carries an event time `ts`. When
+//! it is applied:
+//!
+//! - the customer's state is dropped, and an [`Erased`] record takes its
+//!   place: the *cut-off* (the later of `ts` and the newest event time the
+//!   dropped state held), the request's offset and the last `seq` used;
+//! - an [`ErasureConfirmation`] is published (and, by the sink, a tombstone
+//!   on the scores topic).
+//!
+//! Afterwards an event at or before the cut-off, on either input, belongs to
+//! the erased customer and is ignored ([`crate::engine::Outcome::BeforeErasure`]),
+//! however late it arrives; a later one starts a new customer, whose `seq`
+//! continues after the erased one's so downstream readers that drop
+//! non-increasing `seq`s still take it. The [`Erased`] record goes to the
+//! changelog like a state (a record with no facts), so it survives a restart
+//! and a rebalance; it is forgotten once stream time is `state.retention`
+//! past the cut-off, like an idle customer.
+
+use std::borrow::Cow;
+
+use compact_str::CompactString;
+use serde::Serialize;
+
+use crate::engine::output::Output;
+use crate::engine::store::Partition;
+use crate::engine::{Engine, Outcome};
+use crate::proto;
+
+/// An erasure request from `topics.erasures`, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErasureRequest<'a> {
+    /// The customer to erase.
+    pub customer_id: Cow<'a, str>,
+    /// The privacy team's id for the request, echoed in the confirmation.
+    pub request_id: Cow<'a, str>,
+    /// When the request was made (epoch ms): events at or before it are the
+    /// erased customer's.
+    pub ts_ms: i64,
+}
+
+/// What remains of an erased customer while the erasure is in force. Holds
+/// no fact about the customer's events beyond the cut-off time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Erased {
+    /// Events at or before this event time (epoch ms) are the erased
+    /// customer's and are ignored.
+    pub cutoff: i64,
+    /// Offset in `topics.erasures` of the newest request applied (`-1`:
+    /// none from Kafka): a request at or below it was already applied.
+    pub offset: i64,
+    /// The last `seq` published for the customer.
+    pub seq: u32,
+}
+
+impl Erased {
+    /// The persisted form.
+    pub fn to_proto(self) -> proto::Erasure {
+        proto::Erasure { cutoff: self.cutoff, offset: self.offset, seq: self.seq }
+    }
+
+    /// From the persisted form.
+    pub fn from_proto(p: &proto::Erasure) -> Erased {
+        Erased { cutoff: p.cutoff, offset: p.offset, seq: p.seq }
+    }
+}
+
+/// Published to `topics.erasure_confirmations` for each erasure applied:
+/// the privacy team's evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ErasureConfirmation {
+    /// The erased customer; also the record key.
+    pub customer_id: CompactString,
+    /// The request's id.
+    pub request_id: String,
+    /// Wall-clock time (epoch ms) the state was dropped.
+    pub erased_at: i64,
+    /// Events at or before this event time (epoch ms) are ignored from now
+    /// on.
+    pub cutoff: i64,
+    /// Whether engage held state for the customer (false: nothing to drop,
+    /// the cut-off still applies).
+    pub had_state: bool,
+}
+
+impl Engine {
+    /// Applies an erasure request to its customer in `partition`. `offset`
+    /// is the request's position in `topics.erasures`, if any: a request
+    /// at or below the customer's last applied one is a duplicate.
+    pub fn erase(
+        &self,
+        partition: &Partition,
+        request: &ErasureRequest<'_>,
+        offset: Option<i64>,
+        out: &mut Vec<Output>,
+    ) -> Outcome {
+        let id = &*request.customer_id;
+        let before = partition.erased(id);
+        if let (Some(b), Some(o)) = (before, offset)
+            && o <= b.offset
+        {
+            return Outcome::Duplicate;
+        }
+        let dropped = partition.remove(id);
+        let erased = Erased {
+            cutoff: [Some(request.ts_ms), dropped.as_ref().map(|s| s.last_seen), before.map(|b| b.cutoff)]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(request.ts_ms),
+            offset: offset.or(before.map(|b| b.offset)).unwrap_or(-1),
+            seq: dropped.as_ref().map(|s| s.seq).max(before.map(|b| b.seq)).unwrap_or(0),
+        };
+        partition.set_erased(id, erased);
+        out.push(Output::Erasure(ErasureConfirmation {
+            customer_id: id.into(),
+            request_id: request.request_id.to_string(),
+            erased_at: (self.clock)(),
+            cutoff: erased.cutoff,
+            had_state: dropped.is_some(),
+        }));
+        Outcome::Erased
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::Rules;
+    use crate::engine::event::{ClickKind, Event, EventKind, InputTopic, Source};
+    use crate::engine::store::Store;
+
+    fn engine() -> Engine {
+        Engine::new(Rules::new(&Config::default())).with_clock(|| 42)
+    }
+
+    fn click(customer: &str, id: &str, ts_ms: i64) -> Event<'static> {
+        Event {
+            event_id: Cow::Owned(id.into()),
+            customer_id: Cow::Owned(customer.into()),
+            ts_ms,
+            kind: EventKind::Click { kind: ClickKind::PageView, rating: None },
+        }
+    }
+
+    fn request(customer: &str, ts_ms: i64) -> ErasureRequest<'static> {
+        ErasureRequest { customer_id: Cow::Owned(customer.into()), request_id: Cow::Borrowed("r1"), ts_ms }
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn erasure_drops_state_and_ignores_earlier_events_however_late() {
+        let (engine, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        let at = |o| Some(Source { topic: InputTopic::Clickstream, offset: o });
+        for (i, ts) in [10 * DAY, 11 * DAY, 12 * DAY].into_iter().enumerate() {
+            engine.apply(&p, &click("c", &format!("e{i}"), ts), at(i as i64), &mut out);
+        }
+        let seq = p.get("c").unwrap().seq;
+        out.clear();
+        assert_eq!(engine.erase(&p, &request("c", 11 * DAY), Some(7), &mut out), Outcome::Erased);
+        assert!(p.get("c").is_none(), "the state is dropped");
+        let Some(Output::Erasure(confirmation)) = out.pop() else { panic!("no confirmation") };
+        assert!(confirmation.had_state);
+        assert_eq!(confirmation.cutoff, 12 * DAY, "the cut-off covers every event the state held");
+        // A late event from before the cut-off, on either input, stays out.
+        out.clear();
+        assert_eq!(engine.apply(&p, &click("c", "late", 2 * DAY), at(9), &mut out), Outcome::BeforeErasure);
+        assert_eq!(engine.apply(&p, &click("c", "edge", 12 * DAY), at(10), &mut out), Outcome::BeforeErasure);
+        assert!(p.get("c").is_none() && out.is_empty());
+        // A later event starts a new customer, seq continuing.
+        assert_eq!(engine.apply(&p, &click("c", "new", 13 * DAY), at(11), &mut out), Outcome::Applied);
+        let fresh = p.get("c").unwrap();
+        assert_eq!((fresh.first_seen, fresh.active_days), (13 * DAY, 1));
+        assert!(out.iter().all(|o| o.seq() > u64::from(seq)), "seq continues after the erased customer's");
+        // The same request again (a replayed record) changes nothing.
+        out.clear();
+        assert_eq!(engine.erase(&p, &request("c", 11 * DAY), Some(7), &mut out), Outcome::Duplicate);
+        assert!(out.is_empty() && p.get("c").is_some());
+    }
+
+    #[test]
+    fn erasing_an_unknown_customer_still_keeps_its_history_out() {
+        let (engine, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        assert_eq!(engine.erase(&p, &request("x", 5 * DAY), None, &mut out), Outcome::Erased);
+        let Some(Output::Erasure(c)) = out.pop() else { panic!("no confirmation") };
+        assert!(!c.had_state);
+        assert_eq!(engine.apply(&p, &click("x", "old", 4 * DAY), None, &mut out), Outcome::BeforeErasure);
+        assert_eq!(p.erasures(), 1);
+        assert_eq!(p.expire_erasures(5 * DAY + 1), vec![CompactString::from("x")]);
+        assert_eq!(p.erasures(), 0);
+    }
+}
