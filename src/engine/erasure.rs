@@ -9,8 +9,10 @@
 //! - the customer's state is dropped, and an [`Erased`] record takes its
 //!   place: the *cut-off* (the later of `ts` and the newest event time the
 //!   dropped state held), the request's offset and the last `seq` used;
-//! - an [`ErasureConfirmation`] is published (and, by the sink, a tombstone
-//!   on the scores topic).
+//! - an [`ErasureConfirmation`] is published, with a tombstone on the scores
+//!   topic, once the [`Erased`] record is durable in the changelog (the
+//!   pipeline orders the two), so whatever restarts after a confirmation
+//!   restores the erasure, never the customer.
 //!
 //! Afterwards an event at or before the cut-off, on either input, belongs to
 //! the erased customer and is ignored ([`crate::engine::Outcome::BeforeErasure`]),
@@ -82,15 +84,15 @@ pub struct ErasureConfirmation {
     /// Events at or before this event time (epoch ms) are ignored from now
     /// on.
     pub cutoff: i64,
-    /// Whether engage held state for the customer (false: nothing to drop,
-    /// the cut-off still applies).
-    pub had_state: bool,
 }
 
 impl Engine {
     /// Applies an erasure request to its customer in `partition`. `offset`
     /// is the request's position in `topics.erasures`, if any: a request
-    /// at or below the customer's last applied one is a duplicate.
+    /// at or below the customer's last applied one is a duplicate, which
+    /// changes nothing but is confirmed again (a confirmation may have been
+    /// lost to a crash after the erasure became durable; confirmations are
+    /// at least once, like every output, and carry the request id).
     pub fn erase(
         &self,
         partition: &Partition,
@@ -103,6 +105,7 @@ impl Engine {
         if let (Some(b), Some(o)) = (before, offset)
             && o <= b.offset
         {
+            out.push(self.confirmation(request, b));
             return Outcome::Duplicate;
         }
         let dropped = partition.remove(id);
@@ -116,14 +119,17 @@ impl Engine {
             seq: dropped.as_ref().map(|s| s.seq).max(before.map(|b| b.seq)).unwrap_or(0),
         };
         partition.set_erased(id, erased);
-        out.push(Output::Erasure(ErasureConfirmation {
-            customer_id: id.into(),
+        out.push(self.confirmation(request, erased));
+        Outcome::Erased
+    }
+
+    fn confirmation(&self, request: &ErasureRequest<'_>, erased: Erased) -> Output {
+        Output::Erasure(ErasureConfirmation {
+            customer_id: (&*request.customer_id).into(),
             request_id: request.request_id.to_string(),
             erased_at: (self.clock)(),
             cutoff: erased.cutoff,
-            had_state: dropped.is_some(),
-        }));
-        Outcome::Erased
+        })
     }
 }
 
@@ -167,7 +173,6 @@ mod tests {
         assert_eq!(engine.erase(&p, &request("c", 11 * DAY), Some(7), &mut out), Outcome::Erased);
         assert!(p.get("c").is_none(), "the state is dropped");
         let Some(Output::Erasure(confirmation)) = out.pop() else { panic!("no confirmation") };
-        assert!(confirmation.had_state);
         assert_eq!(confirmation.cutoff, 12 * DAY, "the cut-off covers every event the state held");
         // A late event from before the cut-off, on either input, stays out.
         out.clear();
@@ -179,10 +184,11 @@ mod tests {
         let fresh = p.get("c").unwrap();
         assert_eq!((fresh.first_seen, fresh.active_days), (13 * DAY, 1));
         assert!(out.iter().all(|o| o.seq() > u64::from(seq)), "seq continues after the erased customer's");
-        // The same request again (a replayed record) changes nothing.
+        // The same request again (a replayed record) changes nothing, and
+        // is confirmed again.
         out.clear();
         assert_eq!(engine.erase(&p, &request("c", 11 * DAY), Some(7), &mut out), Outcome::Duplicate);
-        assert!(out.is_empty() && p.get("c").is_some());
+        assert!(matches!(&out[..], [Output::Erasure(c)] if c.cutoff == 12 * DAY) && p.get("c").is_some());
     }
 
     #[test]
@@ -190,8 +196,7 @@ mod tests {
         let (engine, store, mut out) = (engine(), Store::new(), Vec::new());
         let p = store.partition(0);
         assert_eq!(engine.erase(&p, &request("x", 5 * DAY), None, &mut out), Outcome::Erased);
-        let Some(Output::Erasure(c)) = out.pop() else { panic!("no confirmation") };
-        assert!(!c.had_state);
+        assert!(matches!(out.pop(), Some(Output::Erasure(_))), "confirmed");
         assert_eq!(engine.apply(&p, &click("x", "old", 4 * DAY), None, &mut out), Outcome::BeforeErasure);
         assert_eq!(p.erasures(), 1);
         assert_eq!(p.expire_erasures(5 * DAY + 1), vec![CompactString::from("x")]);

@@ -341,7 +341,6 @@ impl Output {
                 request_id: e.request_id.clone(),
                 erased_at: e.erased_at,
                 cutoff: e.cutoff,
-                had_state: e.had_state,
             }
             .encode(buf),
         };

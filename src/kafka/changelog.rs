@@ -245,3 +245,33 @@ fn read_record(value: &[u8]) -> Result<Record, StateError> {
     };
     Ok((state, erased))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::Store;
+
+    #[test]
+    fn an_erasure_is_persisted_with_or_without_a_state() {
+        let store = Store::new();
+        let p = store.partition(0);
+        let erased = Erased { cutoff: 1_000, offset: 7, seq: 3 };
+        p.set_erased("gone", erased);
+        let (state, marker) = read_record(&encode(&p, "gone").unwrap()).unwrap();
+        assert_eq!((state, marker), (None, Some(erased)), "only the erasure: no facts");
+
+        // A customer who came back after the erasure keeps both.
+        p.set_erased("back", erased);
+        let mut state = CustomerState::default();
+        (state.seq, state.last_seen) = (4, 2_000);
+        p.insert("back".into(), state);
+        let (state, marker) = read_record(&encode(&p, "back").unwrap()).unwrap();
+        assert_eq!(state.map(|(id, s)| (id, s.seq, s.last_seen)), Some(("back".into(), 4, 2_000)));
+        assert_eq!(marker, Some(erased));
+
+        // Neither: a tombstone.
+        p.forget("back");
+        assert_eq!(encode(&p, "back"), None);
+        assert_eq!(p.erasures(), 1);
+    }
+}

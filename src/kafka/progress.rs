@@ -95,12 +95,21 @@ pub enum Work {
         /// Input partition.
         partition: i32,
     },
+    /// Outputs held until all work before them is complete: an erasure's
+    /// confirmation, sent once the erasure is durable in the changelog.
+    Release {
+        /// Input partition.
+        partition: i32,
+    },
 }
 
 impl Work {
     fn partition(&self) -> i32 {
         match *self {
-            Work::Record { partition, .. } | Work::Sweep { partition } | Work::Flush { partition } => partition,
+            Work::Record { partition, .. }
+            | Work::Sweep { partition }
+            | Work::Flush { partition }
+            | Work::Release { partition } => partition,
         }
     }
 }
@@ -139,7 +148,7 @@ impl PartitionProgress {
                     }
                 }
                 Work::Flush { .. } => self.promote(),
-                Work::Sweep { .. } => {}
+                Work::Sweep { .. } | Work::Release { .. } => {}
             }
         }
     }
@@ -232,7 +241,13 @@ impl Progress {
     /// neither it nor anything after it completes until [`Progress::open`]
     /// replaces the gate with the flush's real deliveries.
     pub fn register_gated_flush(&mut self, partition: i32) -> Token {
-        let token = self.register(Work::Flush { partition }, 1);
+        self.register_gated(Work::Flush { partition })
+    }
+
+    /// Registers `work` whose deliveries are not sent yet, held like a
+    /// gated flush until [`Progress::open`].
+    pub fn register_gated(&mut self, work: Work) -> Token {
+        let token = self.register(work, 1);
         self.in_flight -= 1;
         token
     }

@@ -83,9 +83,9 @@ pub struct Sink {
     erasures: (String, Format),
     dlq: String,
     changelog: String,
-    /// Changelog flushes encoded but waiting for the work before them, per
-    /// partition, oldest first.
-    staged: Mutex<HashMap<i32, VecDeque<(Token, ChangelogRecords)>>>,
+    /// Changelog flushes encoded (and erasure confirmations) waiting for
+    /// the work before them, per partition, oldest first.
+    staged: Mutex<HashMap<i32, VecDeque<(Token, Staged)>>>,
     transactional: bool,
     /// The encoding buffer reused for every output (librdkafka copies the
     /// payload when it is queued).
@@ -95,6 +95,30 @@ pub struct Sink {
 /// One partition's changed customers, encoded: key and value (`None` for a
 /// tombstone).
 pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
+
+/// What waits to be written until the work before it is complete.
+#[derive(Debug)]
+enum Staged {
+    /// Changelog records, to the input partition's changelog partition.
+    Changelog(ChangelogRecords),
+    /// Outputs.
+    Outputs(Vec<Output>),
+}
+
+impl Staged {
+    fn deliveries(&self) -> u32 {
+        match self {
+            Staged::Changelog(records) => records.len() as u32,
+            Staged::Outputs(outputs) => deliveries(outputs),
+        }
+    }
+}
+
+/// Records `outputs` make: one each, two for an erasure (its confirmation
+/// and the scores tombstone).
+fn deliveries(outputs: &[Output]) -> u32 {
+    outputs.iter().map(|o| if matches!(o, Output::Erasure(_)) { 2 } else { 1 }).sum()
+}
 
 /// The header that names a record's encoding.
 pub const CONTENT_TYPE: &str = "content-type";
@@ -154,10 +178,38 @@ impl Sink {
     /// confirmation goes with a tombstone for the customer on the scores
     /// topic, so compacted views of it drop the customer too.
     pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
-        let erasures = outputs.iter().filter(|o| matches!(o, Output::Erasure(_))).count();
-        let token = lock(&self.progress).register(work, (outputs.len() + erasures) as u32);
+        let token = lock(&self.progress).register(work, deliveries(outputs));
+        self.write_outputs(outputs.drain(..), token, origin);
+    }
+
+    /// Applies an erasure's effects in the order that makes its
+    /// confirmation evidence (docs/model.md "Erasure"): `marker`, the
+    /// customer's changelog record, is written as the erasure record's
+    /// `work` once the work before it is complete, and `confirmation`
+    /// (with the scores tombstone) only once the marker is acknowledged, so
+    /// a confirmed erasure is always restored after a crash. With
+    /// `exactly_once` all of it goes into the open transaction at once.
+    pub fn send_erasure(&self, partition: i32, work: Work, marker: ChangelogRecords, confirmation: Vec<Output>) {
+        if self.transactional {
+            let token = lock(&self.progress).register(work, marker.len() as u32);
+            self.write_changelog(token, &marker);
+            let token = lock(&self.progress).register(Work::Release { partition }, deliveries(&confirmation));
+            self.write_outputs(confirmation.into_iter(), token, None);
+            return;
+        }
+        let mut progress = lock(&self.progress);
+        let first = progress.register_gated(work);
+        let then = progress.register_gated(Work::Release { partition });
+        drop(progress);
+        let mut staged = crate::sync::lock(&self.staged);
+        let queue = staged.entry(partition).or_default();
+        queue.push_back((first, Staged::Changelog(marker)));
+        queue.push_back((then, Staged::Outputs(confirmation)));
+    }
+
+    fn write_outputs(&self, outputs: impl Iterator<Item = Output>, token: Token, origin: Option<Origin>) {
         let mut payload = crate::sync::lock(&self.scratch);
-        for output in outputs.drain(..) {
+        for output in outputs {
             let ((topic, format), kind) = match &output {
                 Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
                 Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
@@ -192,7 +244,7 @@ impl Sink {
     /// before it.
     pub fn stage_changelog(&self, partition: i32, records: ChangelogRecords) {
         let token = lock(&self.progress).register_gated_flush(partition);
-        crate::sync::lock(&self.staged).entry(partition).or_default().push_back((token, records));
+        crate::sync::lock(&self.staged).entry(partition).or_default().push_back((token, Staged::Changelog(records)));
     }
 
     /// Writes every staged flush whose preceding work is complete. Cheap
@@ -204,20 +256,27 @@ impl Sink {
                 if !lock(&self.progress).is_next(token) {
                     break;
                 }
-                let Some((token, records)) = queue.pop_front() else { break };
-                lock(&self.progress).open(token, records.len() as u32);
-                metrics::counter!(telemetry::CHANGELOG_WRITES).increment(records.len() as u64);
-                for (id, value) in &records {
-                    let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
-                        BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { token, origin: None }))
-                            .key(id.as_str())
-                            .partition(token.partition);
-                    if let Some(v) = value {
-                        record = record.payload(v);
-                    }
-                    self.send(record);
+                let Some((token, staged)) = queue.pop_front() else { break };
+                lock(&self.progress).open(token, staged.deliveries());
+                match staged {
+                    Staged::Changelog(records) => self.write_changelog(token, &records),
+                    Staged::Outputs(outputs) => self.write_outputs(outputs.into_iter(), token, None),
                 }
             }
+        }
+    }
+
+    fn write_changelog(&self, token: Token, records: &ChangelogRecords) {
+        metrics::counter!(telemetry::CHANGELOG_WRITES).increment(records.len() as u64);
+        for (id, value) in records {
+            let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
+                BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { token, origin: None }))
+                    .key(id.as_str())
+                    .partition(token.partition);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            self.send(record);
         }
     }
 

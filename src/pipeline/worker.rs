@@ -21,6 +21,7 @@ use crate::engine::event::{InputTopic, Source};
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
 use crate::engine::{Engine, Outcome, Slice};
+use crate::kafka::changelog;
 use crate::kafka::progress::Work;
 use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;
@@ -241,11 +242,11 @@ impl Worker {
             }
         };
         let partition = self.cache.get(&shared, p);
+        let id = &*request.customer_id;
         match self.engine.erase(&partition, &request, Some(offset), &mut self.outputs) {
             Outcome::Erased => {
                 self.summary.erasures += 1;
                 self.metrics.erasures.increment(1);
-                sync::lock(&shared.dirty).mark(p, &request.customer_id);
                 info!(partition = p, offset, request_id = %request.request_id, "erasure applied");
             }
             _ => {
@@ -253,10 +254,11 @@ impl Worker {
                 self.metrics.duplicate(InputTopic::Erasures);
             }
         }
-        count_outputs(&self.metrics, &self.outputs);
         self.summary.outputs += self.outputs.len() as u64;
-        let origin = Origin { consumed: clock.consumed, produced_ms };
-        shared.sink.send_outputs(&mut self.outputs, work, Some(origin));
+        // The customer's record now, ahead of the next flush: the
+        // confirmation waits for it.
+        let marker = vec![(id.into(), changelog::encode(&partition, id))];
+        shared.sink.send_erasure(p, work, marker, std::mem::take(&mut self.outputs));
         Ok(())
     }
 
