@@ -221,6 +221,20 @@ async fn create_missing(
             }
         }
     }
+    // The controller answers before every broker's metadata knows the new
+    // topics; wait for them, so the checks and clients that follow see them.
+    let deadline = std::time::Instant::now() + SETUP_TIMEOUT;
+    for name in &created {
+        while std::time::Instant::now() < deadline {
+            let visible = admin.inner().fetch_metadata(Some(name), SETUP_TIMEOUT).is_ok_and(|md| {
+                md.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            });
+            if visible {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     Ok(created)
 }
 

@@ -155,9 +155,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
     let consumer: StreamConsumer<PipelineContext> = crate::kafka::client::input_consumer(&config)
         .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
         .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
-    consumer
-        .subscribe(&inputs.subscribed())
-        .map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
+    consumer.subscribe(&inputs.subscribed()).map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
 
     let mut worker = Worker {
         engine: Engine::new(Rules::new(&config)),

@@ -1,0 +1,498 @@
+//! Erasure against the real broker (docs/model.md "Erasure"): a request on
+//! the erasures topic removes the customer from memory, the changelog, the
+//! scores topic (a tombstone) and the HTTP API; confirms it; keeps the
+//! customer's earlier events out however late they come, across a restart;
+//! and lets later events start a new customer. The second test does the
+//! same through `kill -9`s, one of them between an erasure being applied
+//! and its changelog record being written.
+//!
+//! **Data.** 40 customers `u0`…`u39` active on five days starting 20 days
+//! ago (`A`), the even ones buying on the third. Erasure requests at
+//! `T_e = start + 10 days` for `u0`…`u19`. Then late events from before
+//! `T_e` for everyone (`L`: every erased customer gets a click and a
+//! purchase, the others a click), and events after `T_e` for `u0`…`u9`
+//! (`P`: a new customer each). After a restart, more late events for
+//! `u10`…`u19` (`L2`).
+//!
+//! **Expected.** `engage replay` of the events a customer should keep:
+//! `A + L` for `u20`…`u39`, `P` for `u0`…`u9`, nothing for `u10`…`u19`.
+//! The final changelog must hold exactly that (active and purchase days,
+//! first and latest activity, spend), with the erasure kept for the erased
+//! ones; the scores topic a tombstone per erased customer, and after it only
+//! messages of the new customer (event time after `T_e`, `seq` going on);
+//! the confirmations topic every request, each with the cut-off `T_e`, and
+//! for each confirmed customer the erasure already in the changelog; no
+//! alert for an erased customer produced after its confirmation unless it
+//! came back.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Broker, Engage, Topics, free_addr, http_get, produce, read_topic};
+use engage::clock::wall_clock_ms;
+use engage::engine::event::DAY_MS;
+use engage::engine::state::CustomerState;
+use prost::Message as _;
+use rdkafka::producer::FutureProducer;
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 3;
+const CUSTOMERS: usize = 40;
+/// `u0`…`u19` are erased; `u0`…`u9` come back after the erasure.
+const ERASED: usize = 20;
+const RETURNING: usize = 10;
+
+/// The topics of one test, with its erasure topics.
+struct Setup {
+    broker: Broker,
+    t: Topics,
+    erasures: String,
+    confirmations: String,
+    producer: FutureProducer,
+    start: i64,
+    dir: tempfile::TempDir,
+}
+
+/// One event of the history, and whether the run should keep it.
+#[derive(Clone)]
+struct Ev {
+    id: String,
+    customer: usize,
+    ts: i64,
+    amount: Option<f64>,
+}
+
+impl Ev {
+    fn json(&self) -> Value {
+        let mut v = json!({"event_id": self.id, "customer_id": customer(self.customer), "ts": self.ts});
+        match self.amount {
+            Some(a) => {
+                v["type"] = json!("purchase");
+                v["amount"] = json!(a);
+            }
+            None => v["type"] = json!("page_view"),
+        }
+        v
+    }
+}
+
+fn customer(i: usize) -> String {
+    format!("u{i}")
+}
+
+impl Setup {
+    async fn new(prefix: &str) -> Setup {
+        let broker = Broker::start();
+        let t = Topics::named(prefix);
+        let base = t.clickstream.strip_suffix(".clickstream").unwrap().to_string();
+        let (erasures, confirmations) = (format!("{base}.erasures"), format!("{base}.erasures-confirmed"));
+        for name in [&t.clickstream, &t.purchases, &erasures] {
+            broker.create_topic(name, PARTITIONS).await;
+        }
+        let producer = broker.producer();
+        let start = (wall_clock_ms() - 20 * DAY_MS) / DAY_MS * DAY_MS;
+        Setup { broker, t, erasures, confirmations, producer, start, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn t_e(&self) -> i64 {
+        self.start + 10 * DAY_MS
+    }
+
+    /// `A`: five active days each, a purchase on the third for even ones.
+    fn history(&self) -> Vec<Ev> {
+        let mut out = Vec::new();
+        for c in 0..CUSTOMERS {
+            for d in 0..5 {
+                let ts = self.start + d * DAY_MS + c as i64 * 60_000;
+                out.push(Ev { id: format!("a-{c}-{d}"), customer: c, ts, amount: None });
+                if d == 2 && c % 2 == 0 {
+                    out.push(Ev { id: format!("ap-{c}"), customer: c, ts: ts + 1000, amount: Some(20.0 + c as f64) });
+                }
+            }
+        }
+        out
+    }
+
+    /// `L`: late events from before `T_e`, both inputs for erased customers.
+    fn late(&self) -> Vec<Ev> {
+        let mut out = Vec::new();
+        for c in 0..CUSTOMERS {
+            out.push(Ev { id: format!("l-{c}"), customer: c, ts: self.start + 7 * DAY_MS, amount: None });
+            if c < ERASED {
+                let ts = self.start + 8 * DAY_MS;
+                out.push(Ev { id: format!("lp-{c}"), customer: c, ts, amount: Some(99.0) });
+            }
+        }
+        out
+    }
+
+    /// `P`: the returning customers' new life after `T_e`.
+    fn post(&self) -> Vec<Ev> {
+        let mut out = Vec::new();
+        for c in 0..RETURNING {
+            let ts = self.t_e() + DAY_MS;
+            out.push(Ev { id: format!("p-{c}"), customer: c, ts, amount: None });
+            out.push(Ev { id: format!("pp-{c}"), customer: c, ts: ts + DAY_MS, amount: Some(5.0) });
+        }
+        out
+    }
+
+    /// `L2`: more late events for the erased customers who did not return.
+    fn late_after_restart(&self) -> Vec<Ev> {
+        (RETURNING..ERASED)
+            .map(|c| Ev { id: format!("l2-{c}"), customer: c, ts: self.start + 6 * DAY_MS, amount: None })
+            .collect()
+    }
+
+    async fn send(&self, events: &[Ev]) {
+        for e in events {
+            let topic = if e.amount.is_some() { &self.t.purchases } else { &self.t.clickstream };
+            let key = customer(e.customer);
+            produce(&self.producer, topic, Some(key.as_bytes()), e.json().to_string().as_bytes(), &[]).await;
+        }
+    }
+
+    async fn erase(&self, customers: std::ops::Range<usize>) {
+        for c in customers {
+            let request = json!({"customer_id": customer(c), "request_id": format!("r-{c}"), "ts": self.t_e()});
+            let key = customer(c);
+            produce(&self.producer, &self.erasures, Some(key.as_bytes()), request.to_string().as_bytes(), &[]).await;
+        }
+    }
+
+    fn config(&self, addr: &str, flush: &str) -> String {
+        self.t
+            .config(&self.broker, &format!("[state]\nflush_interval = \"{flush}\"\n"))
+            .replace(
+                "[http]\n",
+                &format!(
+                    "erasures = \"{}\"\nerasure_confirmations = \"{}\"\n\n[http]\n",
+                    self.erasures, self.confirmations
+                ),
+            )
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))
+    }
+
+    fn start_engage(&self, flush: &str) -> (Engage, String) {
+        let addr = free_addr();
+        (Engage::start(self.dir.path(), &self.config(&addr, flush)), addr)
+    }
+
+    /// Records committed by the group over the three inputs.
+    fn committed(&self) -> i64 {
+        [&self.t.clickstream, &self.t.purchases, &self.erasures]
+            .iter()
+            .map(|topic| common::committed(&self.broker, &self.t.group, topic, PARTITIONS))
+            .sum()
+    }
+
+    fn wait_committed(&self, total: i64, engage: &Engage) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while self.committed() < total {
+            assert!(Instant::now() < deadline, "{total} records not committed:\n{}", engage.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The changelog read to its end: per customer, the state and the
+    /// erasure its latest record holds (tombstones remove the customer).
+    fn changelog(&self) -> BTreeMap<String, (Option<CustomerState>, Option<engage::proto::Erasure>)> {
+        let mut out = BTreeMap::new();
+        let topic = format!("{}.engage-state", self.t.group);
+        for r in read_topic(&self.broker, &topic, 0, Duration::from_secs(60)) {
+            let id = String::from_utf8(r.key.unwrap()).unwrap();
+            if r.value.is_empty() {
+                out.remove(&id);
+                continue;
+            }
+            let record = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
+            let state = (!record.dimensions.is_empty()).then(|| CustomerState::from_proto(&record).unwrap().1);
+            out.insert(id, (state, record.erased));
+        }
+        out
+    }
+
+    /// `engage replay` of the events each customer should keep.
+    fn expected(&self, kept: &[Ev]) -> BTreeMap<String, Value> {
+        let input = self.dir.path().join("kept.jsonl");
+        let lines: Vec<String> = kept.iter().map(|e| e.json().to_string()).collect();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let out = self.dir.path().join("replay");
+        let status = Command::new(env!("CARGO_BIN_EXE_engage"))
+            .args(["replay", "--input"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "engage replay failed");
+        std::fs::read_to_string(out.join("state.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["customer_id"].as_str().unwrap().to_string(), v))
+            .collect()
+    }
+
+    /// Everything the module docs promise, on the topics as they are now.
+    fn check(&self, everything: &[Ev]) {
+        let t_e = self.t_e();
+        // What each customer should keep.
+        let kept: Vec<Ev> = everything
+            .iter()
+            .filter(|e| e.customer >= ERASED || (e.customer < RETURNING && e.ts > t_e))
+            .cloned()
+            .collect();
+        let expected = self.expected(&kept);
+        assert_eq!(expected.len(), CUSTOMERS - (ERASED - RETURNING), "replay holds the kept customers");
+
+        // The changelog.
+        let changelog = self.changelog();
+        for c in 0..CUSTOMERS {
+            let id = customer(c);
+            let (state, erased) = changelog.get(&id).cloned().unwrap_or_else(|| panic!("{id} not in the changelog"));
+            if c < ERASED {
+                let erased = erased.unwrap_or_else(|| panic!("{id}: the erasure is not in the changelog"));
+                assert_eq!(erased.cutoff, t_e, "{id}: cut-off");
+            } else {
+                assert!(erased.is_none(), "{id} was never erased");
+            }
+            match (expected.get(&id), state) {
+                (None, None) => {}
+                (None, Some(s)) => panic!("{id} was erased and never came back, yet the changelog holds {s:?}"),
+                (Some(_), None) => panic!("{id}: no state in the changelog"),
+                (Some(want), Some(got)) => {
+                    let facts = |s: &CustomerState| {
+                        (s.active_days as i64, s.purchase_days() as i64, s.first_seen, s.last_seen, s.spend_lifetime())
+                    };
+                    let i = |k: &str| want[k].as_i64().unwrap();
+                    let want_facts = (
+                        i("active_days"),
+                        i("purchase_days"),
+                        i("first_seen"),
+                        i("last_seen"),
+                        want["spend_lifetime"].as_f64().unwrap(),
+                    );
+                    assert_eq!(facts(&got), want_facts, "{id}: the run's facts against replay of what it keeps");
+                }
+            }
+        }
+
+        // The confirmations, and the erasure durable for each.
+        let confirmations: Vec<Value> = read_topic(&self.broker, &self.confirmations, ERASED, Duration::from_secs(60))
+            .iter()
+            .map(|r| r.json())
+            .collect();
+        let requests: BTreeSet<&str> = confirmations.iter().map(|c| c["request_id"].as_str().unwrap()).collect();
+        let want: BTreeSet<String> = (0..ERASED).map(|c| format!("r-{c}")).collect();
+        assert_eq!(requests, want.iter().map(String::as_str).collect(), "every request confirmed");
+        assert!(confirmations.iter().all(|c| c["cutoff"] == t_e), "{confirmations:?}");
+        let confirmed_at: BTreeMap<&str, i64> = confirmations
+            .iter()
+            .map(|c| (c["customer_id"].as_str().unwrap(), c["erased_at"].as_i64().unwrap()))
+            .fold(BTreeMap::new(), |mut m, (id, at)| {
+                let e = m.entry(id).or_insert(at);
+                *e = (*e).min(at);
+                m
+            });
+
+        // The scores topic: a tombstone per erased customer, and after it
+        // only the new customer.
+        let scores = read_topic(&self.broker, &self.t.scores, 1, Duration::from_secs(60));
+        for c in 0..ERASED {
+            let id = customer(c);
+            let mine: Vec<_> = scores.iter().filter(|r| r.key.as_deref() == Some(id.as_bytes())).collect();
+            let first_tombstone = mine
+                .iter()
+                .position(|r| r.value.is_empty())
+                .unwrap_or_else(|| panic!("{id}: no tombstone on the scores topic"));
+            let before_max_seq =
+                mine[..first_tombstone].iter().map(|r| r.json()["seq"].as_u64().unwrap()).max().unwrap_or(0);
+            for r in mine[first_tombstone..].iter().filter(|r| !r.value.is_empty()) {
+                let v = r.json();
+                assert!(c < RETURNING, "{id} never came back, yet scored after its erasure: {v}");
+                assert!(v["event_time"].as_i64().unwrap() > t_e, "{id}: a score after the tombstone from before: {v}");
+                assert!(v["seq"].as_u64().unwrap() > before_max_seq, "{id}: seq must go on after the erasure: {v}");
+            }
+        }
+
+        // No alert for an erased customer produced after its confirmation,
+        // unless it came back.
+        let alerts = read_topic(&self.broker, &self.t.alerts, 0, Duration::from_secs(60));
+        for a in alerts.iter().map(|r| r.json()) {
+            let id = a["customer_id"].as_str().unwrap();
+            if let Some(&at) = confirmed_at.get(id) {
+                let c: usize = id[1..].parse().unwrap();
+                assert!(
+                    c < RETURNING || a["processed_at"].as_i64().unwrap() < at,
+                    "{id}: an alert after the erasure was confirmed: {a}"
+                );
+            }
+        }
+    }
+}
+
+/// Waits until the instance at `addr` has read `n` records.
+fn wait_read(addr: &str, n: f64, engage: &Engage) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        let read: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("engage_records_in_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if read >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{n} records not read (read {read}):\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `log` without its terminal colour codes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn status(addr: &str, id: &str) -> u16 {
+    http_get(addr, &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
+}
+
+fn stop(mut engage: Engage) -> String {
+    let (code, _) = engage.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "engage did not stop cleanly:\n{}", engage.log());
+    engage.log()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_removes_the_customer_everywhere_and_keeps_its_past_out() {
+    let s = Setup::new("erasure").await;
+    let history = s.history();
+    s.send(&history).await;
+    let (engage, addr) = s.start_engage("200ms");
+    wait_read(&addr, history.len() as f64, &engage);
+    assert_eq!(status(&addr, "u3"), 200);
+
+    s.erase(0..ERASED).await;
+    // A request that cannot be used goes to the dead-letter topic.
+    produce(&s.producer, &s.erasures, Some(b"u30"), br#"{"customer_id":"u30"}"#, &[]).await;
+    read_topic(&s.broker, &s.confirmations, ERASED, Duration::from_secs(60));
+    assert_eq!(status(&addr, "u3"), 404, "an erased customer is gone from the API");
+    assert_eq!(status(&addr, "u30"), 200, "the bad request erased nobody");
+
+    let (late, post) = (s.late(), s.post());
+    s.send(&late).await;
+    s.send(&post).await;
+    wait_read(&addr, (history.len() + ERASED + 1 + late.len() + post.len()) as f64, &engage);
+    assert_eq!(status(&addr, "u3"), 200, "a customer who came back after the erasure");
+    assert_eq!(status(&addr, "u13"), 404, "late events did not bring it back");
+    let log = stop(engage);
+    assert!(log.contains("before_erasure: 40"), "every late event of an erased customer ignored:\n{log}");
+
+    // The erasure outlives a restart: the changelog carries it.
+    let (engage, addr) = s.start_engage("200ms");
+    let late2 = s.late_after_restart();
+    s.send(&late2).await;
+    wait_read(&addr, late2.len() as f64, &engage);
+    assert_eq!(status(&addr, "u13"), 404, "late events after a restart did not bring it back");
+    let log = stop(engage);
+    assert!(log.contains("before_erasure: 10"), "{log}");
+
+    let dead = read_topic(&s.broker, &s.t.dlq, 1, Duration::from_secs(60));
+    assert_eq!(dead.len(), 1, "the bad request dead-lettered");
+    assert_eq!(dead[0].header("engage.error"), Some(&b"missing_event_id"[..]));
+
+    let everything: Vec<Ev> = [history, late, post, late2].concat();
+    s.check(&everything);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
+    let s = Setup::new("erasure-kill").await;
+    let history = s.history();
+    s.send(&history).await;
+    let (engage, _) = s.start_engage("200ms");
+    s.wait_committed(history.len() as i64, &engage);
+    let mut committed = history.len() as i64;
+    drop(engage);
+
+    // Kill right after an erasure is applied, until one kill lands before
+    // its changelog record is written (the state dropped in memory, the
+    // changelog still holding the customer). Batches of five customers.
+    let mut in_window = None;
+    let mut batches = (0..ERASED).step_by(5);
+    for first in batches.by_ref() {
+        let (mut engage, _) = s.start_engage("1h");
+        s.erase(first..first + 5).await;
+        assert!(engage.wait_for_log("erasure applied", Duration::from_secs(60)), "{}", engage.log());
+        engage.kill9();
+        let changelog = s.changelog();
+        let log = plain(&engage.log());
+        let applied: Vec<usize> = (first..first + 5).filter(|c| log.contains(&format!("request_id=r-{c}"))).collect();
+        let unwritten: Vec<usize> =
+            applied.iter().copied().filter(|c| changelog.get(&customer(*c)).is_none_or(|r| r.1.is_none())).collect();
+        let confirmed = read_topic(&s.broker, &s.confirmations, 0, Duration::from_secs(30));
+        for r in &confirmed {
+            let id = String::from_utf8(r.key.clone().unwrap()).unwrap();
+            assert!(
+                changelog.get(&id).is_some_and(|r| r.1.is_some()),
+                "{id} confirmed but its erasure is not in the changelog"
+            );
+        }
+        committed += 5;
+        if !unwritten.is_empty() {
+            println!("kill after erasures {applied:?} were applied; {unwritten:?} not yet in the changelog");
+            in_window = Some(unwritten);
+            break;
+        }
+    }
+    let in_window = in_window.expect("no kill landed between an erasure and its changelog record");
+
+    // The rest: the remaining erasures, late and new events, killed once
+    // more in the middle; then a clean finish.
+    let (mut engage, _) = s.start_engage("200ms");
+    let rest: Vec<usize> = batches.collect();
+    for first in &rest {
+        s.erase(*first..*first + 5).await;
+        committed += 5;
+    }
+    let (late, post) = (s.late(), s.post());
+    s.send(&late[..late.len() / 2]).await;
+    engage.kill9();
+    let (engage, _) = s.start_engage("200ms");
+    committed += (late.len() / 2) as i64;
+    s.wait_committed(committed, &engage);
+    // The new lives begin after every erasure is done: an event engage
+    // reads before the request goes with the customer, whatever its time.
+    s.send(&late[late.len() / 2..]).await;
+    s.send(&post).await;
+    committed += (late.len() - late.len() / 2 + post.len()) as i64;
+    s.wait_committed(committed, &engage);
+    stop(engage);
+    let (engage, addr) = s.start_engage("200ms");
+    let late2 = s.late_after_restart();
+    s.send(&late2).await;
+    wait_read(&addr, late2.len() as f64, &engage);
+    for c in &in_window {
+        let want = if *c < RETURNING { 200 } else { 404 };
+        assert_eq!(status(&addr, &customer(*c)), want, "u{c}, erased as the instance was killed");
+    }
+    stop(engage);
+
+    let everything: Vec<Ev> = [history, late, post, late2].concat();
+    s.check(&everything);
+}
