@@ -16,12 +16,15 @@
 //!   dead-letter reason code (`error.rs`). JSON is read by a one-pass scan
 //!   (`scan.rs`), serde_json taking what the scan leaves alone (`json.rs`);
 //!   protobuf by an in-place wire reader (`protobuf.rs`).
+//!   Erasure requests are decoded apart (`erasure.rs`).
 //! - [`engine`]: applies events and sweeps, deciding what to publish.
 //!   - [`engine::event`]: the compact event the engine consumes; event-time
 //!     helpers.
 //!   - [`engine::scoring`]: decayed dimensions, composite score, drivers.
 //!   - [`engine::lifecycle`]: the four lifecycle stages.
 //!   - [`engine::churn`]: BG/NBD P(alive), churn signals and health.
+//!   - [`engine::erasure`]: erasure requests, and the cut-off that keeps
+//!     an erased customer's earlier events out.
 //!   - [`engine::state`]: one customer's compact state, exactly-once
 //!     bookkeeping and its persisted (changelog) form; its sets of
 //!     distinct days, exact for late events within the retention

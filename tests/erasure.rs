@@ -54,6 +54,8 @@ struct Setup {
     producer: FutureProducer,
     start: i64,
     dir: tempfile::TempDir,
+    /// `run.processing_guarantee`.
+    guarantee: &'static str,
 }
 
 /// One event of the history, and whether the run should keep it.
@@ -84,7 +86,7 @@ fn customer(i: usize) -> String {
 }
 
 impl Setup {
-    async fn new(prefix: &str) -> Setup {
+    async fn new(prefix: &str, guarantee: &'static str) -> Setup {
         let broker = Broker::start();
         let t = Topics::named(prefix);
         let base = t.clickstream.strip_suffix(".clickstream").unwrap().to_string();
@@ -94,7 +96,7 @@ impl Setup {
         }
         let producer = broker.producer();
         let start = (wall_clock_ms() - 20 * DAY_MS) / DAY_MS * DAY_MS;
-        Setup { broker, t, erasures, confirmations, producer, start, dir: tempfile::tempdir().unwrap() }
+        Setup { broker, t, erasures, confirmations, producer, start, dir: tempfile::tempdir().unwrap(), guarantee }
     }
 
     fn t_e(&self) -> i64 {
@@ -165,7 +167,10 @@ impl Setup {
 
     fn config(&self, addr: &str, flush: &str) -> String {
         self.t
-            .config(&self.broker, &format!("[state]\nflush_interval = \"{flush}\"\n"))
+            .config(
+                &self.broker,
+                &format!("processing_guarantee = \"{}\"\n[state]\nflush_interval = \"{flush}\"\n", self.guarantee),
+            )
             .replace(
                 "[http]\n",
                 &format!(
@@ -380,7 +385,17 @@ fn stop(mut engage: Engage) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_removes_the_customer_everywhere_and_keeps_its_past_out() {
-    let s = Setup::new("erasure").await;
+    erase_and_restart("at_least_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_in_exactly_once_mode_removes_the_customer_everywhere() {
+    erase_and_restart("exactly_once").await;
+}
+
+/// The first test, under `guarantee`.
+async fn erase_and_restart(guarantee: &'static str) {
+    let s = Setup::new("erasure", guarantee).await;
     let history = s.history();
     s.send(&history).await;
     let (engage, addr) = s.start_engage("200ms");
@@ -422,7 +437,7 @@ async fn an_erasure_removes_the_customer_everywhere_and_keeps_its_past_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
-    let s = Setup::new("erasure-kill").await;
+    let s = Setup::new("erasure-kill", "at_least_once").await;
     let history = s.history();
     s.send(&history).await;
     let (engage, _) = s.start_engage("200ms");
