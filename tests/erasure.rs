@@ -345,12 +345,7 @@ impl Setup {
 fn wait_read(addr: &str, n: f64, engage: &Engage) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        let read: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("engage_records_in_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let read = common::records_read(addr);
         if read >= n {
             return;
         }

@@ -10,7 +10,9 @@ use prost::Message as _;
 use serde::Deserialize;
 
 use super::protobuf::strip_confluent_framing;
-use super::{DecodeError, Envelope, Format, Limits, RawTs, Reason, check_key, required_id, resolve_format, timestamp};
+use super::{
+    DecodeError, Envelope, Format, Limits, RawTs, Reason, check_key, check_size, required_id, resolve_format, timestamp,
+};
 use crate::engine::erasure::ErasureRequest;
 use crate::proto;
 
@@ -32,12 +34,7 @@ pub fn erasure_request<'a>(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<ErasureRequest<'a>, DecodeError> {
-    if value.len() > limits.max_record_bytes {
-        return Err(DecodeError::new(
-            Reason::Oversized,
-            format!("record is {} bytes; input.max_record_bytes is {}", value.len(), limits.max_record_bytes),
-        ));
-    }
+    check_size(value, limits)?;
     let (customer_id, request_id, ts) = match resolve_format(format, envelope)? {
         Format::Json => {
             let r: JsonRequest<'a> = serde_json::from_slice(value)

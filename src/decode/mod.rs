@@ -101,17 +101,23 @@ pub fn decode<'a>(
     limits: &Limits,
     now_ms: i64,
 ) -> Result<Event<'a>, DecodeError> {
+    check_size(value, limits)?;
+    let raw = match resolve_format(format, envelope)? {
+        Format::Json => parse_json(value)?,
+        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputTopic::Clickstream))?,
+    };
+    validate(raw, topic, envelope, limits, now_ms)
+}
+
+/// Records over `input.max_record_bytes` are not parsed at all.
+fn check_size(value: &[u8], limits: &Limits) -> Result<(), DecodeError> {
     if value.len() > limits.max_record_bytes {
         return Err(DecodeError::new(
             Reason::Oversized,
             format!("record is {} bytes; input.max_record_bytes is {}", value.len(), limits.max_record_bytes),
         ));
     }
-    let raw = match resolve_format(format, envelope)? {
-        Format::Json => parse_json(value)?,
-        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputTopic::Clickstream))?,
-    };
-    validate(raw, topic, envelope, limits, now_ms)
+    Ok(())
 }
 
 /// The record's format: its `content-type` header's, else `format`.

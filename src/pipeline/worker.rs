@@ -132,14 +132,8 @@ impl<'a> Input<'a> {
     ) -> Input<'a> {
         let format = config.input.format(topic);
         let produced_ms = message.timestamp().to_millis();
-        let envelope = Envelope {
-            key: message.key(),
-            require_key: true,
-            timestamp_ms: produced_ms,
-            content_type: content_type(message),
-        };
         let value = message.payload().unwrap_or(&[]);
-        let body = decode(Some(topic), format, &envelope, value, limits, clock.wall_ms)
+        let body = decode(Some(topic), format, &envelope(message), value, limits, clock.wall_ms)
             .map_err(|error| Rejected { error, record: RecordRef::Borrowed(message) });
         Input {
             topic,
@@ -224,17 +218,9 @@ impl Worker {
         let (p, offset) = (message.partition(), message.offset());
         let work = self.begin(InputTopic::Erasures, p, offset)?;
         let shared = self.shared.clone();
-        let config = &shared.config;
-        let produced_ms = message.timestamp().to_millis();
-        let envelope = Envelope {
-            key: message.key(),
-            require_key: true,
-            timestamp_ms: produced_ms,
-            content_type: content_type(message),
-        };
+        let format = shared.config.input.erasures_format;
         let value = message.payload().unwrap_or(&[]);
-        let request = match erasure_request(config.input.erasures_format, &envelope, value, &self.limits, clock.wall_ms)
-        {
+        let request = match erasure_request(format, &envelope(message), value, &self.limits, clock.wall_ms) {
             Ok(request) => request,
             Err(error) => {
                 self.dead_letter(&error, RecordRef::Borrowed(message), work);
@@ -371,6 +357,16 @@ pub(super) fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
             }
             Output::Erasure(_) => {}
         }
+    }
+}
+
+/// What the decoders check a Kafka record's value against.
+fn envelope<'a>(message: &'a BorrowedMessage<'_>) -> Envelope<'a> {
+    Envelope {
+        key: message.key(),
+        require_key: true,
+        timestamp_ms: message.timestamp().to_millis(),
+        content_type: content_type(message),
     }
 }
 

@@ -680,18 +680,24 @@ pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record])
 pub fn wait_for_records_read(addr: &str, engage: &Engage) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
-        let read: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("engage_records_in_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let read = records_read(addr);
         if read > 0.0 {
             return read;
         }
         assert!(Instant::now() < deadline, "no record consumed:\n{}", engage.log());
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Input records `engage` at `addr` has read, by its metrics (0 while it
+/// does not answer).
+pub fn records_read(addr: &str) -> f64 {
+    let metrics = http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("engage_records_in_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The record count in the "stopped cleanly" summary line of `log`.
