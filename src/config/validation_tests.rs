@@ -23,6 +23,13 @@ const INVALID: &[(&str, &[&str])] = &[
     ("[topics]\nscores = \"bad name\"\n", &["topics.scores", "Kafka topic name"]),
     ("[topics]\npurchases = \"clickstream\"\n", &["topics.purchases", "topics.clickstream"]),
     ("[topics]\ndlq = \"engagement.scores\"\n", &["topics.dlq", "topics.scores"]),
+    ("[topics]\nerasures = \"bad name\"\n", &["topics.erasures", "Kafka topic name"]),
+    ("[topics]\nerasures = \"clickstream\"\n", &["topics.erasures", "topics.clickstream"]),
+    ("[topics]\nerasures = \"e\"\nerasure_confirmations = \"\"\n", &["topics.erasure_confirmations"]),
+    (
+        "[topics]\nerasures = \"e\"\nerasure_confirmations = \"e\"\n",
+        &["topics.erasure_confirmations", "topics.erasures"],
+    ),
     ("[topics]\npartitions = 0\n", &["topics.partitions"]),
     ("[topics]\nreplication_factor = 0\n", &["topics.replication_factor"]),
     ("[topics]\nreplication_factor = -2\n", &["topics.replication_factor"]),
