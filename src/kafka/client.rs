@@ -110,7 +110,14 @@ pub fn load_producer(config: &Config, rate: Option<f64>) -> ClientConfig {
     let linger = if rate.is_some() { "1" } else { "10" };
     client_config(
         config,
-        &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
+        &[
+            ("linger.ms", linger),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "none"),
+            // Keys land where `topics.upstream_partitioner` says upstream
+            // producers put them, so a bootstrap matches the traffic.
+            ("partitioner", config.topics.upstream_partitioner.librdkafka_name()),
+        ],
     )
 }
 
