@@ -192,7 +192,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, Re
         }
         match engine.apply(&partition, event, None, &mut out) {
             Outcome::Applied => summary.applied += 1,
-            Outcome::Duplicate => summary.duplicates += 1,
+            // A replay's partition has no bootstrap as-of: never Bootstrapped.
+            Outcome::Duplicate | Outcome::Bootstrapped => summary.duplicates += 1,
             Outcome::UnknownType => summary.unknown_types += 1,
         }
         write(&mut out, &mut summary)?;

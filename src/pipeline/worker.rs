@@ -224,6 +224,11 @@ impl Worker {
                         self.summary.unknown_types += 1;
                         self.metrics.unknown_type(kind);
                     }
+                    // Not bad input: counted, and committed like any record.
+                    Outcome::Bootstrapped => {
+                        self.summary.bootstrapped += 1;
+                        self.metrics.bootstrapped(kind);
+                    }
                 }
                 count_outputs(&self.metrics, &self.outputs);
                 self.summary.outputs += self.outputs.len() as u64;
