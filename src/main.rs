@@ -67,7 +67,8 @@ enum Command {
     /// on repeat customers' spend. Prints JSON, including a [churn.bgnbd]
     /// table to paste into engage.toml.
     Fit {
-        /// JSONL events (purchase and refund lines are used); repeat for several.
+        /// Event files, JSONL or CSV (`*.csv`, with a header row); purchase
+        /// and refund events are used. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// End of the calibration period (RFC 3339); later events are ignored.
@@ -120,12 +121,14 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
-    /// Run the engine over JSONL event files, without Kafka, in event-time order.
+    /// Run the engine over event files (JSONL, or CSV with a header row),
+    /// without Kafka, in event-time order.
     ///
     /// Writes DIR/scores.jsonl, DIR/alerts.jsonl, DIR/dlq.jsonl (bad lines with
     /// their reason) and DIR/state.jsonl (every customer as of --as-of).
     Replay {
-        /// A JSONL file of events from either topic; repeat for several.
+        /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+        /// header row naming the event fields. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// Apply events up to this RFC 3339 time and report state as of it
@@ -152,7 +155,8 @@ enum Command {
     /// (calibration_holdout.svg, score_deciles.svg, roc.svg) and the
     /// calibration replay's outputs (DIR/calibration/).
     Evaluate {
-        /// A JSONL file of events from either topic; repeat for several.
+        /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+        /// header row naming the event fields. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// End of the calibration period (RFC 3339), best the end of a UTC day.
