@@ -1,5 +1,7 @@
 //! `engage replay` end to end: the binary over JSONL and CSV files.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -128,41 +130,6 @@ fn a_customer_who_goes_silent_is_flagged_on_event_time_and_reported_as_of() {
     assert_eq!(sorted, (1..=seqs.len() as i64).collect::<Vec<_>>(), "seq has no gaps across both files");
 }
 
-/// JSON events as CSV: a header row with every field (nested objects'
-/// fields as `parent.field`), one event a row.
-fn to_csv(lines: &[String]) -> String {
-    let flat = |v: &Value| -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (k, v) in v.as_object().unwrap() {
-            match v {
-                Value::Object(o) => out.extend(o.iter().map(|(k2, v2)| (format!("{k}.{k2}"), cell(v2)))),
-                v => out.push((k.clone(), cell(v))),
-            }
-        }
-        out
-    };
-    let rows: Vec<Vec<(String, String)>> = lines.iter().map(|l| flat(&serde_json::from_str(l).unwrap())).collect();
-    let mut names: Vec<String> = rows.iter().flatten().map(|(k, _)| k.clone()).collect();
-    names.sort();
-    names.dedup();
-    let quote =
-        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
-    let mut text = names.join(",") + "\n";
-    for row in &rows {
-        let cells: Vec<String> =
-            names.iter().map(|n| row.iter().find(|(k, _)| k == n).map_or(String::new(), |(_, v)| quote(v))).collect();
-        text += &(cells.join(",") + "\n");
-    }
-    text
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// An output file's lines without the wall-clock `processed_at`, sorted (a
 /// sweep visits customers in no set order; `seq` orders each customer's).
 fn without_wall_clock(path: &Path) -> Vec<String> {
@@ -190,8 +157,8 @@ fn csv_files_replay_exactly_as_the_same_events_in_jsonl() {
         lines.iter().cloned().partition(|l| l.contains(r#""type":"purchase""#) || l.contains(r#""type":"refund""#));
     assert!(buys.len() > 50 && clicks.len() > 1_000);
     let (buys_csv, clicks_csv) = (dir.path().join("purchases.csv"), dir.path().join("clickstream.CSV"));
-    std::fs::write(&buys_csv, to_csv(&buys)).unwrap();
-    std::fs::write(&clicks_csv, to_csv(&clicks)).unwrap();
+    std::fs::write(&buys_csv, common::json_lines_to_csv(&buys)).unwrap();
+    std::fs::write(&clicks_csv, common::json_lines_to_csv(&clicks)).unwrap();
 
     let from_jsonl = replay_files(dir.path(), &[jsonl], "jsonl", &[]);
     let from_csv = replay_files(dir.path(), &[clicks_csv, buys_csv], "csv", &[]);

@@ -250,8 +250,13 @@ fn apply_bootstrap_marker(
         }
         Ok(b) => {
             stats.unreadable += 1;
-            warn!(topic, partition = m.partition(), offset = m.offset(), version = b.version,
-                  "bootstrap marker of an unknown version skipped");
+            warn!(
+                topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                version = b.version,
+                "bootstrap marker of an unknown version skipped"
+            );
         }
         Err(e) => {
             stats.unreadable += 1;
