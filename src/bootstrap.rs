@@ -245,8 +245,10 @@ pub fn check_partitioner(
         UpstreamPartitioner::Murmur2 => UpstreamPartitioner::ConsistentRandom,
         UpstreamPartitioner::ConsistentRandom => UpstreamPartitioner::Murmur2,
     };
+    // Each partition is read from `per_partition` records before its end
+    // up to the end (as it was when asked).
     let mut tpl = TopicPartitionList::new();
-    let mut pending = 0usize;
+    let mut ends = std::collections::HashMap::<(String, i32), i64>::new();
     for topic in [&config.topics.clickstream, &config.topics.purchases] {
         for p in 0..partitions {
             let (low, high) = consumer
@@ -256,27 +258,26 @@ pub fn check_partitioner(
                 let from = (high - per_partition as i64).max(low);
                 tpl.add_partition_offset(topic, p, Offset::Offset(from))
                     .map_err(|e| KafkaSetupError::client("assigning the inputs", e))?;
-                pending += 1;
+                ends.insert((topic.to_string(), p), high);
             }
         }
     }
-    if pending == 0 {
+    if ends.is_empty() {
         info!("the input topics are empty: no record to check topics.upstream_partitioner against");
         return Ok(check);
     }
     consumer.assign(&tpl).map_err(|e| KafkaSetupError::client("assigning the inputs", e))?;
-    let mut taken = std::collections::HashMap::<(String, i32), usize>::new();
     let deadline = Instant::now() + REQUEST_TIMEOUT;
-    while pending > 0 && Instant::now() < deadline {
+    while !ends.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let n = taken.entry((m.topic().to_string(), m.partition())).or_default();
-                if *n >= per_partition {
-                    continue;
+                let at = (m.topic().to_string(), m.partition());
+                let Some(&end) = ends.get(&at) else { continue };
+                if m.offset() >= end - 1 {
+                    ends.remove(&at);
                 }
-                *n += 1;
-                if *n == per_partition {
-                    pending -= 1;
+                if m.offset() >= end {
+                    continue;
                 }
                 let Some(key) = m.key().filter(|k| !k.is_empty()) else { continue };
                 check.sampled += 1;
@@ -289,7 +290,6 @@ pub fn check_partitioner(
                     check.other_agrees += 1;
                 }
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => pending = pending.saturating_sub(1),
             Some(Err(e)) => warn!(error = %e, "reading the inputs for the partitioner check"),
             None => {}
         }

@@ -117,7 +117,6 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no bootstrapped count in the summary:\n{log}"));
-    assert_eq!(skipped, overlap, "the events in both the export and Kafka are skipped by the run, and only they");
     assert!(log.contains("bootstrap_as_of"), "restore reports the as-of:\n{log}");
 
     // One replay over the whole history.

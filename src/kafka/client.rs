@@ -116,10 +116,7 @@ pub fn bootstrap_producer(config: &Config) -> ClientConfig {
 /// A consumer outside any group (it commits nothing) that reads a few
 /// records of the inputs for `engage bootstrap`'s partitioner check.
 pub fn sample_consumer(config: &Config) -> ClientConfig {
-    client_config(
-        config,
-        &[("group.id", "engage-bootstrap-check"), ("enable.auto.commit", "false"), ("enable.partition.eof", "true")],
-    )
+    client_config(config, &[("group.id", "engage-bootstrap-check"), ("enable.auto.commit", "false")])
 }
 
 /// `engage loadgen`'s producer at `rate` events/s: paced traffic is
