@@ -202,6 +202,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
         differ.len(),
         differ[..differ.len().min(10)].join("\n")
     );
+    assert_eq!(skipped, overlap, "the events in both the export and Kafka are skipped by the run, and only they");
 }
 
 #[tokio::test(flavor = "multi_thread")]
