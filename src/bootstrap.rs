@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -100,13 +102,15 @@ pub struct PartitionerCheck {
 /// Why a bootstrap did not write. Retryable only where the variant says.
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
-    /// The history could not be read.
+    /// The history could not be read (see [`ReplayError`]).
     #[error(transparent)]
     Replay(#[from] ReplayError),
-    /// Kafka could not be reached, or the topics are wrong.
+    /// Kafka could not be reached (retryable), or the topics are wrong
+    /// (see [`KafkaSetupError`]).
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
     /// Members of the group are consuming: they would not see the state.
+    /// Retryable once they are stopped.
     #[error(
         "consumer group {group:?} has {members} active member(s): stop every `engage run` of the group first \
          (or pass --force, and restart them afterwards so they restore the bootstrapped state)"
@@ -118,6 +122,7 @@ pub enum BootstrapError {
         members: usize,
     },
     /// The changelog already holds records (state, or an earlier bootstrap).
+    /// Not retryable as it is: use a fresh group or changelog, or `--force`.
     #[error(
         "changelog {topic:?} already holds {records} record(s): bootstrap starts a group from nothing. Use a new \
          run.group_id (or state.changelog_topic), or pass --force to write over it (customers in the history \
@@ -129,7 +134,7 @@ pub enum BootstrapError {
         /// Records between its low and high watermarks.
         records: i64,
     },
-    /// The files hold no usable event.
+    /// The files hold no usable event. Not retryable with these files.
     #[error("the input files hold no usable event up to the as-of time: nothing to bootstrap")]
     NoEvents,
     /// Some records were not acknowledged. Retryable (with --force: the
@@ -151,7 +156,7 @@ pub fn bootstrap(config: &Config, opts: &BootstrapOptions) -> Result<BootstrapSu
     let partitions = check_inputs(config)? as i32;
     check_changelog(config, partitions as usize)?;
     let topic = topic_name(config);
-    let forced = refusals(config, &topic, partitions, opts.force)?;
+    let mut forced = refusals(config, &topic, partitions, opts.force)?;
     let check = check_partitioner(config, partitions, opts.sample_per_partition)?;
 
     let replay_opts = ReplayOptions {
@@ -164,12 +169,14 @@ pub fn bootstrap(config: &Config, opts: &BootstrapOptions) -> Result<BootstrapSu
     let as_of = replayed.summary.as_of.ok_or(BootstrapError::NoEvents)?;
     info!(customers = replayed.customers.len(), as_of = %format_time(as_of), "history replayed; writing the changelog");
     // The group may have started while the history was read.
-    let forced_late = refusals(config, &topic, partitions, opts.force)?;
+    for f in refusals(config, &topic, partitions, opts.force)? {
+        if !forced.contains(&f) {
+            forced.push(f);
+        }
+    }
     let partitioner = config.topics.upstream_partitioner;
     let written = write_states(config, &topic, partitions, partitioner, &replayed.customers, as_of)?;
     let seconds = written.elapsed.as_secs_f64();
-    let mut forced = forced;
-    forced.extend(forced_late.into_iter().filter(|f| !forced.contains(f)).collect::<Vec<_>>());
     Ok(BootstrapSummary {
         replay: replayed.summary,
         as_of,
@@ -361,7 +368,12 @@ pub fn write_states(
     let mut bytes = 0u64;
     let start = Instant::now();
     let mut value = Vec::new();
+    // The first error a send returned; the rest are not sent.
+    let mut refused: Option<KafkaError> = None;
     customers.for_each(|id, state| {
+        if refused.is_some() {
+            return;
+        }
         let p = partitioner.partition(id.as_bytes(), partitions);
         value.clear();
         // Encoding into a Vec cannot fail.
@@ -372,13 +384,21 @@ pub fn write_states(
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((_, back)) => {
+                // The producer's queue is full: wait for deliveries to drain it.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    producer.poll(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => {
+                    refused = Some(e);
+                    break;
                 }
             }
         }
     });
+    if let Some(e) = refused {
+        return Err(KafkaSetupError::client("writing customer states to the changelog", e).into());
+    }
     flush(&producer)?;
     let elapsed = start.elapsed();
     for p in 0..partitions {

@@ -21,14 +21,17 @@ const REQUIRED: [&str; 2] = ["customer_id", "type"];
 /// A CSV file's header row: the field path of each column.
 #[derive(Clone, Debug)]
 pub struct CsvHeader {
+    /// Each column's field path (`properties.rating`: two names).
     columns: Vec<Vec<String>>,
+    /// Each column's name as written, for typing and messages.
+    names: Vec<String>,
 }
 
 impl CsvHeader {
     /// Reads the header row. Fails (with what is wrong) when a name is empty
     /// or repeated, or `customer_id` or `type` is missing.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<CsvHeader, String> {
-        let mut columns: Vec<Vec<String>> = Vec::new();
+        let (mut columns, mut names_seen): (Vec<Vec<String>>, Vec<String>) = (Vec::new(), Vec::new());
         for (i, name) in names.into_iter().enumerate() {
             let name = name.trim().trim_start_matches('\u{feff}');
             if name.is_empty() || name.split('.').any(str::is_empty) {
@@ -39,23 +42,14 @@ impl CsvHeader {
                 return Err(format!("field {name:?} is named twice"));
             }
             columns.push(path);
+            names_seen.push(name.to_string());
         }
         for field in REQUIRED {
             if !columns.iter().any(|c| c.len() == 1 && c[0] == field) {
                 return Err(format!("no {field:?} column: the header row must name the event fields"));
             }
         }
-        Ok(CsvHeader { columns })
-    }
-
-    /// Number of columns.
-    pub fn len(&self) -> usize {
-        self.columns.len()
-    }
-
-    /// True when there are no columns (never, once constructed).
-    pub fn is_empty(&self) -> bool {
-        self.columns.is_empty()
+        Ok(CsvHeader { columns, names: names_seen })
     }
 
     /// The row's cells as a JSON event. A row with a different number of
@@ -68,18 +62,16 @@ impl CsvHeader {
             ));
         }
         let mut object = Map::new();
-        for (path, cell) in self.columns.iter().zip(cells.iter()) {
-            let text = std::str::from_utf8(cell).map_err(|e| {
-                DecodeError::new(Reason::Malformed, format!("field {:?} is not UTF-8: {e}", path.join(".")))
-            })?;
+        for ((path, name), cell) in self.columns.iter().zip(&self.names).zip(cells.iter()) {
+            let text = std::str::from_utf8(cell)
+                .map_err(|e| DecodeError::new(Reason::Malformed, format!("field {name:?} is not UTF-8: {e}")))?;
             if text.is_empty() {
                 continue;
             }
-            let value = match (path.join(".").as_str(), text) {
-                ("ts", t) if t.parse::<i64>().is_ok() => Value::from(t.parse::<i64>().unwrap_or_default()),
-                ("loyalty_member", "true") => Value::Bool(true),
-                ("loyalty_member", "false") => Value::Bool(false),
-                (_, t) => Value::String(t.to_string()),
+            let value = match name.as_str() {
+                "ts" => text.parse::<i64>().map_or_else(|_| Value::String(text.to_string()), Value::from),
+                "loyalty_member" if text == "true" || text == "false" => Value::Bool(text == "true"),
+                _ => Value::String(text.to_string()),
             };
             insert(&mut object, path, value).map_err(|field| {
                 DecodeError::new(Reason::Malformed, format!("field {field:?} is both a value and an object"))
