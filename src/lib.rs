@@ -15,8 +15,9 @@
 //!   [`engine::event::Event`], or a [`decode::DecodeError`] with a stable
 //!   dead-letter reason code (`error.rs`). JSON is read by a one-pass scan
 //!   (`scan.rs`), serde_json taking what the scan leaves alone (`json.rs`);
-//!   protobuf by an in-place wire reader (`protobuf.rs`).
-//!   Erasure requests are decoded apart (`erasure.rs`).
+//!   protobuf by an in-place wire reader (`protobuf.rs`); CSV rows of
+//!   history files become JSON events ([`decode::csv_row`]). Erasure
+//!   requests are decoded apart (`erasure.rs`).
 //! - [`engine`]: applies events and sweeps, deciding what to publish.
 //!   - [`engine::event`]: the compact event the engine consumes; event-time
 //!     helpers.
@@ -29,7 +30,8 @@
 //!     bookkeeping and its persisted (changelog) form; its sets of
 //!     distinct days, exact for late events within the retention
 //!     (`state/days.rs`).
-//!   - [`engine::store`]: customer states in sharded maps, by input partition.
+//!   - [`engine::store`]: customer states in sharded maps, by input partition
+//!     (with the partition's bootstrap as-of).
 //!   - [`engine::output`]: score changes and churn alerts, JSON and protobuf.
 //! - [`pipeline`]: `engage run`, the consumer loop driving the engine:
 //!   the main loop (`mod.rs`), per-record and sweep work (`worker.rs`),
@@ -38,12 +40,15 @@
 //!   (`rebalance.rs`), idle memory release (`memory.rs`).
 //! - [`kafka`]: everything that talks to Kafka besides the consumer loop.
 //!   - [`kafka::client`]: every client and its properties, in one place.
+//!   - [`kafka::partitioner`]: where the upstream producers put a key
+//!     (murmur2, CRC-32).
 //!   - co-partitioning check and topic creation (`mod.rs`).
 //!   - [`kafka::sink`]: the idempotent (or transactional) producer.
 //!   - [`kafka::progress`]: which offsets may be committed: the heart of
 //!     the at-least-once guarantee.
 //!   - [`kafka::changelog`]: durable state: flushing changed customers,
-//!     restoring a partition's customers on assignment.
+//!     restoring a partition's customers (and its bootstrap as-of) on
+//!     assignment.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
 //! - [`telemetry`]: metric names, the Prometheus recorder, consumer lag from
 //!   librdkafka statistics and the periodic population census.
@@ -52,7 +57,10 @@
 //!
 //! The other commands, each an adapter or a tool:
 //!
-//! - [`replay`]: `engage replay`, the engine driven from event files.
+//! - [`replay`]: `engage replay`, the engine driven from event files
+//!   (JSONL or CSV; the one reader `fit`, `evaluate` and `bootstrap` share).
+//! - [`bootstrap`]: `engage bootstrap`, customers' state from history
+//!   written into the changelog for `engage run` to restore.
 //! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
 //! - [`evaluate`]: `engage evaluate`, the engine's predictions at a
 //!   calibration end judged against what customers did in a holdout.
@@ -67,6 +75,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod decode;

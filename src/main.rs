@@ -67,7 +67,8 @@ enum Command {
     /// on repeat customers' spend. Prints JSON, including a [churn.bgnbd]
     /// table to paste into engage.toml.
     Fit {
-        /// JSONL events (purchase and refund lines are used); repeat for several.
+        /// Event files, JSONL or CSV (`*.csv`, with a header row); purchase
+        /// and refund events are used. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// End of the calibration period (RFC 3339); later events are ignored.
@@ -120,12 +121,14 @@ enum Command {
         #[command(subcommand)]
         action: TopicsAction,
     },
-    /// Run the engine over JSONL event files, without Kafka, in event-time order.
+    /// Run the engine over event files (JSONL, or CSV with a header row),
+    /// without Kafka, in event-time order.
     ///
     /// Writes DIR/scores.jsonl, DIR/alerts.jsonl, DIR/dlq.jsonl (bad lines with
     /// their reason) and DIR/state.jsonl (every customer as of --as-of).
     Replay {
-        /// A JSONL file of events from either topic; repeat for several.
+        /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+        /// header row naming the event fields. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// Apply events up to this RFC 3339 time and report state as of it
@@ -142,6 +145,42 @@ enum Command {
         #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
         sweep_every: std::time::Duration,
     },
+    /// Start from history: run the engine over event files (as `replay`),
+    /// then write every customer's state into the state changelog, in the
+    /// partition the upstream producers put the customer's key in, so
+    /// `engage run` restores it. Live events at or before --as-of are then
+    /// taken as already applied.
+    ///
+    /// Refuses while members of run.group_id are consuming or the changelog
+    /// holds records, unless --force. Prints a JSON summary; the replay's
+    /// outputs (dead letters included) go to --out.
+    Bootstrap {
+        /// Configuration file (brokers, topics, group, upstream partitioner).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+        /// header row naming the event fields. Repeat for several.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Apply events up to this RFC 3339 time (default: the last event
+        /// time). The history must be complete up to it.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Directory for the replay's outputs (scores, alerts, dead letters,
+        /// states).
+        #[arg(long, default_value = "bootstrap-out")]
+        out: PathBuf,
+        /// Event time between churn sweeps (e.g. 1h, 1d).
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        sweep_every: std::time::Duration,
+        /// Write even while the group is consuming or the changelog holds state.
+        #[arg(long)]
+        force: bool,
+        /// Records read from the end of each input partition to check
+        /// topics.upstream_partitioner (0: no check).
+        #[arg(long, default_value_t = 200)]
+        check_records: usize,
+    },
     /// Judge the engine's predictions against what customers did next: runs
     /// the engine (as `replay`) up to --calibration-end, then compares each
     /// customer's health, stage, score, P(alive) and BG/NBD expectations with
@@ -152,7 +191,8 @@ enum Command {
     /// (calibration_holdout.svg, score_deciles.svg, roc.svg) and the
     /// calibration replay's outputs (DIR/calibration/).
     Evaluate {
-        /// A JSONL file of events from either topic; repeat for several.
+        /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+        /// header row naming the event fields. Repeat for several.
         #[arg(long = "input", required = true)]
         inputs: Vec<PathBuf>,
         /// End of the calibration period (RFC 3339), best the end of a UTC day.
@@ -303,6 +343,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = replay(&config, &opts)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Bootstrap { config, inputs, as_of, out, sweep_every, force, check_records } => {
+            let config = Config::load(config.as_deref())?;
+            let opts = engage::bootstrap::BootstrapOptions {
+                inputs,
+                as_of: as_of.as_deref().map(parse_time).transpose().context("--as-of")?,
+                out_dir: out,
+                sweep_every_ms: sweep_every.as_millis() as i64,
+                force,
+                sample_per_partition: check_records,
+            };
+            if config.run.create_topics {
+                engage::kafka::create_output_topics(&config).await?;
+            }
+            let summary = tokio::task::block_in_place(|| engage::bootstrap::bootstrap(&config, &opts))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            eprintln!(
+                "bootstrap: {} customers as of {} written to {} ({} partitions, {:?} partitioner) at {:.0} customers/s",
+                summary.customers_written,
+                summary.as_of_time,
+                summary.changelog,
+                summary.partitions,
+                summary.partitioner,
+                summary.customers_per_second
+            );
             Ok(())
         }
         Command::Evaluate { inputs, calibration_end, holdout_end, out, config, sweep_every, suggest } => {

@@ -47,6 +47,16 @@ pub enum ReplayError {
         #[source]
         source: serde_json::Error,
     },
+    /// A CSV file cannot be read as events: no usable header row.
+    #[error("CSV {path} line {line}: {detail}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The line at fault.
+        line: u64,
+        /// What is wrong.
+        detail: String,
+    },
     /// A time argument is not RFC 3339.
     #[error("{text:?} is not an RFC 3339 time such as 2026-01-31T00:00:00Z")]
     Time {
@@ -67,7 +77,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Repla
 /// What to replay and where to write the results.
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
-    /// JSONL event files (both topics' events may be mixed).
+    /// Event files, JSONL or CSV (both topics' events may be mixed).
     pub inputs: Vec<PathBuf>,
     /// Apply events up to this time (epoch ms) and report state as of it;
     /// default: the last event time.
@@ -142,8 +152,24 @@ struct StateLine<'a> {
     seq: u32,
 }
 
+/// A finished replay: its counts, and every customer as of the as-of time
+/// with the engine that made them (what `engage bootstrap` writes).
+pub struct Replayed {
+    /// What the replay did.
+    pub summary: ReplaySummary,
+    /// The engine, with the config's rules.
+    pub engine: Engine,
+    /// Every customer, as of the as-of time.
+    pub customers: std::sync::Arc<crate::engine::store::Partition>,
+}
+
 /// Runs a replay. Fails only on I/O errors; bad lines go to `dlq.jsonl`.
 pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    replay_keeping_state(config, opts).map(|r| r.summary)
+}
+
+/// [`replay`], keeping the customers' states.
+pub fn replay_keeping_state(config: &Config, opts: &ReplayOptions) -> Result<Replayed, ReplayError> {
     std::fs::create_dir_all(&opts.out_dir).map_err(io("creating", &opts.out_dir))?;
     let create = |name: &str| -> Result<(BufWriter<File>, PathBuf), ReplayError> {
         let path = opts.out_dir.join(name);
@@ -194,7 +220,8 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, Re
         }
         match engine.apply(&partition, event, None, &mut out) {
             Outcome::Applied => summary.applied += 1,
-            Outcome::Duplicate => summary.duplicates += 1,
+            // A replay's partition has no bootstrap as-of: never Bootstrapped.
+            Outcome::Duplicate | Outcome::Bootstrapped => summary.duplicates += 1,
             Outcome::UnknownType => summary.unknown_types += 1,
             // Replay applies no erasures.
             Outcome::BeforeErasure | Outcome::Erased => {}
@@ -215,7 +242,7 @@ pub fn replay(config: &Config, opts: &ReplayOptions) -> Result<ReplaySummary, Re
     for (mut f, path) in [scores, alerts, dlq, states] {
         f.flush().map_err(io("writing", &path))?;
     }
-    Ok(summary)
+    Ok(Replayed { summary, engine, customers: partition })
 }
 
 /// An input line that is not a usable event.
@@ -230,9 +257,30 @@ pub struct BadLine<'a> {
     pub value: &'a [u8],
 }
 
-/// Reads and decodes JSONL event files, sorted by event time (ties keep
-/// file and line order). Events after `as_of` are counted and left out;
-/// bad lines go to `on_bad`. Shared by `engage replay` and `engage fit`.
+/// The format of an input file, by its name: `*.csv` (any case) is CSV with
+/// a header row ([`crate::decode::csv_row`]), anything else JSONL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputFormat {
+    /// One JSON event a line.
+    Jsonl,
+    /// A header row naming the event fields, then one event a row.
+    Csv,
+}
+
+impl InputFormat {
+    /// The format of `path`.
+    pub fn of(path: &Path) -> InputFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("csv") => InputFormat::Csv,
+            _ => InputFormat::Jsonl,
+        }
+    }
+}
+
+/// Reads and decodes event files, JSONL or CSV ([`InputFormat`]), sorted by
+/// event time (ties keep file and line order). Events after `as_of` are
+/// counted and left out; bad lines and rows go to `on_bad`, with their line
+/// number. Shared by `engage replay`, `fit`, `evaluate` and `bootstrap`.
 pub fn read_events(
     inputs: &[PathBuf],
     as_of: Option<i64>,
@@ -244,32 +292,106 @@ pub fn read_events(
     let mut events: Vec<(Event<'static>, usize, u64)> = Vec::new();
     for (file_index, path) in inputs.iter().enumerate() {
         let name = path.display().to_string();
-        let mut reader = BufReader::new(File::open(path).map_err(io("opening", path))?);
-        let mut buf = Vec::new();
-        let mut line_no = 0u64;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf).map_err(io("reading", path))? == 0 {
-                break;
-            }
-            line_no += 1;
-            let line = buf.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
+        let reader = BufReader::new(File::open(path).map_err(io("opening", path))?);
+        // One line or row: its number, the JSON event (or why there is
+        // none) and the text as read, for the dead-letter report.
+        let mut take = |line: u64, body: Result<&[u8], crate::decode::DecodeError>, value: &[u8]| {
             summary.lines += 1;
-            match decode(None, Format::Json, &Envelope::default(), line, limits, now) {
+            match body.and_then(|b| decode(None, Format::Json, &Envelope::default(), b, limits, now)) {
                 Ok(e) if as_of.is_some_and(|t| e.ts_ms > t) => summary.after_as_of += 1,
-                Ok(e) => events.push((e.into_owned(), file_index, line_no)),
+                Ok(e) => events.push((e.into_owned(), file_index, line)),
                 Err(error) => {
                     summary.dead_letters += 1;
-                    on_bad(BadLine { file: &name, line: line_no, error: &error, value: line })?;
+                    on_bad(BadLine { file: &name, line, error: &error, value })?;
                 }
             }
+            Ok(())
+        };
+        match InputFormat::of(path) {
+            InputFormat::Jsonl => read_lines(reader, path, |line, text| take(line, Ok(text), text))?,
+            InputFormat::Csv => read_rows(reader, path, |line, json, row| match json {
+                Ok(json) => take(line, Ok(&json), row),
+                Err(e) => take(line, Err(e), row),
+            })?,
         }
     }
     events.sort_by_key(|(e, f, l)| (e.ts_ms, *f, *l));
     Ok(events.into_iter().map(|(e, ..)| e).collect())
+}
+
+/// Calls `f` with each non-blank line of a JSONL file and its 1-based number.
+fn read_lines(
+    mut reader: impl BufRead,
+    path: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io("reading", path))? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = buf.trim_ascii();
+        if !line.is_empty() {
+            f(line_no, line)?;
+        }
+    }
+}
+
+/// Calls `f` with each row of a CSV file after the header: the line it
+/// starts on, the row as a JSON event (or why it is not one) and the row
+/// as CSV text. A missing or unusable header row fails the whole file.
+fn read_rows(
+    reader: impl std::io::Read,
+    path: &Path,
+    mut f: impl FnMut(u64, Result<Vec<u8>, crate::decode::DecodeError>, &[u8]) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    let mut rows = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(reader);
+    let mut row = csv::ByteRecord::new();
+    let header_error = |detail: String| ReplayError::Csv { path: path.to_path_buf(), line: 1, detail };
+    let header = loop {
+        if !read_row(&mut rows, &mut row, path)? {
+            return Err(header_error("no header row".into()));
+        }
+        if !is_blank(&row) {
+            let names: Vec<&str> = row.iter().map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
+            break crate::decode::csv_row::CsvHeader::new(names).map_err(header_error)?;
+        }
+    };
+    let mut text = Vec::new();
+    while read_row(&mut rows, &mut row, path)? {
+        if is_blank(&row) {
+            continue;
+        }
+        let line = row.position().map_or(0, |p| p.line());
+        text.clear();
+        let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(&mut text);
+        // Writing to memory cannot fail.
+        let _ = w.write_byte_record(&row).and_then(|()| w.flush().map_err(csv::Error::from));
+        drop(w);
+        let value = text.strip_suffix(b"\n").unwrap_or(&text);
+        f(line, header.to_json(&row), value)?;
+    }
+    Ok(())
+}
+
+/// Reads the next CSV row into `row`; false at the end of the file.
+fn read_row(
+    csv: &mut csv::Reader<impl std::io::Read>,
+    row: &mut csv::ByteRecord,
+    path: &Path,
+) -> Result<bool, ReplayError> {
+    csv.read_byte_record(row).map_err(|e| match e.into_kind() {
+        csv::ErrorKind::Io(source) => ReplayError::Io { action: "reading", path: path.to_path_buf(), source },
+        other => ReplayError::Csv { path: path.to_path_buf(), line: 0, detail: format!("{other:?}") },
+    })
+}
+
+/// A row with no content (an empty line).
+fn is_blank(row: &csv::ByteRecord) -> bool {
+    row.iter().all(|c| c.trim_ascii().is_empty())
 }
 
 fn write_states(

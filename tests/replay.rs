@@ -1,4 +1,6 @@
-//! `engage replay` end to end: the binary over a JSONL file.
+//! `engage replay` end to end: the binary over JSONL and CSV files.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -25,18 +27,19 @@ fn purchase(id: &str, customer: &str, day: i64, amount: f64) -> String {
 fn replay(dir: &Path, input: &str, extra: &[&str]) -> Value {
     let path = dir.join("events.jsonl");
     std::fs::write(&path, input).unwrap();
+    replay_files(dir, &[path], "out", extra)
+}
+
+/// `engage replay` over `inputs` into `dir/out`; returns its summary.
+fn replay_files(dir: &Path, inputs: &[std::path::PathBuf], out: &str, extra: &[&str]) -> Value {
     let config = dir.join("engage.toml");
     std::fs::write(&config, "[input]\nmax_record_bytes = 2000\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_engage"))
-        .args(["replay", "--input"])
-        .arg(&path)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--config")
-        .arg(&config)
-        .args(extra)
-        .output()
-        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_engage"));
+    command.arg("replay");
+    for input in inputs {
+        command.arg("--input").arg(input);
+    }
+    let out = command.arg("--out").arg(dir.join(out)).arg("--config").arg(&config).args(extra).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -125,4 +128,86 @@ fn a_customer_who_goes_silent_is_flagged_on_event_time_and_reported_as_of() {
     let mut sorted = seqs.clone();
     sorted.sort();
     assert_eq!(sorted, (1..=seqs.len() as i64).collect::<Vec<_>>(), "seq has no gaps across both files");
+}
+
+/// An output file's lines without the wall-clock `processed_at`, sorted (a
+/// sweep visits customers in no set order; `seq` orders each customer's).
+fn without_wall_clock(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = read_jsonl(path)
+        .unwrap()
+        .into_iter()
+        .map(|mut l| {
+            l.as_object_mut().unwrap().remove("processed_at");
+            l.to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn csv_files_replay_exactly_as_the_same_events_in_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = engage::synth::records(9, 3_000, 200, T0, 20 * 60_000, engage::decode::Format::Json);
+    let lines: Vec<String> = records.iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect();
+    let jsonl = dir.path().join("history.jsonl");
+    std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();
+    // Purchases and clickstream in two CSV files, as two warehouse tables.
+    let (buys, clicks): (Vec<String>, Vec<String>) =
+        lines.iter().cloned().partition(|l| l.contains(r#""type":"purchase""#) || l.contains(r#""type":"refund""#));
+    assert!(buys.len() > 50 && clicks.len() > 1_000);
+    let (buys_csv, clicks_csv) = (dir.path().join("purchases.csv"), dir.path().join("clickstream.CSV"));
+    std::fs::write(&buys_csv, common::json_lines_to_csv(&buys)).unwrap();
+    std::fs::write(&clicks_csv, common::json_lines_to_csv(&clicks)).unwrap();
+
+    let from_jsonl = replay_files(dir.path(), &[jsonl], "jsonl", &[]);
+    let from_csv = replay_files(dir.path(), &[clicks_csv, buys_csv], "csv", &[]);
+    assert_eq!(from_jsonl["applied"], 3_000, "{from_jsonl}");
+    assert_eq!(from_csv, from_jsonl, "the same counts");
+    for file in ["state.jsonl", "scores.jsonl", "alerts.jsonl"] {
+        let (a, b) = (
+            without_wall_clock(&dir.path().join("jsonl").join(file)),
+            without_wall_clock(&dir.path().join("csv").join(file)),
+        );
+        assert!(!a.is_empty(), "{file} is empty: nothing compared");
+        assert_eq!(a.len(), b.len(), "{file}: as many lines from JSONL as from CSV");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!("{file} line {} differs between the JSONL and the CSV replay:\n{}\n{}", i + 1, a[i], b[i]);
+        }
+    }
+}
+
+#[test]
+fn bad_csv_rows_go_to_the_dead_letter_file_with_their_reason_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        ("g1,a,page_view,1767225600000,,", None),
+        ("b1,a,page_view,1767225600000,", Some("malformed")),
+        ("b2,,search,1767225600000,,", Some("missing_customer_id")),
+        ("b3,a,purchase,1767225600000,lots,", Some("invalid_amount")),
+        ("b4,a,search,soon,,", Some("invalid_timestamp")),
+        ("b5,a,purchase,1767225600000,5,yes", Some("invalid_field")),
+        ("", None),
+        ("\"g,2\",a,purchase,2026-01-02T00:00:00Z,5.50,true", None),
+    ];
+    let mut text = "event_id,customer_id,type,ts,amount,loyalty_member\n".to_string();
+    for (row, _) in rows {
+        text += row;
+        text += "\n";
+    }
+    let path = dir.path().join("history.csv");
+    std::fs::write(&path, text).unwrap();
+    let summary = replay_files(dir.path(), &[path], "out", &[]);
+    assert_eq!((summary["applied"].as_i64(), summary["dead_letters"].as_i64()), (Some(2), Some(5)), "{summary}");
+
+    let dlq = read_jsonl(&dir.path().join("out/dlq.jsonl")).unwrap();
+    let got: Vec<(&str, i64, &str)> = dlq
+        .iter()
+        .map(|d| (d["reason"].as_str().unwrap(), d["line"].as_i64().unwrap(), d["value"].as_str().unwrap()))
+        .collect();
+    let want: Vec<(&str, i64, &str)> =
+        rows.iter().enumerate().filter_map(|(i, (row, reason))| reason.map(|r| (r, i as i64 + 2, *row))).collect();
+    assert_eq!(got, want, "reason, line number (header is line 1) and the row as written");
+    assert!(dlq[0]["detail"].as_str().unwrap().contains("5 cells"), "{}", dlq[0]["detail"]);
+    assert!(dlq.iter().all(|d| d["file"].as_str().unwrap().ends_with("history.csv")));
 }

@@ -1,8 +1,10 @@
 //! Restore speed (issue: ≥ 500 k customers/s from the changelog): writes N
-//! customer states to a changelog partition on the real broker, then times
-//! `changelog::restore`, next to two baselines measured in the same run: a
-//! bare consumer reading the same records (the client/broker ceiling) and
-//! decode + insert alone (the CPU cost). Not part of the test suite:
+//! customer states to a changelog partition on the real broker with
+//! `engage bootstrap`'s writer (timed: the bootstrap rate), then times
+//! `changelog::restore` reading them back, next to two baselines measured
+//! in the same run: a bare consumer reading the same records (the
+//! client/broker ceiling) and decode + insert alone (the CPU cost). Not
+//! part of the test suite:
 //!   scripts/bench-restore [CUSTOMERS]
 
 #[path = "../../tests/common/mod.rs"]
@@ -17,7 +19,6 @@ use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,21 +55,20 @@ async fn restore_speed() {
     let mut values = Vec::with_capacity(n);
     part.for_each(|id, s| values.push((id.to_string(), s.to_proto(id).encode_to_vec())));
     let bytes: usize = values.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let producer: ThreadedProducer<DefaultProducerContext> = broker
-        .client_config()
-        .set("linger.ms", "50")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "2000000")
-        .create()
-        .unwrap();
-    for (k, v) in &values {
-        let mut r = BaseRecord::<str, [u8]>::to(&topic).key(k.as_str()).payload(v).partition(0);
-        while let Err((_, back)) = producer.send(r) {
-            r = back;
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
+    // engage bootstrap's writer: every state, then the as-of marker.
+    let mut config = Config::default();
+    config.kafka.properties.insert("bootstrap.servers".into(), broker.bootstrap.clone());
+    let written = engage::bootstrap::write_states(
+        &config,
+        &topic,
+        1,
+        engage::config::UpstreamPartitioner::Murmur2,
+        &part,
+        t0 + 3 * 86_400_000,
+    )
+    .unwrap();
+    assert_eq!(written.by_partition, vec![n as u64]);
+    let bootstrap_rate = n as f64 / written.elapsed.as_secs_f64();
 
     // Baseline 1: decode + insert only (no Kafka).
     let start = Instant::now();
@@ -104,8 +104,6 @@ async fn restore_speed() {
     let ceiling = n as f64 / start.elapsed().as_secs_f64();
 
     // engage's restore.
-    let mut config = Config::default();
-    config.kafka.properties.insert("bootstrap.servers".into(), broker.bootstrap.clone());
     let restored = Store::new();
     let stats =
         engage::kafka::changelog::restore(&config, &topic, &restored.partition(0), Duration::from_secs(300)).unwrap();
@@ -115,4 +113,9 @@ async fn restore_speed() {
     println!("  decode + insert only:  {:>10.0} customers/s", cpu);
     println!("  bare consumer ceiling: {:>10.0} records/s", ceiling);
     println!("  engage restore:        {:>10.0} customers/s  ({:.2} of the ceiling)", rate, rate / ceiling);
+    println!(
+        "  engage bootstrap write:{:>10.0} customers/s  ({:.2} of the restore rate)",
+        bootstrap_rate,
+        bootstrap_rate / rate
+    );
 }

@@ -27,7 +27,7 @@ pub use output::OutputConfig;
 pub use run::{ProcessingGuarantee, RunConfig};
 pub use scoring::{DimensionConfig, ScoringConfig};
 pub use state::StateConfig;
-pub use topics::TopicsConfig;
+pub use topics::{TopicsConfig, UpstreamPartitioner};
 
 use std::path::Path;
 

@@ -32,6 +32,27 @@ pub struct TopicsConfig {
     pub partitions: i32,
     /// Replication factor for created topics; -1 uses the broker default.
     pub replication_factor: i32,
+    /// How the upstream producers assign the input topics' partitions to
+    /// keys: `engage bootstrap` writes each customer's state into the
+    /// partition this puts the customer id in, and `engage loadgen`
+    /// produces with it.
+    pub upstream_partitioner: UpstreamPartitioner,
+}
+
+/// The partitioner of the producers writing the input topics
+/// ([`crate::kafka::partitioner`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamPartitioner {
+    /// `toPositive(murmur2(key)) % partitions`: the Java client's default
+    /// (also Kafka Streams and Connect), and librdkafka's `murmur2` /
+    /// `murmur2_random`.
+    #[default]
+    Murmur2,
+    /// `crc32(key) % partitions`: librdkafka's default
+    /// (`consistent_random`), so that of confluent-kafka-python, -go,
+    /// -dotnet, rust-rdkafka and node-rdkafka unless they set `partitioner`.
+    ConsistentRandom,
 }
 
 impl Default for TopicsConfig {
@@ -47,6 +68,7 @@ impl Default for TopicsConfig {
             dlq: "engagement.dlq".into(),
             partitions: 6,
             replication_factor: -1,
+            upstream_partitioner: UpstreamPartitioner::Murmur2,
         }
     }
 }

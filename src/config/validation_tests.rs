@@ -164,3 +164,12 @@ fn topic_names_longer_than_kafka_allows_are_refused() {
     let err = Config::from_toml(&over).expect_err("250 characters").to_string();
     assert!(err.contains("topics.alerts") && err.contains("1-249"), "{err}");
 }
+
+/// An enum key is refused when loading, naming the key and the choices.
+#[test]
+fn an_unknown_upstream_partitioner_is_refused_naming_the_key_and_the_choices() {
+    let e = Config::from_toml("[topics]\nupstream_partitioner = \"fnv1a\"\n").unwrap_err().to_string();
+    for want in ["topics.upstream_partitioner", "murmur2", "consistent_random"] {
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 
 use crate::engine::event::{ClickKind, Event, EventKind, InputTopic};
 
+pub mod csv_row;
 mod erasure;
 mod error;
 mod json;

@@ -58,6 +58,10 @@ pub enum Outcome {
     Duplicate,
     /// An unknown clickstream type: counted by the caller, nothing changed.
     UnknownType,
+    /// At or before the bootstrap's as-of
+    /// ([`Partition::bootstrap_as_of`]): already in the restored state,
+    /// nothing changed.
+    Bootstrapped,
     /// An event at or before its customer's erasure cut-off: the erased
     /// customer's, ignored ([`erasure`]).
     BeforeErasure,
@@ -189,6 +193,7 @@ impl Engine {
     /// Applies one event to its customer in `partition`, pushing the outputs
     /// it causes to `out`. `source` is the record's Kafka position, if any:
     /// records at or below the customer's applied offset are duplicates.
+    /// Events at or before the partition's bootstrap as-of are not applied.
     pub fn apply(
         &self,
         partition: &Partition,
@@ -196,6 +201,9 @@ impl Engine {
         source: Option<Source>,
         out: &mut Vec<Output>,
     ) -> Outcome {
+        if event.ts_ms <= partition.bootstrap_as_of() {
+            return Outcome::Bootstrapped;
+        }
         if !event.kind.is_known() {
             return Outcome::UnknownType;
         }
@@ -515,6 +523,17 @@ mod tests {
         assert_eq!(e.apply(&p, &click("e0", "c", T0, ClickKind::Share), src(9), &mut out), Outcome::Duplicate);
         assert_eq!(p.get("c").unwrap(), before);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn events_at_or_before_the_bootstrap_as_of_change_nothing() {
+        let (e, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        p.set_bootstrap_as_of(T0);
+        assert_eq!(e.apply(&p, &click("e1", "c", T0, ClickKind::Share), None, &mut out), Outcome::Bootstrapped);
+        assert!(p.is_empty() && out.is_empty());
+        assert_eq!(e.apply(&p, &click("e2", "c", T0 + 1, ClickKind::Share), None, &mut out), Outcome::Applied);
+        assert_eq!(p.get("c").unwrap().first_seen, T0 + 1);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Partition {
     erased: DashMap<CompactString, Erased, foldhash::fast::RandomState>,
     /// `erased.len()`, read on every event: most partitions hold none.
     erased_count: std::sync::atomic::AtomicUsize,
+    /// See [`Partition::bootstrap_as_of`].
+    bootstrap_as_of: std::sync::atomic::AtomicI64,
 }
 
 impl Partition {
@@ -36,7 +38,21 @@ impl Partition {
             customers: CustomerMap::default(),
             erased: DashMap::default(),
             erased_count: std::sync::atomic::AtomicUsize::new(0),
+            bootstrap_as_of: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// The as-of time (epoch ms) of the `engage bootstrap` this partition's
+    /// state was built from, restored from the changelog; `i64::MIN` when
+    /// there was none. Events at or before it are already in the state
+    /// (docs/model.md "Starting from history").
+    pub fn bootstrap_as_of(&self) -> i64 {
+        self.bootstrap_as_of.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets [`Partition::bootstrap_as_of`] (restore; `i64::MIN` clears it).
+    pub fn set_bootstrap_as_of(&self, as_of_ms: i64) {
+        self.bootstrap_as_of.store(as_of_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The input partition number (the same in both co-partitioned topics).

@@ -78,6 +78,15 @@ pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
     Some(record.encode_to_vec())
 }
 
+/// The key of the bootstrap marker ([`proto::BootstrapMarker`]), one per
+/// changelog partition. Not UTF-8, so no customer id (a UTF-8 string) can
+/// take it; an engage that predates bootstrap skips it as a record without
+/// a UTF-8 key.
+pub const BOOTSTRAP_KEY: &[u8] = b"\xffengage.bootstrap";
+
+/// The version written into [`proto::BootstrapMarker`] messages.
+pub const BOOTSTRAP_MARKER_VERSION: u32 = 1;
+
 /// How long one request for the changelog's end may take before it is
 /// asked again (within `state.restore_timeout`).
 const WATERMARK_ATTEMPT: Duration = Duration::from_secs(10);
@@ -91,6 +100,8 @@ pub struct RestoreStats {
     pub customers: usize,
     /// Records that could not be read (logged, skipped).
     pub unreadable: u64,
+    /// The bootstrap as-of read from the partition's marker, if any.
+    pub bootstrap_as_of: Option<i64>,
     /// Time taken.
     pub elapsed: Duration,
 }
@@ -201,8 +212,13 @@ pub enum RestoreError {
 
 /// Applies one changelog record: it replaces everything held for the
 /// customer (a state, an erasure in force, or both); a tombstone removes
-/// it; an unreadable record is counted and logged.
+/// it; a bootstrap marker sets the partition's bootstrap as-of; an
+/// unreadable record is counted and logged.
 fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, stats: &mut RestoreStats, topic: &str) {
+    if m.key() == Some(BOOTSTRAP_KEY) {
+        apply_bootstrap_marker(m, into, stats, topic);
+        return;
+    }
     match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
         (Some(id), None) => into.forget(id),
         (Some(id), Some(value)) => match read_record(value) {
@@ -230,6 +246,54 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
             );
         }
     }
+}
+
+/// Applies a bootstrap marker: the partition's bootstrap as-of (a
+/// tombstone clears it). An unreadable marker is counted and logged, and
+/// leaves the as-of as it was.
+fn apply_bootstrap_marker(
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    into: &Partition,
+    stats: &mut RestoreStats,
+    topic: &str,
+) {
+    let Some(value) = m.payload() else {
+        into.set_bootstrap_as_of(i64::MIN);
+        return;
+    };
+    match proto::BootstrapMarker::decode(value) {
+        Ok(b) if b.version == BOOTSTRAP_MARKER_VERSION => {
+            into.set_bootstrap_as_of(b.as_of);
+            stats.bootstrap_as_of = Some(b.as_of);
+        }
+        Ok(b) => {
+            stats.unreadable += 1;
+            warn!(
+                topic,
+                partition = m.partition(),
+                offset = m.offset(),
+                version = b.version,
+                "bootstrap marker of an unknown version skipped"
+            );
+        }
+        Err(e) => {
+            stats.unreadable += 1;
+            warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable bootstrap marker skipped");
+        }
+    }
+}
+
+/// The bootstrap marker's record value for a partition whose `customers`
+/// states were written by a bootstrap as of `as_of_ms`.
+pub fn encode_bootstrap_marker(as_of_ms: i64, customers: u64, partitioner: &str) -> Vec<u8> {
+    proto::BootstrapMarker {
+        version: BOOTSTRAP_MARKER_VERSION,
+        as_of: as_of_ms,
+        customers,
+        partitioner: partitioner.to_string(),
+        written_at: crate::clock::wall_clock_ms(),
+    }
+    .encode_to_vec()
 }
 
 /// A changelog record's state (absent from a record that only keeps an

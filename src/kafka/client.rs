@@ -104,13 +104,35 @@ pub fn output_producer(config: &Config) -> ClientConfig {
     client
 }
 
+/// `engage bootstrap`'s producer of customer states into the changelog:
+/// idempotent like the output producer but never transactional (a
+/// `transactional.id` would fence a running instance), and batching large:
+/// it writes a whole population at once.
+pub fn bootstrap_producer(config: &Config) -> ClientConfig {
+    let batching = [("linger.ms", "50"), ("batch.size", "1000000"), ("queue.buffering.max.messages", "1000000")];
+    client_config(config, &[PRODUCER_DEFAULTS.as_slice(), &batching].concat())
+}
+
+/// A consumer outside any group (it commits nothing) that reads a few
+/// records of the inputs for `engage bootstrap`'s partitioner check.
+pub fn sample_consumer(config: &Config) -> ClientConfig {
+    client_config(config, &[("group.id", "engage-bootstrap-check"), ("enable.auto.commit", "false")])
+}
+
 /// `engage loadgen`'s producer at `rate` events/s: paced traffic is
 /// latency-sensitive and sends at once; flat-out traffic (`None`) batches.
 pub fn load_producer(config: &Config, rate: Option<f64>) -> ClientConfig {
     let linger = if rate.is_some() { "1" } else { "10" };
     client_config(
         config,
-        &[("linger.ms", linger), ("queue.buffering.max.messages", "1000000"), ("compression.type", "none")],
+        &[
+            ("linger.ms", linger),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "none"),
+            // Keys land where `topics.upstream_partitioner` says upstream
+            // producers put them, so a bootstrap matches the traffic.
+            ("partitioner", config.topics.upstream_partitioner.librdkafka_name()),
+        ],
     )
 }
 

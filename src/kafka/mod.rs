@@ -3,6 +3,7 @@
 
 pub mod changelog;
 pub mod client;
+pub mod partitioner;
 pub mod progress;
 pub mod sink;
 

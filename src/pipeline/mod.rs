@@ -121,6 +121,8 @@ pub struct RunSummary {
     pub before_erasure: u64,
     /// Score changes and alerts sent.
     pub outputs: u64,
+    /// Events at or before the bootstrap's as-of, already in the state.
+    pub bootstrapped: u64,
 }
 
 /// Runs the processor until `shutdown` is cancelled or a fatal error.

@@ -88,6 +88,7 @@ impl ConsumerContext for PipelineContext {
                         records: stats.records,
                         customers: stats.customers,
                         unreadable: stats.unreadable,
+                        bootstrap_as_of: stats.bootstrap_as_of,
                         elapsed: stats.elapsed,
                     }
                     .emit();

@@ -274,6 +274,11 @@ impl Worker {
                         self.summary.unknown_types += 1;
                         self.metrics.unknown_type(kind);
                     }
+                    // Not bad input: counted, and committed like any record.
+                    Outcome::Bootstrapped => {
+                        self.summary.bootstrapped += 1;
+                        self.metrics.bootstrapped(kind);
+                    }
                     Outcome::BeforeErasure | Outcome::Erased => {
                         self.summary.before_erasure += 1;
                         self.metrics.before_erasure.increment(1);

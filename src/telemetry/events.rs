@@ -42,6 +42,8 @@ pub(crate) struct PartitionRestored<'a> {
     pub customers: usize,
     /// Records that could not be read (logged where found).
     pub unreadable: u64,
+    /// The bootstrap as-of of the partition, if it was bootstrapped.
+    pub bootstrap_as_of: Option<i64>,
     /// How long the restore took.
     pub elapsed: Duration,
 }
@@ -58,6 +60,7 @@ impl PartitionRestored<'_> {
             records = self.records,
             customers = self.customers,
             unreadable = self.unreadable,
+            bootstrap_as_of = self.bootstrap_as_of.map(crate::replay::format_time),
             seconds,
             records_per_second = (self.records as f64 / seconds.max(1e-9)) as u64,
             "partition assigned: state restored"

@@ -58,6 +58,9 @@ pub const UNKNOWN_TYPES: &str = "engage_unknown_event_types_total";
 pub const DEAD_LETTERS: &str = "engage_dead_letters_total";
 /// Records already reflected in state (skipped), by `topic`.
 pub const DUPLICATES: &str = "engage_duplicates_total";
+/// Counter: events at or before the bootstrap's as-of, skipped as already
+/// in the restored state, by topic.
+pub const BOOTSTRAPPED: &str = "engage_bootstrapped_events_total";
 /// Messages published, by `kind` (score, alert).
 pub const OUTPUTS: &str = "engage_outputs_total";
 /// Outputs sent and not yet acknowledged by the broker.
@@ -95,6 +98,10 @@ pub fn describe() {
     describe_counter!(UNKNOWN_TYPES, "Events of unknown clickstream types: accepted, counted, no effect.");
     describe_counter!(DEAD_LETTERS, "Records sent to the dead-letter topic, by reason code.");
     describe_counter!(DUPLICATES, "Records already reflected in state and skipped, by topic.");
+    describe_counter!(
+        BOOTSTRAPPED,
+        "Events at or before the bootstrap's as-of, already in the restored state and skipped, by topic."
+    );
     describe_counter!(OUTPUTS, "Score changes and churn alerts published, by kind.");
     describe_gauge!(IN_FLIGHT, "Outputs sent and not yet acknowledged by the broker.");
     describe_gauge!(CUSTOMERS, "Customers held in memory on this instance, by partition.");
@@ -173,6 +180,7 @@ pub struct PipelineMetrics {
     records_in: [Counter; 3],
     unknown_types: [Counter; 3],
     duplicates: [Counter; 3],
+    bootstrapped: [Counter; 3],
     dead_letters: Vec<(Reason, Counter)>,
     /// Score changes published.
     pub scores: Counter,
@@ -225,6 +233,7 @@ impl PipelineMetrics {
             records_in: by_topic(RECORDS_IN),
             unknown_types: by_topic(UNKNOWN_TYPES),
             duplicates: by_topic(DUPLICATES),
+            bootstrapped: by_topic(BOOTSTRAPPED),
             dead_letters: Reason::ALL.iter().map(|r| (*r, counter!(DEAD_LETTERS, "reason" => r.as_str()))).collect(),
             scores: counter!(OUTPUTS, "kind" => "score"),
             alerts: counter!(OUTPUTS, "kind" => "alert"),
@@ -264,6 +273,11 @@ impl PipelineMetrics {
     /// One duplicate skipped.
     pub fn duplicate(&self, topic: InputTopic) {
         self.duplicates[topic.index()].increment(1);
+    }
+
+    /// One event skipped as already in the bootstrapped state.
+    pub fn bootstrapped(&self, topic: InputTopic) {
+        self.bootstrapped[topic.index()].increment(1);
     }
 
     /// One alert published.

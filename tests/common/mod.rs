@@ -675,6 +675,42 @@ pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record])
     (clicks, buys)
 }
 
+/// JSON events as a CSV file's text: a header row with every field (nested
+/// objects' fields as `parent.field`, as `engage replay` reads them), one
+/// event a row, a cell empty where the event has no such field.
+pub fn json_lines_to_csv(lines: &[String]) -> String {
+    use serde_json::Value;
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let flat = |v: &Value| -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (k, v) in v.as_object().expect("a JSON object per line") {
+            match v {
+                Value::Object(o) => out.extend(o.iter().map(|(k2, v2)| (format!("{k}.{k2}"), cell(v2)))),
+                v => out.push((k.clone(), cell(v))),
+            }
+        }
+        out
+    };
+    let rows: Vec<Vec<(String, String)>> =
+        lines.iter().map(|l| flat(&serde_json::from_str(l).expect("a JSON line"))).collect();
+    let mut names: Vec<String> = rows.iter().flatten().map(|(k, _)| k.clone()).collect();
+    names.sort();
+    names.dedup();
+    let quote = |s: &str| {
+        if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    };
+    let mut text = names.join(",") + "\n";
+    for row in &rows {
+        let cells: Vec<String> =
+            names.iter().map(|n| row.iter().find(|(k, _)| k == n).map_or(String::new(), |(_, v)| quote(v))).collect();
+        text += &(cells.join(",") + "\n");
+    }
+    text
+}
+
 /// Waits (at most 60 s) until `engage`'s metrics at `addr` show input
 /// records read, and returns how many: the moment to signal it "under load".
 pub fn wait_for_records_read(addr: &str, engage: &Engage) -> f64 {

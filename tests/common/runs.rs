@@ -58,7 +58,7 @@ pub fn wait_committed(broker: &Broker, t: &Topics, partitions: i32, want: (i64, 
     false
 }
 
-/// The latest changelog value per customer.
+/// The latest changelog value per customer (bootstrap markers left out).
 pub fn final_states(broker: &Broker, t: &Topics) -> BTreeMap<String, CustomerState> {
     final_states_of_at_least(broker, t, 1)
 }
@@ -69,6 +69,9 @@ pub fn final_states_of_at_least(broker: &Broker, t: &Topics, records: usize) -> 
     let topic = format!("{}.engage-state", t.group);
     let mut out = BTreeMap::new();
     for r in read_topic(broker, &topic, records, Duration::from_secs(120)) {
+        if r.key.as_deref() == Some(engage::kafka::changelog::BOOTSTRAP_KEY) {
+            continue;
+        }
         let key = String::from_utf8(r.key.unwrap()).unwrap();
         let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
         let (_, state) = CustomerState::from_proto(&state).unwrap();
