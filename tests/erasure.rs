@@ -305,23 +305,38 @@ impl Setup {
                 m
             });
 
-        // The scores topic: a tombstone per erased customer, and after it
-        // only the new customer.
+        // The scores topic: a tombstone per erased customer; after the last
+        // one only the new customer, whose score is what a compacted view
+        // keeps; nothing from before the erasure produced after it was
+        // confirmed.
         let scores = read_topic(&self.broker, &self.t.scores, 1, Duration::from_secs(60));
         for c in 0..ERASED {
             let id = customer(c);
             let mine: Vec<_> = scores.iter().filter(|r| r.key.as_deref() == Some(id.as_bytes())).collect();
-            let first_tombstone = mine
+            let last_tombstone = mine
                 .iter()
-                .position(|r| r.value.is_empty())
+                .rposition(|r| r.value.is_empty())
                 .unwrap_or_else(|| panic!("{id}: no tombstone on the scores topic"));
-            let before_max_seq =
-                mine[..first_tombstone].iter().map(|r| r.json()["seq"].as_u64().unwrap()).max().unwrap_or(0);
-            for r in mine[first_tombstone..].iter().filter(|r| !r.value.is_empty()) {
+            let before_max_seq = mine[..last_tombstone]
+                .iter()
+                .filter(|r| !r.value.is_empty())
+                .map(|r| r.json()["seq"].as_u64().unwrap())
+                .max()
+                .unwrap_or(0);
+            for r in mine[last_tombstone..].iter().filter(|r| !r.value.is_empty()) {
                 let v = r.json();
                 assert!(c < RETURNING, "{id} never came back, yet scored after its erasure: {v}");
                 assert!(v["event_time"].as_i64().unwrap() > t_e, "{id}: a score after the tombstone from before: {v}");
                 assert!(v["seq"].as_u64().unwrap() > before_max_seq, "{id}: seq must go on after the erasure: {v}");
+            }
+            let last = mine.last().unwrap();
+            assert_eq!(last.value.is_empty(), c >= RETURNING, "{id}: the compacted view keeps only who came back");
+            for v in mine.iter().filter(|r| !r.value.is_empty()).map(|r| r.json()) {
+                assert!(
+                    v["processed_at"].as_i64().unwrap() <= confirmed_at[id.as_str()]
+                        || v["event_time"].as_i64().unwrap() > t_e,
+                    "{id}: a score from before the erasure produced after it was confirmed: {v}"
+                );
             }
         }
 
@@ -400,13 +415,21 @@ async fn erase_and_restart(guarantee: &'static str) {
     s.erase(0..ERASED).await;
     // A request that cannot be used goes to the dead-letter topic.
     produce(&s.producer, &s.erasures, Some(b"u30"), br#"{"customer_id":"u30"}"#, &[]).await;
+    // The new lives begin as soon as the erasures are applied, before they
+    // are confirmed: their scores must land after the scores tombstones.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..RETURNING).any(|c| status(&addr, &customer(c)) != 404) {
+        assert!(Instant::now() < deadline, "erasures not applied:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let post = s.post();
+    s.send(&post).await;
     read_topic(&s.broker, &s.confirmations, ERASED, Duration::from_secs(60));
-    assert_eq!(status(&addr, "u3"), 404, "an erased customer is gone from the API");
+    assert_eq!(status(&addr, "u13"), 404, "an erased customer is gone from the API");
     assert_eq!(status(&addr, "u30"), 200, "the bad request erased nobody");
 
-    let (late, post) = (s.late(), s.post());
+    let late = s.late();
     s.send(&late).await;
-    s.send(&post).await;
     wait_read(&addr, (history.len() + ERASED + 1 + late.len() + post.len()) as f64, &engage);
     assert_eq!(status(&addr, "u3"), 200, "a customer who came back after the erasure");
     assert_eq!(status(&addr, "u13"), 404, "late events did not bring it back");

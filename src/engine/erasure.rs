@@ -8,7 +8,13 @@
 //!
 //! - the customer's state is dropped, and an [`Erased`] record takes its
 //!   place: the *cut-off* (the later of `ts` and the newest event time the
-//!   dropped state held), the request's offset and the last `seq` used;
+//!   dropped state held), the request's offset and the last `seq` used. A
+//!   state whose first event is after `ts` is not the request's to drop
+//!   (the customer came back, or was bootstrapped from an export the
+//!   erasure was applied to): it stays, and the cut-off is `ts`. So a
+//!   state held beside an [`Erased`] record always begins after its
+//!   cut-off, which lets [`Engine::apply`] look the record up only for a
+//!   customer without state or an event older than the state's first;
 //! - an [`ErasureConfirmation`] is published, with a tombstone on the scores
 //!   topic, once the [`Erased`] record is durable in the changelog (the
 //!   pipeline orders the two), so whatever restarts after a confirmation
@@ -108,7 +114,15 @@ impl Engine {
             out.push(self.confirmation(request, b));
             return Outcome::Duplicate;
         }
-        let dropped = partition.remove(id);
+        // A state whose every event is after the request is the customer's
+        // life since (a customer who came back, or one bootstrapped from an
+        // export the erasure was already applied to): the request does not
+        // cover it. Otherwise all of it goes.
+        let held = partition.map().get(id).map(|s| (s.first_seen, s.seq));
+        let dropped = match held {
+            Some((first_seen, _)) if first_seen <= request.ts_ms => partition.remove(id),
+            _ => None,
+        };
         let erased = Erased {
             cutoff: [Some(request.ts_ms), dropped.as_ref().map(|s| s.last_seen), before.map(|b| b.cutoff)]
                 .into_iter()
@@ -116,7 +130,7 @@ impl Engine {
                 .max()
                 .unwrap_or(request.ts_ms),
             offset: offset.or(before.map(|b| b.offset)).unwrap_or(-1),
-            seq: dropped.as_ref().map(|s| s.seq).max(before.map(|b| b.seq)).unwrap_or(0),
+            seq: [held.map(|h| h.1), before.map(|b| b.seq)].into_iter().flatten().max().unwrap_or(0),
         };
         partition.set_erased(id, erased);
         out.push(self.confirmation(request, erased));
@@ -189,6 +203,21 @@ mod tests {
         out.clear();
         assert_eq!(engine.erase(&p, &request("c", 11 * DAY), Some(7), &mut out), Outcome::Duplicate);
         assert!(matches!(&out[..], [Output::Erasure(c)] if c.cutoff == 12 * DAY) && p.get("c").is_some());
+    }
+
+    #[test]
+    fn a_request_older_than_everything_held_keeps_the_state() {
+        let (engine, store, mut out) = (engine(), Store::new(), Vec::new());
+        let p = store.partition(0);
+        engine.apply(&p, &click("c", "new-life", 20 * DAY), None, &mut out);
+        // A request made before all of it (read late, or replayed after a
+        // bootstrap from an export it was already applied to).
+        assert_eq!(engine.erase(&p, &request("c", 15 * DAY), None, &mut out), Outcome::Erased);
+        let state = p.get("c").expect("the state after the request stays");
+        assert_eq!(state.first_seen, 20 * DAY);
+        assert_eq!(engine.apply(&p, &click("c", "old", 14 * DAY), None, &mut out), Outcome::BeforeErasure);
+        assert_eq!(engine.apply(&p, &click("c", "since", 16 * DAY), None, &mut out), Outcome::Applied);
+        assert_eq!(p.get("c").unwrap().active_days, 2);
     }
 
     #[test]

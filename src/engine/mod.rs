@@ -207,25 +207,33 @@ impl Engine {
         if !event.kind.is_known() {
             return Outcome::UnknownType;
         }
-        let erased = partition.erased(&event.customer_id);
-        if erased.is_some_and(|e| event.ts_ms <= e.cutoff) {
-            return Outcome::BeforeErasure;
-        }
+        // An erasure's cut-off is always before the first event of any
+        // state the customer holds (erasure.rs), so only an event older
+        // than that, or of a customer without state, needs the lookup.
+        let covered = || partition.erased(&event.customer_id).filter(|e| event.ts_ms <= e.cutoff);
         let id_hash = event_id_hash(&event.event_id);
         let map = partition.map();
         let mut entry = match map.get_mut(&*event.customer_id) {
+            Some(e) if event.ts_ms < e.first_seen && covered().is_some() => return Outcome::BeforeErasure,
             Some(e) => e,
-            None => map.entry(event.customer_id.as_ref().into()).or_default(),
+            None => {
+                let erased = partition.erased(&event.customer_id);
+                if erased.is_some_and(|e| event.ts_ms <= e.cutoff) {
+                    return Outcome::BeforeErasure;
+                }
+                let mut entry = map.entry(event.customer_id.as_ref().into()).or_default();
+                if let Some(e) = erased {
+                    // A customer returning after an erasure continues its seq.
+                    entry.seq = e.seq;
+                }
+                entry
+            }
         };
         let (customer_id, state) = entry.pair_mut();
         if state.already_applied(source, id_hash) {
             return Outcome::Duplicate;
         }
         let new_customer = state.is_new();
-        if let Some(e) = erased.filter(|_| new_customer) {
-            // A customer returning after an erasure continues its seq.
-            state.seq = e.seq;
-        }
         let returned_after = (!new_customer && event.ts_ms > state.last_seen).then(|| event.ts_ms - state.last_seen);
         state.mark_applied(source, id_hash);
         let contrib = self.rules.scoring.contributions(&event.kind);

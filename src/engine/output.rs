@@ -224,8 +224,8 @@ pub enum Output {
     Score(ScoreChanged),
     /// For `engagement.churn-alerts`.
     Alert(ChurnAlert),
-    /// For `topics.erasure_confirmations`; the sink also writes a
-    /// tombstone for the customer to the scores topic.
+    /// For `topics.erasure_confirmations` (the sink writes the scores
+    /// tombstone that goes with it).
     Erasure(crate::engine::erasure::ErasureConfirmation),
 }
 

@@ -95,8 +95,9 @@ pub enum Work {
         /// Input partition.
         partition: i32,
     },
-    /// Outputs held until all work before them is complete: an erasure's
-    /// confirmation, sent once the erasure is durable in the changelog.
+    /// Records held until all work before them is complete: an erasure's
+    /// changelog record, then its confirmation, sent once that record is
+    /// acknowledged.
     Release {
         /// Input partition.
         partition: i32,

@@ -3,7 +3,7 @@
 //! delivered so their offsets — and only theirs — may be committed (docs/model.md "Guarantees").
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -42,6 +42,17 @@ pub struct Delivery {
 pub struct SinkContext {
     progress: SharedProgress,
     latency: LatencyMetrics,
+    held: Arc<Held>,
+}
+
+/// Erasure records held in the sink, and the main loop's wake-up when an
+/// acknowledgement may have made one of them next: each erasure waits for
+/// its own changelog record, so a burst of them would move at a tick's pace
+/// (and hold back its partition's commits) without it.
+#[derive(Debug, Default)]
+struct Held {
+    erasures: std::sync::atomic::AtomicUsize,
+    wake: tokio::sync::Notify,
 }
 
 impl ClientContext for SinkContext {
@@ -71,6 +82,9 @@ impl ProducerContext for SinkContext {
             }
         };
         lock(&self.progress).ack(delivery.token, result);
+        if self.held.erasures.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            self.held.wake.notify_one();
+        }
     }
 }
 
@@ -90,6 +104,7 @@ pub struct Sink {
     /// The encoding buffer reused for every output (librdkafka copies the
     /// payload when it is queued).
     scratch: Mutex<Vec<u8>>,
+    held: Arc<Held>,
 }
 
 /// One partition's changed customers, encoded: key and value (`None` for a
@@ -99,25 +114,22 @@ pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
 /// What waits to be written until the work before it is complete.
 #[derive(Debug)]
 enum Staged {
-    /// Changelog records, to the input partition's changelog partition.
+    /// A flush's changelog records, to the input partition's changelog
+    /// partition.
     Changelog(ChangelogRecords),
-    /// Outputs.
-    Outputs(Vec<Output>),
+    /// An erasure's changelog record.
+    Erasure(ChangelogRecords),
+    /// An erasure's confirmation.
+    Confirmation(Vec<Output>),
 }
 
 impl Staged {
     fn deliveries(&self) -> u32 {
         match self {
-            Staged::Changelog(records) => records.len() as u32,
-            Staged::Outputs(outputs) => deliveries(outputs),
+            Staged::Changelog(records) | Staged::Erasure(records) => records.len() as u32,
+            Staged::Confirmation(outputs) => outputs.len() as u32,
         }
     }
-}
-
-/// Records `outputs` make: one each, two for an erasure (its confirmation
-/// and the scores tombstone).
-fn deliveries(outputs: &[Output]) -> u32 {
-    outputs.iter().map(|o| if matches!(o, Output::Erasure(_)) { 2 } else { 1 }).sum()
 }
 
 /// The header that names a record's encoding.
@@ -134,8 +146,13 @@ impl Sink {
     /// An idempotent producer on the configured brokers.
     pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
         let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        let held = Arc::new(Held::default());
         let producer: ThreadedProducer<SinkContext> = crate::kafka::client::output_producer(config)
-            .create_with_context(SinkContext { progress: progress.clone(), latency: LatencyMetrics::new() })
+            .create_with_context(SinkContext {
+                progress: progress.clone(),
+                latency: LatencyMetrics::new(),
+                held: held.clone(),
+            })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
         if transactional {
             producer
@@ -165,6 +182,7 @@ impl Sink {
             staged: Mutex::new(HashMap::new()),
             transactional,
             scratch: Mutex::new(Vec::with_capacity(1024)),
+            held,
         })
     }
 
@@ -174,37 +192,59 @@ impl Sink {
     }
 
     /// Sends the outputs one piece of work caused (possibly none); `origin`
-    /// is the input record behind them (none for a sweep). An erasure's
-    /// confirmation goes with a tombstone for the customer on the scores
-    /// topic, so compacted views of it drop the customer too.
+    /// is the input record behind them (none for a sweep).
     pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
-        let token = lock(&self.progress).register(work, deliveries(outputs));
+        let token = lock(&self.progress).register(work, outputs.len() as u32);
         self.write_outputs(outputs.drain(..), token, origin);
     }
 
-    /// Applies an erasure's effects in the order that makes its
-    /// confirmation evidence (docs/model.md "Erasure"): `marker`, the
-    /// customer's changelog record, is written as the erasure record's
-    /// `work` once the work before it is complete, and `confirmation`
-    /// (with the scores tombstone) only once the marker is acknowledged, so
-    /// a confirmed erasure is always restored after a crash. With
+    /// Publishes an erasure's effects (docs/model.md "Erasure"), as the
+    /// erasure record's `work`: the tombstone for `customer_id` on the
+    /// scores topic at once, in order with the partition's other outputs
+    /// (a score of the customer's new life lands after it); `marker`, the
+    /// customer's changelog record, once the work before it is complete;
+    /// and `confirmation` only once the marker is acknowledged, so a
+    /// confirmed erasure is always restored after a crash. With
     /// `exactly_once` all of it goes into the open transaction at once.
-    pub fn send_erasure(&self, partition: i32, work: Work, marker: ChangelogRecords, confirmation: Vec<Output>) {
+    pub fn send_erasure(
+        &self,
+        partition: i32,
+        work: Work,
+        customer_id: &str,
+        marker: ChangelogRecords,
+        confirmation: Vec<Output>,
+    ) {
+        let token = lock(&self.progress).register(work, 1);
+        self.send(
+            BaseRecord::<'_, str, [u8], Box<Delivery>>::with_opaque_to(
+                &self.scores.0,
+                Box::new(Delivery { token, origin: None }),
+            )
+            .key(customer_id),
+        );
+        let release = Work::Release { partition };
         if self.transactional {
-            let token = lock(&self.progress).register(work, marker.len() as u32);
+            let token = lock(&self.progress).register(release, marker.len() as u32);
             self.write_changelog(token, &marker);
-            let token = lock(&self.progress).register(Work::Release { partition }, deliveries(&confirmation));
+            let token = lock(&self.progress).register(release, confirmation.len() as u32);
             self.write_outputs(confirmation.into_iter(), token, None);
             return;
         }
         let mut progress = lock(&self.progress);
-        let first = progress.register_gated(work);
-        let then = progress.register_gated(Work::Release { partition });
+        let first = progress.register_gated(release);
+        let then = progress.register_gated(release);
         drop(progress);
         let mut staged = crate::sync::lock(&self.staged);
         let queue = staged.entry(partition).or_default();
-        queue.push_back((first, Staged::Changelog(marker)));
-        queue.push_back((then, Staged::Outputs(confirmation)));
+        queue.push_back((first, Staged::Erasure(marker)));
+        queue.push_back((then, Staged::Confirmation(confirmation)));
+        self.held.erasures.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves when an acknowledgement may have let a held erasure record
+    /// go: the main loop then calls [`Sink::release_changelog`].
+    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.held.wake.notified()
     }
 
     fn write_outputs(&self, outputs: impl Iterator<Item = Output>, token: Token, origin: Option<Origin>) {
@@ -213,13 +253,7 @@ impl Sink {
             let ((topic, format), kind) = match &output {
                 Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
                 Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
-                Output::Erasure(_) => {
-                    let tombstone: BaseRecord<'_, str, [u8], Box<Delivery>> =
-                        BaseRecord::with_opaque_to(&self.scores.0, Box::new(Delivery { token, origin: None }))
-                            .key(output.customer_id());
-                    self.send(tombstone);
-                    (&self.erasures, "engage.v1.ErasureConfirmation")
-                }
+                Output::Erasure(_) => (&self.erasures, "engage.v1.ErasureConfirmation"),
             };
             output.encode_into(*format, &mut payload);
             let headers = OwnedHeaders::new_with_capacity(3)
@@ -258,9 +292,12 @@ impl Sink {
                 }
                 let Some((token, staged)) = queue.pop_front() else { break };
                 lock(&self.progress).open(token, staged.deliveries());
+                if !matches!(staged, Staged::Changelog(_)) {
+                    self.held.erasures.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 match staged {
-                    Staged::Changelog(records) => self.write_changelog(token, &records),
-                    Staged::Outputs(outputs) => self.write_outputs(outputs.into_iter(), token, None),
+                    Staged::Changelog(records) | Staged::Erasure(records) => self.write_changelog(token, &records),
+                    Staged::Confirmation(outputs) => self.write_outputs(outputs.into_iter(), token, None),
                 }
             }
         }
@@ -283,7 +320,10 @@ impl Sink {
     /// Forgets a partition's bookkeeping and staged flushes (after it was
     /// revoked and committed).
     pub fn forget(&self, partition: i32) {
-        crate::sync::lock(&self.staged).remove(&partition);
+        if let Some(dropped) = crate::sync::lock(&self.staged).remove(&partition) {
+            let erasures = dropped.iter().filter(|(_, s)| !matches!(s, Staged::Changelog(_))).count();
+            self.held.erasures.fetch_sub(erasures, std::sync::atomic::Ordering::Relaxed);
+        }
         lock(&self.progress).forget(partition);
     }
 

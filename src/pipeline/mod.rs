@@ -222,6 +222,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                           outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
                 }
             }
+            _ = sink.released(), if !transactional => sink.release_changelog(),
             _ = flush_tick.tick() => {
                 let owned = shared.owned();
                 tokio::task::block_in_place(|| shared.flush(&consumer, &owned))?;
@@ -268,6 +269,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                     }
                     next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
                 }
+
             }
         }
     }

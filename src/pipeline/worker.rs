@@ -244,7 +244,8 @@ impl Worker {
         // The customer's record now, ahead of the next flush: the
         // confirmation waits for it.
         let marker = vec![(id.into(), changelog::encode(&partition, id))];
-        shared.sink.send_erasure(p, work, marker, std::mem::take(&mut self.outputs));
+        let confirmation = self.outputs.drain(..).collect();
+        shared.sink.send_erasure(p, work, id, marker, confirmation);
         Ok(())
     }
 
