@@ -139,7 +139,11 @@ pub enum BootstrapError {
     NoEvents,
     /// Some records were not acknowledged. Retryable (with --force: the
     /// changelog now holds part of the states).
-    #[error("{failed} changelog record(s) not delivered, e.g. {first}")]
+    #[error(
+        "{failed} changelog record(s) not delivered, e.g. {first}; the changelog may now hold states without \
+         their as-of marker: do not start engage run on it (it would apply the live events up to the as-of a \
+         second time); run the bootstrap again with --force"
+    )]
     Delivery {
         /// How many.
         failed: u64,
