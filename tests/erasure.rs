@@ -529,3 +529,49 @@ async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
     let everything: Vec<Ev> = [history, late, post, late2].concat();
     s.check(&everything);
 }
+
+/// Not a check: how fast a burst of erasure requests is confirmed (each
+/// waits for its own changelog record). `cargo test --release --test
+/// erasure -- --ignored --nocapture a_burst`; figure in docs/performance.md.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn a_burst_of_erasures() {
+    const BURST: usize = 3_000;
+    let s = Setup::new("erasure-burst", "at_least_once").await;
+    let (engage, addr) = s.start_engage("1s");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(&addr, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "not ready:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let producer = s.broker.client_config().set("linger.ms", "5").create::<FutureProducer>().unwrap();
+    let requests: Vec<(String, String)> = (0..BURST)
+        .map(|c| {
+            let request = json!({"customer_id": customer(c), "request_id": format!("r-{c}"), "ts": s.t_e()});
+            (customer(c), request.to_string())
+        })
+        .collect();
+    let started = Instant::now();
+    let mut sends = Vec::with_capacity(BURST);
+    for (key, value) in &requests {
+        let record = rdkafka::producer::FutureRecord::to(&s.erasures).key(key).payload(value);
+        sends.push(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
+    }
+    for send in sends {
+        send.await.expect("delivered").expect("produced");
+    }
+    let produced = started.elapsed();
+    let confirmations = read_topic(&s.broker, &s.confirmations, BURST, Duration::from_secs(300));
+    let confirmed: BTreeSet<_> = confirmations.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(confirmed.len(), BURST);
+    let metrics = http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+    let applied = metrics.lines().find(|l| l.starts_with("engage_erasures_total")).unwrap_or("").to_string();
+    // The reader waits a quiet second after the last record.
+    let elapsed = started.elapsed() - Duration::from_secs(1);
+    println!(
+        "{BURST} erasure requests over {PARTITIONS} partitions: produced in {produced:.1?}, all confirmed within \
+         {elapsed:.1?} ({:.0} per second); {applied}",
+        BURST as f64 / elapsed.as_secs_f64()
+    );
+    stop(engage);
+}

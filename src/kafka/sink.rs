@@ -230,12 +230,20 @@ impl Sink {
             self.write_outputs(confirmation.into_iter(), token, None);
             return;
         }
+        let mut staged = crate::sync::lock(&self.staged);
+        let queue = staged.entry(partition).or_default();
+        // A burst of requests shares one record write and one release: a
+        // record may go early (it only has to be durable before its
+        // confirmation), and the confirmations still wait for all of them.
+        if let [.., (_, Staged::Erasure(records)), (_, Staged::Confirmation(outputs))] = queue.make_contiguous() {
+            records.extend(marker);
+            outputs.extend(confirmation);
+            return;
+        }
         let mut progress = lock(&self.progress);
         let first = progress.register_gated(release);
         let then = progress.register_gated(release);
         drop(progress);
-        let mut staged = crate::sync::lock(&self.staged);
-        let queue = staged.entry(partition).or_default();
         queue.push_back((first, Staged::Erasure(marker)));
         queue.push_back((then, Staged::Confirmation(confirmation)));
         self.held.erasures.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
