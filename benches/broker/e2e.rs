@@ -286,8 +286,9 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
             ..peers::Row::default()
         },
         peers::Row {
-            name: format!("consume → produce pipe ({per_record:.2} messages per record)"),
+            name: "consume → produce pipe".into(),
             rate: Some(pipe_rate),
+            published: Some(per_record),
             client_cpu: Some(pipe_cpu),
             broker_cpu: Some(pipe_broker_cpu),
             ..peers::Row::default()
@@ -299,6 +300,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
             broker_cpu: Some(engage_broker_cpu),
             peak_rss: engage_peak_rss,
             first_output,
+            published: Some(per_record),
             ..peers::Row::default()
         },
     ];
@@ -486,18 +488,36 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
 
 /// Phase 4 (module docs of [`peers`]): engage against the Kafka Streams
 /// peer. The throughput phase's rows, then engage exactly once and the
-/// peer in both guarantees on the same backlog, the peer on the memory
+/// peer in both guarantees on the same backlog (without the throughput
+/// phase: latency and memory only), the peer on the memory
 /// phase's population, and every engage and peer mode at one common
 /// offered rate (`E2E_PEERS_LATENCY_RATE`, 5 000 events/s, for
-/// `E2E_PEERS_LATENCY_SECONDS`, 20).
-async fn peers_phase(broker: &Broker, t: &Throughput, memory: Option<&Memory>, customers: usize) -> Vec<peers::Row> {
-    let mut rows = t.rows.clone();
-    let engage_guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
-    if engage_guarantee == "at_least_once" {
-        rows.push(peers::engage_backlog(broker, &t.topics, t.want, "exactly_once").await);
+/// `E2E_PEERS_LATENCY_SECONDS`, 20, after `E2E_PEERS_LATENCY_WARMUP`, 10,
+/// not measured).
+async fn peers_phase(
+    broker: &Broker,
+    throughput: Option<&Throughput>,
+    memory: Option<&Memory>,
+    customers: usize,
+) -> Vec<peers::Row> {
+    let mut rows = Vec::new();
+    if let Some(t) = throughput {
+        rows = t.rows.clone();
+        let engage_guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
+        if engage_guarantee == "at_least_once" {
+            rows.push(peers::engage_backlog(broker, &t.topics, t.want, "exactly_once").await);
+        }
+        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "at_least_once").await);
+        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "exactly_once_v2").await);
+    } else {
+        // Latency (and memory) alone: one row per system.
+        for name in ["engage, at least once", "engage, exactly once"] {
+            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
+        }
+        for name in ["Kafka Streams peer, at least once", "Kafka Streams peer, exactly once v2"] {
+            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
+        }
     }
-    rows.push(peers::peer_backlog(broker, &t.topics, t.want, "at_least_once").await);
-    rows.push(peers::peer_backlog(broker, &t.topics, t.want, "exactly_once_v2").await);
     if let Some(m) = memory {
         let (rss, heap) = peers::peer_memory(broker, &m.topics, m.want, customers as f64).await;
         for r in rows.iter_mut() {
@@ -511,6 +531,7 @@ async fn peers_phase(broker: &Broker, t: &Throughput, memory: Option<&Memory>, c
     }
     let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
     let secs: u64 = env_or("E2E_PEERS_LATENCY_SECONDS", 20);
+    let warmup: u64 = env_or("E2E_PEERS_LATENCY_WARMUP", 10);
     for r in rows.iter_mut() {
         let system = match r.name.as_str() {
             "engage, at least once" => peers::System::Engage("at_least_once"),
@@ -519,7 +540,7 @@ async fn peers_phase(broker: &Broker, t: &Throughput, memory: Option<&Memory>, c
             "Kafka Streams peer, exactly once v2" => peers::System::Peer("exactly_once_v2"),
             _ => continue,
         };
-        r.latency = Some(peers::latency(broker, system, rate, secs).await);
+        r.latency = Some(peers::latency(broker, system, rate, warmup, secs).await);
     }
     rows
 }
@@ -565,8 +586,7 @@ async fn end_to_end() {
     let memory =
         if phases.contains("memory") { Some(memory_phase(&broker, memory_customers, &mut report).await) } else { None };
     if phases.contains("peers") {
-        let t = throughput.as_ref().expect("the peers phase runs on the throughput phase's backlog");
-        let rows = peers_phase(&broker, t, memory.as_ref(), memory_customers).await;
+        let rows = peers_phase(&broker, throughput.as_ref(), memory.as_ref(), memory_customers).await;
         let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
         let table = peers::table(&rows, n, customers, memory_customers, rate);
         let out = std::path::PathBuf::from(

@@ -44,6 +44,21 @@ pub struct Row {
     pub latency: Option<(f64, f64)>,
     /// Seconds from process start to the first output record.
     pub first_output: Option<f64>,
+    /// Records published (outputs and changelog) per input event.
+    pub published: Option<f64>,
+}
+
+/// How many records `topics` hold (high watermarks summed over
+/// [`PARTITIONS`] partitions each; transaction markers included, a few per
+/// commit).
+pub fn records_in(broker: &Broker, topics: &[&str]) -> i64 {
+    let consumer: BaseConsumer = broker.client_config().set("group.id", common::unique("count")).create().unwrap();
+    topics
+        .iter()
+        .flat_map(|t| (0..PARTITIONS).map(move |p| (*t, p)))
+        .filter_map(|(t, p)| consumer.fetch_watermarks(t, p, Duration::from_secs(5)).ok())
+        .map(|(_, high)| high)
+        .sum()
 }
 
 /// A value of `/proc/PID/status` in bytes (`VmHWM`, `VmRSS`).
@@ -127,6 +142,8 @@ pub async fn engage_backlog(broker: &Broker, base: &Topics, want: (i64, i64), gu
     let mut row = measure(broker, engage.child.id(), &t.group, &t, want, &|| engage.log());
     stop.store(true, Ordering::Relaxed);
     row.first_output = first.join().unwrap();
+    let changelog = format!("{}.engage-state", t.group);
+    row.published = Some(records_in(broker, &[&t.scores, &t.alerts, &changelog]) as f64 / (want.0 + want.1) as f64);
     row.name = format!("engage, {}", guarantee.replace('_', " "));
     row
 }
@@ -146,6 +163,8 @@ pub async fn peer_backlog(broker: &Broker, base: &Topics, want: (i64, i64), guar
     stop.store(true, Ordering::Relaxed);
     row.first_output = first.join().unwrap();
     run.terminate(Duration::from_secs(60));
+    let changelog = format!("{app}-{}-changelog", peer::STORE);
+    row.published = Some(records_in(broker, &[&t.scores, &changelog]) as f64 / (want.0 + want.1) as f64);
     row.name = format!("Kafka Streams peer, {}", guarantee.replace('_', " "));
     row
 }
@@ -189,14 +208,16 @@ pub enum System {
 }
 
 /// p50 and p99 end-to-end latency (ms) of `system` on fresh topics, new
-/// customers' traffic offered at `rate` events/s for `secs`: each event's
+/// customers' traffic offered at `rate` events/s for `warmup` seconds, not
+/// measured (the JVM compiles its hot code in the first seconds; time to
+/// first output reports start-up), then for `secs`: each event's
 /// `ts` is the wall clock when it is sent, and a reader on the score
 /// topic takes, for every score change, the time it arrived minus its
 /// `event_time` (the `ts` of the event that caused it; both systems
 /// publish it). So both are measured the same way, from outside: event
 /// produced → score change readable by a consumer, generator linger 1 ms,
 /// the reader's fetch wait 10 ms.
-pub async fn latency(broker: &Broker, system: System, rate: f64, secs: u64) -> (f64, f64) {
+pub async fn latency(broker: &Broker, system: System, rate: f64, warmup: u64, secs: u64) -> (f64, f64) {
     let base = Topics::create(broker, PARTITIONS).await;
     let dir = tempfile::tempdir().unwrap();
     let app = common::unique("ks-lat");
@@ -233,7 +254,7 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, secs: u64) -> (
                     let now = engage::clock::wall_clock_ms();
                     let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or(b"{}")).unwrap_or_default();
                     if let Some(t) = v["event_time"].as_i64() {
-                        latencies.push((now - t) as f64);
+                        latencies.push((t, (now - t) as f64));
                     }
                     quiet_since = None;
                 }
@@ -252,10 +273,15 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, secs: u64) -> (
         broker.client_config().set("linger.ms", "1").create().unwrap();
     // The synthetic mix of the tests (purchases included), customers never
     // seen before this run; ts rewritten to the send time.
-    let n = (rate * secs as f64) as usize;
+    let n = (rate * (warmup + secs) as f64) as usize;
+    let warm = (rate * warmup as f64) as usize;
     let records = engage::synth::records(11, n, 50_000, 0, 0, engage::decode::Format::Json);
     let started = Instant::now();
+    let mut measured_from = i64::MAX;
     for (i, r) in records.iter().enumerate() {
+        if i == warm {
+            measured_from = engage::clock::wall_clock_ms();
+        }
         let due = Duration::from_secs_f64(i as f64 / rate);
         let elapsed = started.elapsed();
         if due > elapsed + Duration::from_millis(1) {
@@ -274,7 +300,8 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, secs: u64) -> (
     }
     producer.flush(Duration::from_secs(60)).unwrap();
     stop.store(true, Ordering::Relaxed);
-    let mut latencies = read.join().unwrap();
+    let mut latencies: Vec<f64> =
+        read.join().unwrap().into_iter().filter(|(t, _)| *t >= measured_from).map(|(_, l)| l).collect();
     process.terminate(Duration::from_secs(60));
     latencies.sort_by(f64::total_cmp);
     let q = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
@@ -313,23 +340,24 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 
 /// The table in Markdown; ratios against the first row (the bare consumer).
 pub fn table(rows: &[Row], n: u64, customers: usize, memory_customers: usize, rate: f64) -> String {
-    let ceiling = rows.first().and_then(|r| r.rate);
+    let ceiling = rows.first().filter(|r| r.name.starts_with("bare consumer")).and_then(|r| r.rate);
     let mut out = format!(
         "{n} events over {customers} customers, {PARTITIONS} partitions, Apache Kafka 4.4.0 on loopback, one run; \
          memory at {memory_customers} customers; latency at {rate:.0} events/s offered\n\n\
-         | system | events/s | of bare consumer | client CPU s / M events | broker CPU s / M events | peak RSS | RSS / customer | heap after full GC / customer | p50 / p99 latency | first output |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n"
+         | system | events/s | of bare consumer | client CPU s / M events | broker CPU s / M events | published / event | peak RSS | RSS / customer | heap after full GC / customer | p50 / p99 latency | first output |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         let ratio = r.rate.zip(ceiling).map(|(a, b)| a / b);
         let latency = r.latency.map_or("–".to_string(), |(a, b)| format!("{a:.0} / {b:.0} ms"));
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             fmt(r.rate, 0),
             fmt(ratio, 2),
             fmt(r.client_cpu, 2),
             fmt(r.broker_cpu, 2),
+            fmt(r.published, 2),
             r.peak_rss.map_or("–".into(), |b| format!("{:.0} MiB", b / 1048576.0)),
             r.rss_per_customer.map_or("–".into(), |b| format!("{b:.0} B")),
             r.heap_per_customer.map_or("–".into(), |b| format!("{b:.0} B")),
@@ -360,7 +388,9 @@ pub fn svg(rows: &[Row]) -> String {
     );
     let mut y = 10.0;
     for (title, f) in figures {
-        let bars: Vec<(&str, f64)> = rows.iter().filter_map(|r| f(r).map(|v| (r.name.as_str(), v))).collect();
+        // Names without their parenthesised detail, to fit the label column.
+        let bars: Vec<(&str, f64)> =
+            rows.iter().filter_map(|r| f(r).map(|v| (r.name.split(" (").next().unwrap_or_default(), v))).collect();
         let _ = write!(out, r#"<text x="10" y="{:.0}" font-size="14">{title}</text>"#, y + 16.0);
         let max = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).fold(1e-9, f64::max);
         for (i, (name, v)) in bars.iter().enumerate() {
