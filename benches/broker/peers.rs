@@ -61,6 +61,14 @@ pub fn records_in(broker: &Broker, topics: &[&str]) -> i64 {
         .sum()
 }
 
+/// Extra JVM options for the peer (`E2E_PEER_JVM_OPTS`, split on spaces).
+/// None by default: the JVM sizes its heap by its own rules (a quarter of
+/// the machine's memory), as a deployment without a container limit does.
+fn jvm_options() -> Vec<&'static str> {
+    let opts: &'static str = std::env::var("E2E_PEER_JVM_OPTS").unwrap_or_default().leak();
+    opts.split_whitespace().collect()
+}
+
 /// A value of `/proc/PID/status` in bytes (`VmHWM`, `VmRSS`).
 pub fn proc_status_bytes(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -157,7 +165,7 @@ pub async fn peer_backlog(broker: &Broker, base: &Topics, want: (i64, i64), guar
     peer::classpath(); // built before the clock starts
     let start = Instant::now();
     let (stop, first) = watch_first_output(broker, &t.scores, start);
-    let mut run = peer::start(broker, &t, &app, guarantee, &dir.path().join("state"), &[]);
+    let mut run = peer::start(broker, &t, &app, guarantee, &dir.path().join("state"), &jvm_options());
     assert!(run.wait_for_log("engage-peer: RUNNING", Duration::from_secs(120)), "{}", run.log());
     let mut row = measure(broker, run.child.id(), &app, &t, want, &|| run.log());
     stop.store(true, Ordering::Relaxed);
@@ -176,7 +184,7 @@ pub async fn peer_memory(broker: &Broker, base: &Topics, want: (i64, i64), custo
     let t = run_topics(broker, base, "ks-memory").await;
     let dir = tempfile::tempdir().unwrap();
     let app = common::unique("ks-mem");
-    let mut run = peer::start(broker, &t, &app, "at_least_once", &dir.path().join("state"), &[]);
+    let mut run = peer::start(broker, &t, &app, "at_least_once", &dir.path().join("state"), &jvm_options());
     let pid = run.child.id();
     wait_all_committed(broker, &app, &t, want, &|| run.log());
     // As engage's memory phase: settled for 3 s after the last commit.
@@ -228,7 +236,7 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, warmup: u64, se
             e
         }
         System::Peer(g) => {
-            let p = peer::start(broker, &base, &app, g, &dir.path().join("state"), &[]);
+            let p = peer::start(broker, &base, &app, g, &dir.path().join("state"), &jvm_options());
             assert!(p.wait_for_log("engage-peer: RUNNING", Duration::from_secs(120)), "{}", p.log());
             p
         }
