@@ -129,6 +129,10 @@ struct StateLine<'a> {
     customer_id: &'a str,
     score: f64,
     dimensions: Dimensions,
+    /// The five decayed dimension sums `v` as of the as-of time (not before
+    /// `last_seen`): what `dimensions` is computed from, unrounded by the
+    /// saturating curves, so other implementations can be checked exactly.
+    dimension_sums: Dimensions,
     stage: Stage,
     health: Health,
     p_alive: f64,
@@ -405,12 +409,14 @@ fn write_states(
     ids.sort();
     for id in &ids {
         let Some(state) = partition.get(id) else { continue };
-        let snap = engine.snapshot(&state, as_of.max(state.last_seen));
+        let at = as_of.max(state.last_seen);
+        let snap = engine.snapshot(&state, at);
         let value = engine.value_90d(&state, &snap);
         let line = StateLine {
             customer_id: id,
             score: snap.score,
             dimensions: snap.dimensions.into(),
+            dimension_sums: state.raw_at(at, &engine.rules().scoring).into(),
             stage: state.stage,
             health: state.health,
             p_alive: snap.signals.p_alive,

@@ -21,6 +21,12 @@
 //! 3. **Memory.** One event for each of M customers (default 1 M) on fresh
 //!    topics; RSS per customer once processed, and again in a fresh
 //!    instance after restoring them all from the changelog.
+//! 4. **Peers** (issue 19, [`peers`]; not in the default phases,
+//!    `scripts/bench-peers` runs throughput, memory and peers): engage
+//!    against the Kafka Streams peer (`benches/peers/kafka-streams`) on the
+//!    throughput phase's backlog and the memory phase's population, both
+//!    guarantees each, plus latency at one common offered rate; one table
+//!    and chart in `target/bench-peers/` (`E2E_PEERS_OUT`).
 //!
 //! `E2E_GUARANTEE=exactly_once` runs engage in its transactional mode;
 //! `E2E_ALIGNMENT_WAITS` (default `5s`, the default `run.alignment_wait`)
@@ -34,6 +40,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod peers;
 
 use std::time::{Duration, Instant};
 
@@ -177,6 +184,12 @@ struct Throughput {
     ceiling: f64,
     /// (seconds, events/s) once a second while engage ran.
     series: Vec<(f64, f64)>,
+    /// The backlog's topics and how many records each input holds, for
+    /// the peers phase.
+    topics: Topics,
+    want: (i64, i64),
+    /// The bare consumer, engage and the pipe as rows of the peers table.
+    rows: Vec<peers::Row>,
 }
 
 /// Phase 1: the bare-consumer ceiling and engage over the same backlog of
@@ -210,6 +223,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     drop(consumer);
 
     let dir = tempfile::tempdir().unwrap();
+    let (watching, first_output) = peers::watch_first_output(broker, &topics.scores, Instant::now());
     let engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
     let (engage0, broker0) = (common::cpu_seconds(engage.child.id()), broker_cpu());
@@ -217,20 +231,27 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let mut series = Vec::new();
     let mut last = (0.0, 0.0);
     let (clicks, buys) = (load.clickstream as i64, load.purchases as i64);
+    // Commits polled every 200 ms (as the peers phase does), throughput
+    // sampled once a second.
     while committed(broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
         || committed(broker, &topics.group, &topics.purchases, PARTITIONS) < buys
     {
         assert!(t.elapsed() < Duration::from_secs(900), "{}", engage.log());
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(200));
         let at = t.elapsed().as_secs_f64();
-        let records = sample(&scrape(&http), "engage_records_in_total");
-        series.push((at, (records - last.1) / (at - last.0)));
-        last = (at, records);
+        if at - last.0 >= 1.0 {
+            let records = sample(&scrape(&http), "engage_records_in_total");
+            series.push((at, (records - last.1) / (at - last.0)));
+            last = (at, records);
+        }
     }
     let processing = t.elapsed().as_secs_f64();
     let rate = n as f64 / processing;
     let engage_cpu = (common::cpu_seconds(engage.child.id()) - engage0) * per_million;
     let engage_broker_cpu = (broker_cpu() - broker0) * per_million;
+    let engage_peak_rss = peers::proc_status_bytes(engage.child.id(), "VmHWM");
+    watching.store(true, std::sync::atomic::Ordering::Relaxed);
+    let first_output = first_output.join().unwrap();
     let metrics = scrape(&http);
     let (outputs, changelog) =
         (sample(&metrics, "engage_outputs_total"), sample(&metrics, "engage_changelog_records_written_total"));
@@ -255,7 +276,35 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
          pipe {pipe_cpu:.2} + broker {pipe_broker_cpu:.2}; engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
     ));
 
-    Throughput { rate, ceiling, series }
+    let guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
+    let rows = vec![
+        peers::Row {
+            name: "bare consumer (ceiling)".into(),
+            rate: Some(ceiling),
+            client_cpu: Some(ceiling_cpu),
+            broker_cpu: Some(ceiling_broker_cpu),
+            ..peers::Row::default()
+        },
+        peers::Row {
+            name: "consume → produce pipe".into(),
+            rate: Some(pipe_rate),
+            published: Some(per_record),
+            client_cpu: Some(pipe_cpu),
+            broker_cpu: Some(pipe_broker_cpu),
+            ..peers::Row::default()
+        },
+        peers::Row {
+            name: format!("engage, {}", guarantee.replace('_', " ")),
+            rate: Some(rate),
+            client_cpu: Some(engage_cpu),
+            broker_cpu: Some(engage_broker_cpu),
+            peak_rss: engage_peak_rss,
+            first_output,
+            published: Some(per_record),
+            ..peers::Row::default()
+        },
+    ];
+    Throughput { rate, ceiling, series, topics, want: (clicks, buys), rows }
 }
 
 /// Bytes of each message the pipe produces: between engage's score changes
@@ -378,8 +427,16 @@ async fn latency_phase(
     latency
 }
 
+/// What the memory phase leaves for the peers phase: its topics, their
+/// record counts, and engage's RSS per customer.
+struct Memory {
+    topics: Topics,
+    want: (i64, i64),
+    rss_per_customer: f64,
+}
+
 /// Phase 3: RSS per customer at `memory_customers`, and after a restore.
-async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) {
+async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) -> Memory {
     // 3. Memory: one event per customer on fresh topics.
     let dir = tempfile::tempdir().unwrap();
     let (topics, http, config_text) = fresh_setup(broker, "").await;
@@ -426,6 +483,66 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
         rss_restored / held_restored
     ));
     drop(restored);
+    Memory { topics, want: (clicks, buys), rss_per_customer: rss / held }
+}
+
+/// Phase 4 (module docs of [`peers`]): engage against the Kafka Streams
+/// peer. The throughput phase's rows, then engage exactly once and the
+/// peer in both guarantees on the same backlog (without the throughput
+/// phase: latency and memory only), the peer on the memory
+/// phase's population, and every engage and peer mode at one common
+/// offered rate (`E2E_PEERS_LATENCY_RATE`, 5 000 events/s, for
+/// `E2E_PEERS_LATENCY_SECONDS`, 20, after `E2E_PEERS_LATENCY_WARMUP`, 10,
+/// not measured).
+async fn peers_phase(
+    broker: &Broker,
+    throughput: Option<&Throughput>,
+    memory: Option<&Memory>,
+    customers: usize,
+) -> Vec<peers::Row> {
+    let mut rows = Vec::new();
+    if let Some(t) = throughput {
+        rows = t.rows.clone();
+        let engage_guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
+        if engage_guarantee == "at_least_once" {
+            rows.push(peers::engage_backlog(broker, &t.topics, t.want, "exactly_once").await);
+        }
+        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "at_least_once").await);
+        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "exactly_once_v2").await);
+    } else {
+        // Latency (and memory) alone: one row per system.
+        for name in ["engage, at least once", "engage, exactly once"] {
+            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
+        }
+        for name in ["Kafka Streams peer, at least once", "Kafka Streams peer, exactly once v2"] {
+            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
+        }
+    }
+    if let Some(m) = memory {
+        let (rss, heap) = peers::peer_memory(broker, &m.topics, m.want, customers as f64).await;
+        for r in rows.iter_mut() {
+            if r.name == "engage, at least once" {
+                r.rss_per_customer = Some(m.rss_per_customer);
+            } else if r.name == "Kafka Streams peer, at least once" {
+                r.rss_per_customer = Some(rss);
+                r.heap_per_customer = Some(heap);
+            }
+        }
+    }
+    let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
+    let secs: u64 = env_or("E2E_PEERS_LATENCY_SECONDS", 20);
+    let warmup: u64 = env_or("E2E_PEERS_LATENCY_WARMUP", 10);
+    for r in rows.iter_mut() {
+        let system = match r.name.as_str() {
+            "engage, at least once" => peers::System::Engage("at_least_once"),
+            "engage, exactly once" => peers::System::Engage("exactly_once"),
+            "Kafka Streams peer, at least once" => peers::System::Peer("at_least_once"),
+            "Kafka Streams peer, exactly once v2" => peers::System::Peer("exactly_once_v2"),
+            _ => continue,
+        };
+        r.latency = Some(peers::latency(broker, system, rate, warmup, secs).await);
+    }
+    rows
 }
 
 /// The release binary every phase runs.
@@ -466,8 +583,21 @@ async fn end_to_end() {
             }
         }
     }
-    if phases.contains("memory") {
-        memory_phase(&broker, memory_customers, &mut report).await;
+    let memory =
+        if phases.contains("memory") { Some(memory_phase(&broker, memory_customers, &mut report).await) } else { None };
+    if phases.contains("peers") {
+        let rows = peers_phase(&broker, throughput.as_ref(), memory.as_ref(), memory_customers).await;
+        let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
+        let table = peers::table(&rows, n, customers, memory_customers, rate);
+        let out = std::path::PathBuf::from(
+            std::env::var("E2E_PEERS_OUT")
+                .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-peers").to_string()),
+        );
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("peers.md"), &table).unwrap();
+        std::fs::write(out.join("peers.svg"), peers::svg(&rows)).unwrap();
+        println!("\n{table}");
+        println!("  table and chart: {}/peers.{{md,svg}}", out.display());
     }
 
     println!("\nend-to-end benchmark, {PARTITIONS} partitions, Apache Kafka on loopback, release build");

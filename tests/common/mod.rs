@@ -5,6 +5,7 @@
 //! names per test, and the `engage` binary run as a child process.
 #![allow(dead_code)]
 
+pub mod peer;
 pub mod runs;
 
 use std::collections::BTreeMap;
