@@ -186,6 +186,19 @@ impl Setup {
         (Engage::start(self.dir.path(), &self.config(&addr, flush)), addr)
     }
 
+    /// [`Setup::start_engage`] with every output held `linger` ms in the
+    /// producer before it is sent: an erasure's changelog record then goes
+    /// out only seconds after the erasure, and a kill lands in between.
+    fn start_slow_engage(&self, flush: &str, linger: Duration) -> (Engage, String) {
+        let addr = free_addr();
+        let config = self.config(&addr, flush).replacen(
+            "[kafka]\n",
+            &format!("[kafka]\n\"linger.ms\" = {}\n", linger.as_millis()),
+            1,
+        );
+        (Engage::start(self.dir.path(), &config), addr)
+    }
+
     /// Records committed by the group over the three inputs.
     fn committed(&self) -> i64 {
         [&self.t.clickstream, &self.t.purchases, &self.erasures]
@@ -465,11 +478,12 @@ async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
 
     // Kill right after an erasure is applied, until one kill lands before
     // its changelog record is written (the state dropped in memory, the
-    // changelog still holding the customer). Batches of five customers.
+    // changelog still holding the customer): the producer holds each
+    // record 3 s, so the first attempt should. Batches of five customers.
     let mut in_window = None;
     let mut batches = (0..ERASED).step_by(5);
     for first in batches.by_ref() {
-        let (mut engage, _) = s.start_engage("1h");
+        let (mut engage, _) = s.start_slow_engage("1h", Duration::from_secs(3));
         s.erase(first..first + 5).await;
         assert!(engage.wait_for_log("erasure applied", Duration::from_secs(60)), "{}", engage.log());
         engage.kill9();
