@@ -256,6 +256,34 @@ impl Setup {
             .collect()
     }
 
+    /// Each confirmation was created after its erasure's changelog record
+    /// was acknowledged: at least `linger` (the producer's hold) after the
+    /// record was created. (With `exactly_once` they share a transaction
+    /// instead.)
+    fn check_confirmed_after_record(&self, linger: Duration) {
+        let changelog = read_topic(&self.broker, &format!("{}.engage-state", self.t.group), 0, Duration::from_secs(60));
+        let confirmations = read_topic(&self.broker, &self.confirmations, ERASED, Duration::from_secs(60));
+        for c in 0..ERASED {
+            let id = customer(c);
+            let mine = |records: &[common::Received]| -> Vec<common::Received> {
+                records.iter().filter(|r| r.key.as_deref() == Some(id.as_bytes())).cloned().collect()
+            };
+            let recorded = mine(&changelog)
+                .iter()
+                .filter(|r| !r.value.is_empty())
+                .find(|r| engage::proto::CustomerState::decode(&r.value[..]).unwrap().erased.is_some())
+                .and_then(|r| r.timestamp)
+                .unwrap_or_else(|| panic!("{id}: no erasure record in the changelog"));
+            let confirmed = mine(&confirmations).iter().filter_map(|r| r.timestamp).min().unwrap();
+            assert!(
+                confirmed - recorded >= linger.as_millis() as i64,
+                "{id}: confirmed {} ms after its erasure record was created, sooner than the record could be \
+                 acknowledged ({linger:?} in the producer)",
+                confirmed - recorded
+            );
+        }
+    }
+
     /// Everything the module docs promise, on the topics as they are now.
     fn check(&self, everything: &[Ev]) {
         let t_e = self.t_e();
@@ -421,7 +449,10 @@ async fn erase_and_restart(guarantee: &'static str) {
     let s = Setup::new("erasure", guarantee).await;
     let history = s.history();
     s.send(&history).await;
-    let (engage, addr) = s.start_engage("200ms");
+    // Outputs held a second in the producer: a confirmation that waits for
+    // its erasure's changelog record is created at least that long after it.
+    let linger = Duration::from_secs(1);
+    let (engage, addr) = s.start_slow_engage("200ms", linger);
     wait_read(&addr, history.len() as f64, &engage);
     assert_eq!(status(&addr, "u3"), 200);
 
@@ -464,6 +495,9 @@ async fn erase_and_restart(guarantee: &'static str) {
 
     let everything: Vec<Ev> = [history, late, post, late2].concat();
     s.check(&everything);
+    if guarantee == "at_least_once" {
+        s.check_confirmed_after_record(linger);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -406,6 +406,8 @@ pub struct Received {
     pub headers: Vec<(String, Vec<u8>)>,
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (producer create time, epoch ms).
+    pub timestamp: Option<i64>,
 }
 
 impl Received {
@@ -456,6 +458,7 @@ pub fn read_topic(broker: &Broker, topic: &str, count: usize, timeout: Duration)
                         .unwrap_or_default(),
                     partition: m.partition(),
                     offset: m.offset(),
+                    timestamp: m.timestamp().to_millis(),
                 });
                 last_new = Instant::now();
             }
