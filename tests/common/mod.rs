@@ -543,7 +543,7 @@ impl Engage {
     pub fn start_with(dir: &Path, config: &str, binary: &str, global_args: &[&str], rust_log: &str) -> Engage {
         let path = dir.join(format!("engage-{}.toml", unique("c")));
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(binary)
+        let child = Command::new(binary)
             .args(global_args)
             .args(["run", "--config"])
             .arg(&path)
@@ -552,6 +552,12 @@ impl Engage {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        Engage::capture(child)
+    }
+
+    /// Wraps a child process started with `stderr` piped, collecting its
+    /// stderr as it comes.
+    pub fn capture(mut child: Child) -> Engage {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();

@@ -4,10 +4,8 @@
 //! final per-customer state read back from its store's changelog topic.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Broker, Engage, Topics, committed, read_topic, repo_root};
@@ -42,7 +40,7 @@ pub fn start(
 ) -> Engage {
     let java = std::env::var("JAVA_HOME").map_or_else(|_| "java".to_string(), |h| format!("{h}/bin/java"));
     let config = repo_root().join("engage.example.toml");
-    let mut child = Command::new(java)
+    let child = Command::new(java)
         .args(jvm)
         .arg("-cp")
         .arg(classpath())
@@ -57,17 +55,7 @@ pub fn start(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start java (the Kafka Streams peer)");
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    Engage { child, log }
+    Engage::capture(child)
 }
 
 /// Waits until the peer (consumer group `application_id`) has committed
