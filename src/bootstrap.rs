@@ -406,7 +406,7 @@ pub fn write_states(
     flush(&producer)?;
     let elapsed = start.elapsed();
     for p in 0..partitions {
-        let marker = encode_bootstrap_marker(as_of, by_partition[p as usize], partitioner_name(partitioner));
+        let marker = encode_bootstrap_marker(as_of, by_partition[p as usize], partitioner.as_str());
         let record = BaseRecord::to(topic).key(BOOTSTRAP_KEY).payload(&marker[..]).partition(p);
         producer.send(record).map_err(|(e, _)| KafkaSetupError::client("writing a bootstrap marker", e))?;
     }
@@ -415,13 +415,6 @@ pub fn write_states(
 }
 
 /// The config name of a partitioner.
-fn partitioner_name(p: UpstreamPartitioner) -> &'static str {
-    match p {
-        UpstreamPartitioner::Murmur2 => "murmur2",
-        UpstreamPartitioner::ConsistentRandom => "consistent_random",
-    }
-}
-
 /// Waits for every record to be acknowledged; fails on any delivery error.
 fn flush(producer: &ThreadedProducer<Deliveries>) -> Result<(), BootstrapError> {
     producer

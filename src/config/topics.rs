@@ -55,6 +55,16 @@ pub enum UpstreamPartitioner {
     ConsistentRandom,
 }
 
+impl UpstreamPartitioner {
+    /// The configuration value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamPartitioner::Murmur2 => "murmur2",
+            UpstreamPartitioner::ConsistentRandom => "consistent_random",
+        }
+    }
+}
+
 impl Default for TopicsConfig {
     /// docs/model.md "Guarantees" names.
     fn default() -> Self {
