@@ -13,9 +13,10 @@
 use std::borrow::Cow;
 
 use engage::config::Config;
-use engage::engine::event::{ClickKind, Event, EventKind, InputTopic, Source};
+use engage::engine::event::{Event, EventKind, Source};
 use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
+use engage::vocab::{ClickKind, InputKind};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
@@ -66,7 +67,7 @@ fn main() {
                     EventKind::Click { kind: kinds[kind], rating: None }
                 },
             };
-            let source = Source { topic: InputTopic::Clickstream, offset: (c * days.len() + i) as i64 };
+            let source = Source { topic: InputKind::Clickstream, offset: (c * days.len() + i) as i64 };
             engine.apply(p, &event, Some(source), &mut out);
             out.clear();
         }

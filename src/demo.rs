@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
-use crate::decode::Format;
 use crate::engine::store::Store;
 use crate::synth::Population;
+use crate::vocab::Format;
 
 /// What the demo runs.
 #[derive(Clone, Debug)]

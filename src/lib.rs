@@ -92,6 +92,7 @@ pub mod shutdown;
 mod sync;
 pub mod synth;
 pub mod telemetry;
+pub mod vocab;
 
 /// Messages generated from `proto/engage/v1/*.proto` by prost.
 #[allow(missing_docs, clippy::all)]

@@ -19,10 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
-use crate::decode::Format;
-use crate::engine::event::{DAY_MS, InputTopic};
+use crate::engine::event::DAY_MS;
 use crate::kafka::{KafkaSetupError, enqueue};
 use crate::synth::{Population, Record, SplitMix64};
+use crate::vocab::Format;
+use crate::vocab::InputKind;
 
 /// What `engage loadgen` generates.
 #[derive(Clone, Debug)]
@@ -141,10 +142,10 @@ pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToke
                 &r.value[..]
             };
             match r.topic {
-                InputTopic::Clickstream => summary.clickstream += 1,
-                InputTopic::Purchases => summary.purchases += 1,
+                InputKind::Clickstream => summary.clickstream += 1,
+                InputKind::Purchases => summary.purchases += 1,
                 // The simulation produces events only.
-                InputTopic::Erasures => {}
+                InputKind::Erasures => {}
             }
             let topic = config.topics.input(r.topic);
             let record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(value);
@@ -190,7 +191,7 @@ mod tests {
         let limits = Limits { max_record_bytes: 1 << 20, max_future_skew_ms: 300_000, max_amount: 1e6 };
         for value in BAD_VALUES {
             let env = Envelope { key: Some(b"x"), require_key: true, timestamp_ms: None, content_type: None };
-            let topic = Some(InputTopic::Purchases);
+            let topic = Some(InputKind::Purchases);
             assert!(decode(topic, Format::Json, &env, value, &limits, wall_clock_ms()).is_err(), "{value:?}");
         }
     }

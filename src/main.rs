@@ -104,7 +104,7 @@ enum Command {
         seed: u64,
         /// Wire format of the records.
         #[arg(long, value_enum, default_value = "json")]
-        format: engage::decode::Format,
+        format: engage::vocab::Format,
         /// Fraction of records replaced by bad ones (dead letters), 0-1.
         #[arg(long, default_value_t = 0.0)]
         bad_fraction: f64,

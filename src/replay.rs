@@ -14,13 +14,14 @@ use serde::Serialize;
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
-use crate::decode::{Envelope, Format, decode};
+use crate::decode::{Envelope, decode};
 use crate::engine::churn::Health;
 use crate::engine::event::Event;
 use crate::engine::lifecycle::Stage;
 use crate::engine::output::{Dimensions, Output};
 use crate::engine::store::Store;
 use crate::engine::{Engine, Outcome, Rules};
+use crate::vocab::Format;
 
 /// Why a replay (or a file read for `engage fit`) could not finish. Bad
 /// lines are not errors: they go to the dead-letter report. Retrying helps

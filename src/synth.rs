@@ -4,9 +4,9 @@
 
 use prost::Message;
 
-use crate::decode::Format;
-use crate::engine::event::InputTopic;
 use crate::proto;
+use crate::vocab::Format;
+use crate::vocab::InputKind;
 
 /// A small, fast, well-distributed PRNG (SplitMix64). Its output is fixed by
 /// its definition, so seeded data is reproducible across versions.
@@ -38,7 +38,7 @@ impl SplitMix64 {
 #[derive(Clone, Debug)]
 pub struct Record {
     /// Which topic.
-    pub topic: InputTopic,
+    pub topic: InputKind,
     /// The record key (customer id).
     pub key: Vec<u8>,
     /// The encoded event.
@@ -122,7 +122,7 @@ fn encode(d: &Draft<'_>, format: Format) -> Record {
         .encode_to_vec(),
     };
     Record {
-        topic: if is_purchase { InputTopic::Purchases } else { InputTopic::Clickstream },
+        topic: if is_purchase { InputKind::Purchases } else { InputKind::Clickstream },
         key: customer.as_bytes().to_vec(),
         value,
         ts_ms: ts,
@@ -312,7 +312,7 @@ mod tests {
         };
         // Fewer customers are active in the last 20 days than in the first 20.
         assert!(active(&later, start + 100 * DAY as i64) < active(&first, start), "some drift away");
-        assert!(later.iter().any(|r| r.topic == InputTopic::Purchases));
+        assert!(later.iter().any(|r| r.topic == InputKind::Purchases));
     }
 
     #[test]
@@ -326,7 +326,7 @@ mod tests {
                 let env = Envelope { key: Some(&r.key), require_key: true, timestamp_ms: None, content_type: None };
                 decode(Some(r.topic), format, &env, &r.value, &limits, i64::MAX / 2).expect("decodes");
             }
-            assert!(a.iter().any(|r| r.topic == InputTopic::Purchases));
+            assert!(a.iter().any(|r| r.topic == InputKind::Purchases));
         }
     }
 }

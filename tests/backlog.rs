@@ -103,10 +103,11 @@ use common::runs::{PARTITIONS, final_states_of_at_least};
 use common::{Broker, Engage, Topics, read_topic};
 use engage::clock::wall_clock_ms;
 use engage::config::Config;
-use engage::engine::event::{DAY_MS, InputTopic};
+use engage::engine::event::DAY_MS;
 use engage::engine::state::CustomerState;
 use engage::engine::{Engine, Rules};
 use engage::synth::{Record, SplitMix64};
+use engage::vocab::InputKind;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
@@ -133,7 +134,7 @@ const INDIVIDUAL_CHECKS: usize = 300;
 struct Ev {
     customer: usize,
     ts: i64,
-    topic: InputTopic,
+    topic: InputKind,
     line: String,
 }
 
@@ -203,7 +204,7 @@ impl History {
                         let line = format!(
                             r#"{{"event_id":"bk-e{n}","customer_id":"{id}","type":"{kind}","ts":{ts},"session_id":"s-{c}-{visit}","properties":{{"rating":{rating}}}}}"#
                         );
-                        events.push(Ev { customer: c, ts, topic: InputTopic::Clickstream, line });
+                        events.push(Ev { customer: c, ts, topic: InputKind::Clickstream, line });
                     }
                     if rng.next_f64() < 0.15 {
                         ts += 60_000;
@@ -213,7 +214,7 @@ impl History {
                         let line = format!(
                             r#"{{"event_id":"bk-e{n}","customer_id":"{id}","type":"{kind}","ts":{ts},"order_id":"o-{n}","amount":{amount},"currency":"EUR","items":1}}"#
                         );
-                        events.push(Ev { customer: c, ts, topic: InputTopic::Purchases, line });
+                        events.push(Ev { customer: c, ts, topic: InputKind::Purchases, line });
                     }
                 }
                 visit += days(cadence * (0.5 + rng.next_f64()));
@@ -228,7 +229,7 @@ impl History {
     /// order.
     fn records(&self) -> Vec<Record> {
         let mut out = Vec::with_capacity(self.events.len());
-        for topic in [InputTopic::Purchases, InputTopic::Clickstream] {
+        for topic in [InputKind::Purchases, InputKind::Clickstream] {
             for e in self.events.iter().filter(|e| e.topic == topic) {
                 let key = self.ids[e.customer].as_bytes().to_vec();
                 out.push(Record { topic, key, value: e.line.clone().into_bytes(), ts_ms: e.ts });
@@ -237,7 +238,7 @@ impl History {
         out
     }
 
-    fn count(&self, topic: InputTopic) -> i64 {
+    fn count(&self, topic: InputKind) -> i64 {
         self.events.iter().filter(|e| e.topic == topic).count() as i64
     }
 
@@ -666,7 +667,7 @@ async fn setup(broker: &Broker) -> (Topics, History, (i64, i64)) {
     let history = History::generate(SEED, CUSTOMERS, wall_clock_ms() - END_BEFORE_NOW_MS);
     let topics = Topics::create(broker, PARTITIONS).await;
     let want = common::feed(broker, &topics, &history.records());
-    assert_eq!(want, (history.count(InputTopic::Clickstream), history.count(InputTopic::Purchases)));
+    assert_eq!(want, (history.count(InputKind::Clickstream), history.count(InputKind::Purchases)));
     assert!(want.0 > 50_000 && want.1 > 3_000, "a backlog of months: {want:?}");
     let (gaps, spans) = history.spread();
     assert!(gaps > 200 && spans > 1_000, "{gaps} customers with gaps over 64 days, {spans} active over 64 days");

@@ -36,10 +36,11 @@ use std::time::Duration;
 use common::runs::{PARTITIONS, final_states_of_at_least, wait_committed};
 use common::{Broker, Engage, Topics};
 use engage::config::Config;
-use engage::decode::Format;
-use engage::engine::event::{DAY_MS, InputTopic};
+use engage::engine::event::DAY_MS;
 use engage::engine::{Engine, Rules};
 use engage::synth::Record;
+use engage::vocab::Format;
+use engage::vocab::InputKind;
 use serde_json::Value;
 
 const EVENTS: usize = 16_000;
@@ -84,7 +85,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
 
     // The export, up to the as-of: clickstream as JSONL, purchases as CSV.
     let (buys, clicks): (Vec<Record>, Vec<Record>) =
-        history[..cut].iter().cloned().partition(|r| r.topic == InputTopic::Purchases);
+        history[..cut].iter().cloned().partition(|r| r.topic == InputKind::Purchases);
     let (clicks_file, buys_file) = (dir.path().join("clickstream.jsonl"), dir.path().join("purchases.csv"));
     std::fs::write(&clicks_file, lines(&clicks).join("\n") + "\n").unwrap();
     std::fs::write(&buys_file, common::json_lines_to_csv(&lines(&buys))).unwrap();
@@ -222,7 +223,7 @@ async fn bootstrap_checks_the_partitioner_and_refuses_a_live_group_or_existing_s
         let producer: ThreadedProducer<DefaultProducerContext> =
             broker.client_config().set("partitioner", "murmur2_random").set("linger.ms", "5").create().unwrap();
         for r in &history {
-            let topic = if r.topic == InputTopic::Purchases { &java.purchases } else { &java.clickstream };
+            let topic = if r.topic == InputKind::Purchases { &java.purchases } else { &java.clickstream };
             producer.send(BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..])).unwrap();
         }
         producer.flush(Duration::from_secs(60)).unwrap();

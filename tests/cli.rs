@@ -218,7 +218,7 @@ async fn sigint_stops_run_with_exit_zero_and_everything_it_read_committed() {
             let value = serde_json::json!({"event_id": format!("e{i}"), "customer_id": c, "type": "page_view",
                                            "ts": 1_735_689_600_000i64 + i as i64});
             engage::synth::Record {
-                topic: engage::engine::event::InputTopic::Clickstream,
+                topic: engage::vocab::InputKind::Clickstream,
                 key: c.into_bytes(),
                 value: value.to_string().into_bytes(),
                 ts_ms: 0,

@@ -8,7 +8,7 @@ mod fuzz;
 
 use std::path::Path;
 
-use engage::decode::Format;
+use engage::vocab::Format;
 
 /// The saved inputs of one target, in name order.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {

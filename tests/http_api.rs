@@ -9,14 +9,14 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics};
-use engage::engine::event::InputTopic;
 use engage::synth::Record;
+use engage::vocab::InputKind;
 use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{Value, json};
 
 const DAY: i64 = 86_400_000;
 
-fn record(topic: InputTopic, value: Value) -> Record {
+fn record(topic: InputKind, value: Value) -> Record {
     let key = value["customer_id"].as_str().unwrap().as_bytes().to_vec();
     Record { topic, key, value: value.to_string().into_bytes(), ts_ms: 0 }
 }
@@ -24,11 +24,11 @@ fn record(topic: InputTopic, value: Value) -> Record {
 fn purchase(id: &str, customer: &str, ts: i64) -> Record {
     let v =
         json!({"event_id": id, "customer_id": customer, "type": "purchase", "ts": ts, "order_id": id, "amount": 20.0});
-    record(InputTopic::Purchases, v)
+    record(InputKind::Purchases, v)
 }
 
 fn page_view(id: &str, customer: &str, ts: i64) -> Record {
-    record(InputTopic::Clickstream, json!({"event_id": id, "customer_id": customer, "type": "page_view", "ts": ts}))
+    record(InputKind::Clickstream, json!({"event_id": id, "customer_id": customer, "type": "page_view", "ts": ts}))
 }
 
 /// A config for `topics` serving HTTP on `addr`; `extra` is appended.

@@ -44,10 +44,11 @@ use std::time::Duration;
 use common::peer::{self, PeerState};
 use common::{Broker, Topics};
 use engage::config::ScoringConfig;
-use engage::decode::Format;
-use engage::engine::event::InputTopic;
-use engage::engine::scoring::{Dimension, ScoringRules};
+use engage::engine::scoring::ScoringRules;
 use engage::synth::{Population, Record};
+use engage::vocab::Dimension;
+use engage::vocab::Format;
+use engage::vocab::InputKind;
 use serde_json::Value;
 
 const PARTITIONS: i32 = 4;
@@ -60,7 +61,7 @@ fn record_of_line(line: &str) -> Record {
     let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
     let purchases = matches!(v["type"].as_str(), Some("purchase" | "refund"));
     Record {
-        topic: if purchases { InputTopic::Purchases } else { InputTopic::Clickstream },
+        topic: if purchases { InputKind::Purchases } else { InputKind::Clickstream },
         key: v["customer_id"].as_str().unwrap_or_default().as_bytes().to_vec(),
         value: line.as_bytes().to_vec(),
         ts_ms: 0,

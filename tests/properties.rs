@@ -3,11 +3,12 @@
 use std::borrow::Cow;
 
 use engage::config::Config;
-use engage::engine::event::{ClickKind, DAY_MS, Event, EventKind, InputTopic, Source};
+use engage::engine::event::{DAY_MS, Event, EventKind, Source};
 use engage::engine::output::Output;
 use engage::engine::state::{CustomerState, DEDUP_WINDOW};
 use engage::engine::store::Store;
 use engage::engine::{Engine, Outcome, Rules};
+use engage::vocab::{ClickKind, InputKind};
 use proptest::prelude::*;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -46,8 +47,8 @@ fn engine() -> Engine {
 
 fn source(e: &Event<'_>, i: usize) -> Option<Source> {
     let topic = match e.kind {
-        EventKind::Click { .. } => InputTopic::Clickstream,
-        _ => InputTopic::Purchases,
+        EventKind::Click { .. } => InputKind::Clickstream,
+        _ => InputKind::Purchases,
     };
     Some(Source { topic, offset: i as i64 })
 }
@@ -131,7 +132,7 @@ proptest! {
         prop_assert_eq!(e.apply(&p, &events[i], source(&events[i], i), &mut out), Outcome::Duplicate);
         // A recent event re-sent upstream under a new offset: caught by its id.
         let recent = events.len() - 1 - pick.index(events.len().min(DEDUP_WINDOW));
-        let resent = Some(Source { topic: InputTopic::Clickstream, offset: 1_000_000 });
+        let resent = Some(Source { topic: InputKind::Clickstream, offset: 1_000_000 });
         prop_assert_eq!(e.apply(&p, &events[recent], resent, &mut out), Outcome::Duplicate);
         prop_assert_eq!(p.get("c").unwrap(), before);
         prop_assert!(out.is_empty());

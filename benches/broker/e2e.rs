@@ -46,11 +46,11 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed};
 use engage::config::Config;
-use engage::decode::Format;
 use engage::engine::output::OUTPUT_SCHEMA_VERSION;
 use engage::kafka::client::PRODUCER_DEFAULTS;
 use engage::kafka::sink::CONTENT_TYPE;
 use engage::loadgen::{LoadOptions, loadgen};
+use engage::vocab::Format;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -447,7 +447,7 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
             let ts = now - 86_400_000 + (i as i64 % 86_400) * 1000;
             let value = format!(r#"{{"event_id":"e{i}","customer_id":"{id}","type":"page_view","ts":{ts}}}"#);
             engage::synth::Record {
-                topic: engage::engine::event::InputTopic::Clickstream,
+                topic: engage::vocab::InputKind::Clickstream,
                 key: id.into_bytes(),
                 value: value.into_bytes(),
                 ts_ms: ts,

@@ -283,7 +283,7 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, warmup: u64, se
     // seen before this run; ts rewritten to the send time.
     let n = (rate * (warmup + secs) as f64) as usize;
     let warm = (rate * warmup as f64) as usize;
-    let records = engage::synth::records(11, n, 50_000, 0, 0, engage::decode::Format::Json);
+    let records = engage::synth::records(11, n, 50_000, 0, 0, engage::vocab::Format::Json);
     let started = Instant::now();
     let mut measured_from = i64::MAX;
     for (i, r) in records.iter().enumerate() {
@@ -297,9 +297,9 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, warmup: u64, se
         }
         let value = with_ts(&r.value, engage::clock::wall_clock_ms());
         let topic = match r.topic {
-            engage::engine::event::InputTopic::Clickstream => &base.clickstream,
-            engage::engine::event::InputTopic::Purchases => &base.purchases,
-            engage::engine::event::InputTopic::Erasures => unreachable!("synth produces events only"),
+            engage::vocab::InputKind::Clickstream => &base.clickstream,
+            engage::vocab::InputKind::Purchases => &base.purchases,
+            engage::vocab::InputKind::Erasures => unreachable!("synth produces events only"),
         };
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&value[..]);
         while let Err((_, back)) = producer.send(record) {

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, unique};
 use engage::config::Config;
-use engage::engine::event::{ClickKind, Event, EventKind};
+use engage::engine::event::{Event, EventKind};
 use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
+use engage::vocab::ClickKind;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};

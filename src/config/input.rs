@@ -13,12 +13,12 @@ use super::{ConfigError, invalid};
 pub struct InputConfig {
     /// Format of clickstream records without a `content-type` header:
     /// `json` (default) or `protobuf`.
-    pub clickstream_format: crate::decode::Format,
+    pub clickstream_format: crate::vocab::Format,
     /// Format of purchases records without a `content-type` header.
-    pub purchases_format: crate::decode::Format,
+    pub purchases_format: crate::vocab::Format,
     /// Format of erasure requests (`topics.erasures`) without a
     /// `content-type` header.
-    pub erasures_format: crate::decode::Format,
+    pub erasures_format: crate::vocab::Format,
     /// Records larger than this many bytes are dead-lettered (`oversized`)
     /// without being parsed. docs/model.md "Events": 1 MiB.
     pub max_record_bytes: usize,
@@ -34,9 +34,9 @@ pub struct InputConfig {
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
-            clickstream_format: crate::decode::Format::Json,
-            purchases_format: crate::decode::Format::Json,
-            erasures_format: crate::decode::Format::Json,
+            clickstream_format: crate::vocab::Format::Json,
+            purchases_format: crate::vocab::Format::Json,
+            erasures_format: crate::vocab::Format::Json,
             max_record_bytes: default_max_record_bytes(),
             max_future_skew: Duration::from_secs(300),
             max_amount: default_max_amount(),
@@ -70,12 +70,12 @@ impl InputConfig {
     }
 
     /// The format of records of `topic` that carry no `content-type` header.
-    pub fn format(&self, topic: crate::engine::event::InputTopic) -> crate::decode::Format {
-        use crate::engine::event::InputTopic;
+    pub fn format(&self, topic: crate::vocab::InputKind) -> crate::vocab::Format {
+        use crate::vocab::InputKind;
         match topic {
-            InputTopic::Clickstream => self.clickstream_format,
-            InputTopic::Purchases => self.purchases_format,
-            InputTopic::Erasures => self.erasures_format,
+            InputKind::Clickstream => self.clickstream_format,
+            InputKind::Purchases => self.purchases_format,
+            InputKind::Erasures => self.erasures_format,
         }
     }
 

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// `json` (default) or `protobuf` (`engage.v1.ScoreChanged`).
-    pub scores_format: crate::decode::Format,
+    pub scores_format: crate::vocab::Format,
     /// `json` (default) or `protobuf` (`engage.v1.ChurnAlert`).
-    pub alerts_format: crate::decode::Format,
+    pub alerts_format: crate::vocab::Format,
     /// `json` (default) or `protobuf` (`engage.v1.ErasureConfirmation`),
     /// for `topics.erasure_confirmations`.
-    pub erasure_confirmations_format: crate::decode::Format,
+    pub erasure_confirmations_format: crate::vocab::Format,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, invalid};
-use crate::engine::scoring::{Dimension, Signal};
+use crate::vocab::{Dimension, Signal};
 
 /// `[scoring]`: the five dimensions of docs/model.md "Dimensions and the score" and when a score change is
 /// published (docs/model.md "Guarantees").

@@ -90,20 +90,20 @@ impl TopicsConfig {
     }
 
     /// The name of input `topic`.
-    pub fn input(&self, topic: crate::engine::event::InputTopic) -> &str {
-        use crate::engine::event::InputTopic;
+    pub fn input(&self, topic: crate::vocab::InputKind) -> &str {
+        use crate::vocab::InputKind;
         match topic {
-            InputTopic::Clickstream => &self.clickstream,
-            InputTopic::Purchases => &self.purchases,
-            InputTopic::Erasures => &self.erasures,
+            InputKind::Clickstream => &self.clickstream,
+            InputKind::Purchases => &self.purchases,
+            InputKind::Erasures => &self.erasures,
         }
     }
 
     /// The input topics engage reads: both event inputs, and the erasures
     /// when enabled.
-    pub fn inputs(&self) -> Vec<crate::engine::event::InputTopic> {
-        use crate::engine::event::InputTopic;
-        InputTopic::ALL.into_iter().filter(|t| *t != InputTopic::Erasures || self.erasures_enabled()).collect()
+    pub fn inputs(&self) -> Vec<crate::vocab::InputKind> {
+        use crate::vocab::InputKind;
+        InputKind::ALL.into_iter().filter(|t| *t != InputKind::Erasures || self.erasures_enabled()).collect()
     }
 
     /// Checks that span this section's fields; the error names the key

@@ -4,6 +4,7 @@
 //! dropped. They are rare, so serde_json and prost read them, not the event
 //! fast paths.
 
+use crate::vocab::Format;
 use std::borrow::Cow;
 
 use prost::Message as _;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 
 use super::protobuf::strip_confluent_framing;
 use super::{
-    DecodeError, Envelope, Format, Limits, RawTs, Reason, check_key, check_size, required_id, resolve_format, timestamp,
+    DecodeError, Envelope, Limits, RawTs, Reason, check_key, check_size, required_id, resolve_format, timestamp,
 };
 use crate::engine::erasure::ErasureRequest;
 use crate::proto;

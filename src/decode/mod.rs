@@ -13,7 +13,9 @@
 
 use std::borrow::Cow;
 
-use crate::engine::event::{ClickKind, Event, EventKind, InputTopic};
+use crate::engine::event::{Event, EventKind};
+
+use crate::vocab::{ClickKind, Format, InputKind};
 
 pub mod csv_row;
 mod erasure;
@@ -34,35 +36,6 @@ pub const MAX_ID_BYTES: usize = 256;
 /// Latest accepted event time: 9999-12-31T23:59:59.999Z. Anything beyond is a
 /// broken clock or a unit mistake (micro- or nanoseconds).
 const MAX_TS_MS: i64 = 253_402_300_799_999;
-
-/// A topic's wire format (config `input.*_format`; a record's `content-type`
-/// header overrides it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// UTF-8 JSON object per record.
-    #[default]
-    Json,
-    /// `engage.v1.ClickEvent` / `engage.v1.PurchaseEvent`, plain or in the
-    /// Confluent Schema Registry framing (detected by its leading zero byte,
-    /// which a plain message of these types never starts with).
-    Protobuf,
-}
-
-impl Format {
-    /// The format a `content-type` header names, if engage reads it.
-    pub fn from_content_type(value: &str) -> Option<Format> {
-        let mime = value.split(';').next().unwrap_or("").trim();
-        match mime.to_ascii_lowercase().as_str() {
-            "application/json" | "text/json" => Some(Format::Json),
-            "application/x-protobuf"
-            | "application/protobuf"
-            | "application/vnd.google.protobuf"
-            | "application/vnd.confluent.protobuf" => Some(Format::Protobuf),
-            _ => None,
-        }
-    }
-}
 
 /// Input limits (config section `[input]`).
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +68,7 @@ pub struct Envelope<'a> {
 /// type: `purchase` and `refund` are purchases, everything else clickstream.
 /// `now_ms` is the processor clock, for the future-skew check.
 pub fn decode<'a>(
-    topic: Option<InputTopic>,
+    topic: Option<InputKind>,
     format: Format,
     envelope: &Envelope<'a>,
     value: &'a [u8],
@@ -105,7 +78,7 @@ pub fn decode<'a>(
     check_size(value, limits)?;
     let raw = match resolve_format(format, envelope)? {
         Format::Json => parse_json(value)?,
-        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputTopic::Clickstream))?,
+        Format::Protobuf => parse_protobuf(value, topic.unwrap_or(InputKind::Clickstream))?,
     };
     validate(raw, topic, envelope, limits, now_ms)
 }
@@ -191,7 +164,7 @@ impl RawNum<'_> {
 
 fn validate<'a>(
     raw: RawFields<'a>,
-    topic: Option<InputTopic>,
+    topic: Option<InputKind>,
     envelope: &Envelope<'a>,
     limits: &Limits,
     now_ms: i64,
@@ -204,9 +177,9 @@ fn validate<'a>(
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| DecodeError::new(Reason::MissingType, "type is missing or empty"))?;
     let is_purchase_type = matches!(&*type_name, "purchase" | "refund");
-    let topic = topic.unwrap_or(if is_purchase_type { InputTopic::Purchases } else { InputTopic::Clickstream });
+    let topic = topic.unwrap_or(if is_purchase_type { InputKind::Purchases } else { InputKind::Clickstream });
     let kind = match topic {
-        InputTopic::Purchases => {
+        InputKind::Purchases => {
             let amount = amount(raw.amount.as_ref(), limits)?;
             match &*type_name {
                 "purchase" => EventKind::Purchase {
@@ -223,7 +196,7 @@ fn validate<'a>(
                 }
             }
         }
-        InputTopic::Clickstream => {
+        InputKind::Clickstream => {
             let kind = ClickKind::parse(&type_name);
             let rating = match (kind, &raw.rating) {
                 (ClickKind::Feedback, Some(r)) => {
@@ -235,7 +208,7 @@ fn validate<'a>(
             };
             EventKind::Click { kind, rating }
         }
-        InputTopic::Erasures => {
+        InputKind::Erasures => {
             return Err(DecodeError::new(Reason::Malformed, "an erasure request is not an event (erasure_request)"));
         }
     };
@@ -317,7 +290,7 @@ mod tests {
         Envelope { key: Some(key), require_key: true, timestamp_ms: Some(NOW - 1000), content_type: None }
     }
 
-    fn json(topic: InputTopic, key: &[u8], body: &str) -> Result<Event<'static>, DecodeError> {
+    fn json(topic: InputKind, key: &[u8], body: &str) -> Result<Event<'static>, DecodeError> {
         decode(Some(topic), Format::Json, &keyed(key), body.as_bytes(), &limits(), NOW).map(Event::into_owned)
     }
 
@@ -328,7 +301,7 @@ mod tests {
     #[test]
     fn json_click_with_rfc3339_time_and_rating() {
         let e = json(
-            InputTopic::Clickstream,
+            InputKind::Clickstream,
             b"c1",
             r#"{"event_id":"e1","customer_id":"c1","type":"feedback","ts":"2025-12-31T23:00:00Z",
                 "session_id":"s","channel":"web","properties":{"rating":2,"comment":{"deep":[1,2]}}}"#,
@@ -341,7 +314,7 @@ mod tests {
     #[test]
     fn json_strings_borrow_from_the_record_unless_escaped() {
         let body = br#"{"event_id":"e\u0031","customer_id":"c1","type":"page_view","ts":1}"#;
-        let e = decode(Some(InputTopic::Clickstream), Format::Json, &keyed(b"c1"), body, &limits(), NOW).unwrap();
+        let e = decode(Some(InputKind::Clickstream), Format::Json, &keyed(b"c1"), body, &limits(), NOW).unwrap();
         assert!(matches!(e.customer_id, Cow::Borrowed("c1")));
         assert!(matches!(e.event_id, Cow::Owned(ref s) if s == "e1"));
     }
@@ -349,24 +322,23 @@ mod tests {
     #[test]
     fn json_purchase_amount_as_number_or_decimal_string() {
         let e = json(
-            InputTopic::Purchases,
+            InputKind::Purchases,
             b"c1",
             r#"{"event_id":"p1","customer_id":"c1","type":"purchase","ts":1000,"order_id":"o","amount":"19.90",
                 "loyalty_member":true,"coupon":"SPRING"}"#,
         )
         .unwrap();
         assert_eq!(e.kind, EventKind::Purchase { amount: 19.9, loyalty_member: true, coupon_used: true });
-        let r =
-            json(InputTopic::Purchases, b"c1", r#"{"event_id":"p2","customer_id":"c1","type":"refund","amount":5}"#)
-                .unwrap();
+        let r = json(InputKind::Purchases, b"c1", r#"{"event_id":"p2","customer_id":"c1","type":"refund","amount":5}"#)
+            .unwrap();
         assert_eq!(r.kind, EventKind::Refund { amount: 5.0 });
         assert_eq!(r.ts_ms, NOW - 1000, "absent ts falls back to the record timestamp");
     }
 
     #[test]
     fn unknown_click_type_is_accepted_not_an_error() {
-        let e = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"video_watch"}"#)
-            .unwrap();
+        let e =
+            json(InputKind::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"video_watch"}"#).unwrap();
         assert!(!e.kind.is_known());
     }
 
@@ -374,10 +346,10 @@ mod tests {
 
     #[test]
     fn bad_input_not_valid_json_is_malformed() {
-        assert_eq!(reason(json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","#)), Reason::Malformed);
-        assert_eq!(reason(json(InputTopic::Clickstream, b"c1", "nope")), Reason::Malformed);
+        assert_eq!(reason(json(InputKind::Clickstream, b"c1", r#"{"event_id":"e","#)), Reason::Malformed);
+        assert_eq!(reason(json(InputKind::Clickstream, b"c1", "nope")), Reason::Malformed);
         let bad_utf8: &[u8] = b"{\"event_id\":\"\xff\",\"customer_id\":\"c1\",\"type\":\"search\"}";
-        let r = decode(Some(InputTopic::Clickstream), Format::Json, &keyed(b"c1"), bad_utf8, &limits(), NOW);
+        let r = decode(Some(InputKind::Clickstream), Format::Json, &keyed(b"c1"), bad_utf8, &limits(), NOW);
         assert_eq!(r.unwrap_err().reason, Reason::Malformed);
     }
 
@@ -386,37 +358,37 @@ mod tests {
         let deep = |inner: &str| format!(r#"{{"event_id":"e","customer_id":"c1","type":"feedback",{inner}}}"#);
         let nest = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         // In a field engage ignores, it is skipped without recursion.
-        assert!(json(InputTopic::Clickstream, b"c1", &deep(&format!(r#""extra":{nest}"#))).is_ok());
+        assert!(json(InputKind::Clickstream, b"c1", &deep(&format!(r#""extra":{nest}"#))).is_ok());
         // Where engage reads a value, it is the wrong type.
-        let r = json(InputTopic::Clickstream, b"c1", &deep(&format!(r#""properties":{{"rating":{nest}}}"#)));
+        let r = json(InputKind::Clickstream, b"c1", &deep(&format!(r#""properties":{{"rating":{nest}}}"#)));
         assert_eq!(reason(r), Reason::InvalidField);
     }
 
     #[test]
     fn bad_input_wrong_field_type_names_the_field() {
         let err =
-            json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":7,"type":"search"}"#).unwrap_err();
+            json(InputKind::Clickstream, b"c1", r#"{"event_id":"e","customer_id":7,"type":"search"}"#).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidField);
         assert!(err.detail.contains("customer_id"), "{}", err.detail);
-        let err = json(InputTopic::Clickstream, b"c1", r#"[1,2]"#).unwrap_err();
+        let err = json(InputKind::Clickstream, b"c1", r#"[1,2]"#).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidField);
     }
 
     #[test]
     fn bad_input_missing_or_empty_ids() {
-        let r = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"c1", r#"{"event_id":"e","type":"search"}"#);
         assert_eq!(reason(r), Reason::MissingCustomerId);
-        let r = json(InputTopic::Clickstream, b"", r#"{"event_id":"e","customer_id":"","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"", r#"{"event_id":"e","customer_id":"","type":"search"}"#);
         assert_eq!(reason(r), Reason::MissingCustomerId);
-        let r = json(InputTopic::Clickstream, b"c1", r#"{"customer_id":"c1","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"c1", r#"{"customer_id":"c1","type":"search"}"#);
         assert_eq!(reason(r), Reason::MissingEventId);
-        let r = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"  ","customer_id":"c1","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"c1", r#"{"event_id":"  ","customer_id":"c1","type":"search"}"#);
         assert_eq!(reason(r), Reason::MissingEventId);
-        let r = json(InputTopic::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1"}"#);
+        let r = json(InputKind::Clickstream, b"c1", r#"{"event_id":"e","customer_id":"c1"}"#);
         assert_eq!(reason(r), Reason::MissingType);
         let long = "x".repeat(MAX_ID_BYTES + 1);
         let r = json(
-            InputTopic::Clickstream,
+            InputKind::Clickstream,
             b"c1",
             &format!(r#"{{"event_id":"{long}","customer_id":"c1","type":"search"}}"#),
         );
@@ -427,22 +399,22 @@ mod tests {
     fn bad_input_record_without_key() {
         let env = Envelope { key: None, require_key: true, timestamp_ms: Some(NOW), content_type: None };
         let body = br#"{"event_id":"e","customer_id":"c1","type":"search"}"#;
-        let err = decode(Some(InputTopic::Clickstream), Format::Json, &env, body, &limits(), NOW).unwrap_err();
+        let err = decode(Some(InputKind::Clickstream), Format::Json, &env, body, &limits(), NOW).unwrap_err();
         assert_eq!(err.reason, Reason::MissingKey);
     }
 
     #[test]
     fn bad_input_key_and_body_disagree() {
-        let r = json(InputTopic::Clickstream, b"c2", r#"{"event_id":"e","customer_id":"c1","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"c2", r#"{"event_id":"e","customer_id":"c1","type":"search"}"#);
         assert_eq!(reason(r), Reason::KeyMismatch);
-        let r = json(InputTopic::Clickstream, b"\xffc1", r#"{"event_id":"e","customer_id":"c1","type":"search"}"#);
+        let r = json(InputKind::Clickstream, b"\xffc1", r#"{"event_id":"e","customer_id":"c1","type":"search"}"#);
         assert_eq!(reason(r), Reason::KeyMismatch);
     }
 
     #[test]
     fn bad_input_unknown_purchase_type() {
         let r =
-            json(InputTopic::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"chargeback","amount":1}"#);
+            json(InputKind::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"chargeback","amount":1}"#);
         assert_eq!(reason(r), Reason::UnknownPurchaseType);
     }
 
@@ -450,9 +422,9 @@ mod tests {
     fn bad_input_negative_nan_absurd_or_missing_amount() {
         for amount in [r#"-1"#, r#""NaN""#, r#""inf""#, r#"1e12"#, r#""ten""#] {
             let body = format!(r#"{{"event_id":"e","customer_id":"c1","type":"purchase","amount":{amount}}}"#);
-            assert_eq!(reason(json(InputTopic::Purchases, b"c1", &body)), Reason::InvalidAmount, "{amount}");
+            assert_eq!(reason(json(InputKind::Purchases, b"c1", &body)), Reason::InvalidAmount, "{amount}");
         }
-        let r = json(InputTopic::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"purchase"}"#);
+        let r = json(InputKind::Purchases, b"c1", r#"{"event_id":"e","customer_id":"c1","type":"purchase"}"#);
         assert_eq!(reason(r), Reason::InvalidAmount);
     }
 
@@ -460,12 +432,12 @@ mod tests {
     fn bad_input_future_and_unparseable_timestamps() {
         // 5 min skew allowed: 4 min ahead passes, 6 min ahead fails.
         let ok = format!(r#"{{"event_id":"e","customer_id":"c1","type":"search","ts":{}}}"#, NOW + 240_000);
-        assert!(json(InputTopic::Clickstream, b"c1", &ok).is_ok());
+        assert!(json(InputKind::Clickstream, b"c1", &ok).is_ok());
         let ahead = format!(r#"{{"event_id":"e","customer_id":"c1","type":"search","ts":{}}}"#, NOW + 360_000);
-        assert_eq!(reason(json(InputTopic::Clickstream, b"c1", &ahead)), Reason::FutureTimestamp);
+        assert_eq!(reason(json(InputKind::Clickstream, b"c1", &ahead)), Reason::FutureTimestamp);
         for ts in [r#""yesterday""#, r#""2026-13-01T00:00:00Z""#, r#"1.5"#, r#"9999999999999999"#] {
             let body = format!(r#"{{"event_id":"e","customer_id":"c1","type":"search","ts":{ts}}}"#);
-            assert_eq!(reason(json(InputTopic::Clickstream, b"c1", &body)), Reason::InvalidTimestamp, "{ts}");
+            assert_eq!(reason(json(InputKind::Clickstream, b"c1", &body)), Reason::InvalidTimestamp, "{ts}");
         }
         let env = Envelope { key: None, require_key: false, timestamp_ms: None, content_type: None };
         let body = br#"{"event_id":"e","customer_id":"c1","type":"search"}"#;
@@ -477,7 +449,7 @@ mod tests {
     fn bad_input_oversized_record() {
         let small = Limits { max_record_bytes: 64, ..limits() };
         let body = format!(r#"{{"event_id":"e","customer_id":"c1","type":"search","pad":"{}"}}"#, "x".repeat(64));
-        let err = decode(Some(InputTopic::Clickstream), Format::Json, &keyed(b"c1"), body.as_bytes(), &small, NOW)
+        let err = decode(Some(InputKind::Clickstream), Format::Json, &keyed(b"c1"), body.as_bytes(), &small, NOW)
             .unwrap_err();
         assert_eq!(err.reason, Reason::Oversized);
     }
@@ -485,7 +457,7 @@ mod tests {
     #[test]
     fn bad_feedback_rating_is_invalid_field() {
         let r = json(
-            InputTopic::Clickstream,
+            InputKind::Clickstream,
             b"c1",
             r#"{"event_id":"e","customer_id":"c1","type":"feedback","properties":{"rating":9}}"#,
         );
@@ -503,10 +475,10 @@ mod tests {
         }
         .encode_to_vec();
         let env = Envelope { content_type: Some(b"application/x-protobuf"), ..keyed(b"c1") };
-        let e = decode(Some(InputTopic::Clickstream), Format::Json, &env, &msg, &limits(), NOW).unwrap();
+        let e = decode(Some(InputKind::Clickstream), Format::Json, &env, &msg, &limits(), NOW).unwrap();
         assert_eq!(e.kind, EventKind::Click { kind: ClickKind::Search, rating: None });
         let env = Envelope { content_type: Some(b"application/avro"), ..keyed(b"c1") };
-        let err = decode(Some(InputTopic::Clickstream), Format::Json, &env, &msg, &limits(), NOW).unwrap_err();
+        let err = decode(Some(InputKind::Clickstream), Format::Json, &env, &msg, &limits(), NOW).unwrap_err();
         assert_eq!(err.reason, Reason::UnsupportedContentType);
     }
 
@@ -526,17 +498,17 @@ mod tests {
         }
         .encode_to_vec();
         let want = EventKind::Purchase { amount: 42.5, loyalty_member: true, coupon_used: false };
-        let e = decode(Some(InputTopic::Purchases), Format::Protobuf, &keyed(b"c1"), &msg, &limits(), NOW).unwrap();
+        let e = decode(Some(InputKind::Purchases), Format::Protobuf, &keyed(b"c1"), &msg, &limits(), NOW).unwrap();
         assert_eq!((e.kind, e.ts_ms, &*e.event_id), (want, NOW - 5, "p1"));
         // Magic byte 0, schema id 7, message indexes [0] as the single 0 byte.
         let mut framed = vec![0, 0, 0, 0, 7, 0];
         framed.extend_from_slice(&msg);
-        let e = decode(Some(InputTopic::Purchases), Format::Protobuf, &keyed(b"c1"), &framed, &limits(), NOW).unwrap();
+        let e = decode(Some(InputKind::Purchases), Format::Protobuf, &keyed(b"c1"), &framed, &limits(), NOW).unwrap();
         assert_eq!(e.kind, want);
         // Explicit index list [1] (count 1 zig-zag = 2, index 1 zig-zag = 2).
         let mut framed = vec![0, 0, 0, 0, 7, 2, 2];
         framed.extend_from_slice(&msg);
-        assert!(decode(Some(InputTopic::Purchases), Format::Protobuf, &keyed(b"c1"), &framed, &limits(), NOW).is_ok());
+        assert!(decode(Some(InputKind::Purchases), Format::Protobuf, &keyed(b"c1"), &framed, &limits(), NOW).is_ok());
     }
 
     #[test]
@@ -551,7 +523,7 @@ mod tests {
             properties: [("rating".to_string(), "4".to_string()), ("x".into(), "y".into())].into(),
         }
         .encode_to_vec();
-        let e = decode(Some(InputTopic::Clickstream), Format::Protobuf, &keyed(b"c1"), &msg, &limits(), NOW).unwrap();
+        let e = decode(Some(InputKind::Clickstream), Format::Protobuf, &keyed(b"c1"), &msg, &limits(), NOW).unwrap();
         assert_eq!(e.kind, EventKind::Click { kind: ClickKind::Feedback, rating: Some(4.0) });
     }
 
@@ -565,7 +537,7 @@ mod tests {
         }
         .encode_to_vec();
         let pb = |bytes: &[u8]| {
-            decode(Some(InputTopic::Clickstream), Format::Protobuf, &keyed(b"c1"), bytes, &limits(), NOW)
+            decode(Some(InputKind::Clickstream), Format::Protobuf, &keyed(b"c1"), bytes, &limits(), NOW)
                 .map(Event::into_owned)
         };
         assert_eq!(reason(pb(&msg[..msg.len() - 2])), Reason::Malformed, "truncated");

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use super::{DecodeError, RawFields, RawNum, RawTs, Reason};
-use crate::engine::event::InputTopic;
+use crate::vocab::InputKind;
 
 /// Field numbers of `ClickEvent` and `PurchaseEvent`
 /// (proto/engage/v1/events.proto). Fields 1–4 are shared.
@@ -23,9 +23,9 @@ mod field {
 /// `topic` says which message type the bytes are (`ClickEvent` or
 /// `PurchaseEvent`); the generated types are the reference, and the tests
 /// decode what they encode.
-pub(super) fn parse_protobuf(value: &[u8], topic: InputTopic) -> Result<RawFields<'_>, DecodeError> {
+pub(super) fn parse_protobuf(value: &[u8], topic: InputKind) -> Result<RawFields<'_>, DecodeError> {
     let body = strip_confluent_framing(value)?;
-    let purchase = topic == InputTopic::Purchases;
+    let purchase = topic == InputKind::Purchases;
     let mut raw = RawFields::default();
     let mut wire = Wire { buf: body };
     while let Some((number, wire_type)) = wire.key()? {

@@ -356,9 +356,9 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Format;
     use super::super::json::parse_json_serde;
     use super::*;
+    use crate::vocab::Format;
     use proptest::prelude::*;
 
     /// The scan either gives up or agrees with serde_json exactly (to the

@@ -152,8 +152,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::engine::Rules;
-    use crate::engine::event::{ClickKind, Event, EventKind, InputTopic, Source};
+    use crate::engine::event::{Event, EventKind, Source};
     use crate::engine::store::Store;
+    use crate::vocab::{ClickKind, InputKind};
 
     fn engine() -> Engine {
         Engine::new(Rules::new(&Config::default())).with_clock(|| 42)
@@ -178,7 +179,7 @@ mod tests {
     fn erasure_drops_state_and_ignores_earlier_events_however_late() {
         let (engine, store, mut out) = (engine(), Store::new(), Vec::new());
         let p = store.partition(0);
-        let at = |o| Some(Source { topic: InputTopic::Clickstream, offset: o });
+        let at = |o| Some(Source { topic: InputKind::Clickstream, offset: o });
         for (i, ts) in [10 * DAY, 11 * DAY, 12 * DAY].into_iter().enumerate() {
             engine.apply(&p, &click("c", &format!("e{i}"), ts), at(i as i64), &mut out);
         }

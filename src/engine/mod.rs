@@ -16,9 +16,10 @@ use crate::engine::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
 use crate::engine::event::{Event, Source};
 use crate::engine::lifecycle::{LifecycleRules, Stage, StageFacts};
 use crate::engine::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
-use crate::engine::scoring::{DIMENSIONS, Dimension, ScoringRules};
+use crate::engine::scoring::ScoringRules;
 use crate::engine::state::{CustomerState, PurchaseSummary, event_id_hash};
 use crate::engine::store::Partition;
+use crate::vocab::{DIMENSIONS, Dimension};
 
 /// All rules, compiled from a validated [`Config`].
 #[derive(Clone, Debug)]
@@ -432,8 +433,9 @@ fn alert_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::event::{ClickKind, DAY_MS, EventKind, InputTopic};
+    use crate::engine::event::{DAY_MS, EventKind};
     use crate::engine::store::Store;
+    use crate::vocab::{ClickKind, InputKind};
     use std::borrow::Cow;
 
     const T0: i64 = 1_750_000_000_000 - 1_750_000_000_000 % DAY_MS; // a midnight
@@ -524,7 +526,7 @@ mod tests {
     fn duplicates_by_event_id_or_offset_change_nothing() {
         let (e, store, mut out) = (engine(), Store::new(), Vec::new());
         let p = store.partition(0);
-        let src = |offset| Some(Source { topic: InputTopic::Clickstream, offset });
+        let src = |offset| Some(Source { topic: InputKind::Clickstream, offset });
         e.apply(&p, &click("e1", "c", T0, ClickKind::Share), src(10), &mut out);
         let before = p.get("c").unwrap();
         assert_eq!(e.apply(&p, &click("e1", "c", T0, ClickKind::Share), src(11), &mut out), Outcome::Duplicate);

@@ -6,11 +6,12 @@ use prost::Message;
 use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter as _};
 
-use crate::decode::Format;
 use crate::engine::churn::{Health, Reason};
 use crate::engine::lifecycle::Stage;
-use crate::engine::scoring::{DIMENSIONS, Drivers};
+use crate::engine::scoring::Drivers;
 use crate::proto;
+use crate::vocab::DIMENSIONS;
+use crate::vocab::Format;
 
 /// Version of the output schemas (`proto/engage/v1`), sent as the
 /// `engage.schema.version` header.

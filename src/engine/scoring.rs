@@ -8,103 +8,8 @@
 use serde::Serialize;
 
 use crate::config::ScoringConfig;
-use crate::engine::event::{ClickKind, EventKind};
-
-/// The five engagement dimensions, in the fixed order used by every array
-/// indexed by dimension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dimension {
-    /// Visiting, browsing, responding to marketing.
-    Attention = 0,
-    /// Purchases and refunds.
-    Transaction = 1,
-    /// Advocacy and content creation.
-    Social = 2,
-    /// Loyalty-programme participation.
-    Loyalty = 3,
-    /// Service interactions and ratings (centred on 50).
-    Satisfaction = 4,
-}
-
-/// Number of dimensions.
-pub const DIMENSIONS: usize = 5;
-
-impl Dimension {
-    /// All dimensions in index order.
-    pub const ALL: [Dimension; DIMENSIONS] =
-        [Dimension::Attention, Dimension::Transaction, Dimension::Social, Dimension::Loyalty, Dimension::Satisfaction];
-
-    /// The config and message name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Attention => "attention",
-            Dimension::Transaction => "transaction",
-            Dimension::Social => "social",
-            Dimension::Loyalty => "loyalty",
-            Dimension::Satisfaction => "satisfaction",
-        }
-    }
-}
-
-/// Something an event contributes, which the config weighs per dimension: one
-/// per clickstream type, plus the parts of a purchase. Keeping these as data
-/// (a signal × dimension table) rather than code means any event can feed any
-/// dimension by configuration alone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Signal(u8);
-
-const CLICK_SIGNALS: u8 = ClickKind::KNOWN.len() as u8;
-
-impl Signal {
-    /// Per purchase.
-    pub const PURCHASE: Signal = Signal(CLICK_SIGNALS);
-    /// Per purchase, times ln(1 + amount).
-    pub const PURCHASE_PER_LN_AMOUNT: Signal = Signal(CLICK_SIGNALS + 1);
-    /// Per refund.
-    pub const REFUND: Signal = Signal(CLICK_SIGNALS + 2);
-    /// Per purchase by a loyalty member.
-    pub const PURCHASE_LOYALTY_MEMBER: Signal = Signal(CLICK_SIGNALS + 3);
-    /// Per purchase that redeemed a coupon.
-    pub const PURCHASE_WITH_COUPON: Signal = Signal(CLICK_SIGNALS + 4);
-    /// Per feedback, times (rating − 3).
-    pub const FEEDBACK_PER_RATING_POINT: Signal = Signal(CLICK_SIGNALS + 5);
-    /// How many signals there are.
-    pub const COUNT: usize = CLICK_SIGNALS as usize + 6;
-    /// Every signal, in index order.
-    pub const ALL: [Signal; Signal::COUNT] = {
-        let mut all = [Signal(0); Signal::COUNT];
-        let mut i = 0;
-        while i < Signal::COUNT {
-            all[i] = Signal(i as u8);
-            i += 1;
-        }
-        all
-    };
-
-    /// The signal of a known click type.
-    pub fn click(kind: ClickKind) -> Signal {
-        Signal(kind as u8)
-    }
-
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            s if s.0 < CLICK_SIGNALS => ClickKind::KNOWN[s.0 as usize].as_str(),
-            Signal::PURCHASE => "purchase",
-            Signal::PURCHASE_PER_LN_AMOUNT => "purchase_per_ln_amount",
-            Signal::REFUND => "refund",
-            Signal::PURCHASE_LOYALTY_MEMBER => "purchase_loyalty_member",
-            Signal::PURCHASE_WITH_COUPON => "purchase_with_coupon",
-            _ => "feedback_per_rating_point",
-        }
-    }
-
-    /// Parses a config name.
-    pub fn parse(name: &str) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
+use crate::engine::event::EventKind;
+use crate::vocab::{ClickKind, DIMENSIONS, Dimension, Signal};
 
 /// The scoring rules, compiled from [`ScoringConfig`] into flat arrays so that
 /// applying an event is a few multiply-adds.
@@ -143,7 +48,7 @@ impl ScoringRules {
             for (name, w) in &d.events {
                 // validate() has rejected unknown names.
                 if let Some(signal) = Signal::parse(name) {
-                    rules.table[signal.0 as usize][i] = *w;
+                    rules.table[signal.index()][i] = *w;
                 }
             }
         }
@@ -157,7 +62,7 @@ impl ScoringRules {
     pub fn contributions(&self, kind: &EventKind) -> [f64; DIMENSIONS] {
         let mut c = [0.0; DIMENSIONS];
         let mut add = |signal: Signal, times: f64| {
-            for (ci, w) in c.iter_mut().zip(&self.table[signal.0 as usize]) {
+            for (ci, w) in c.iter_mut().zip(&self.table[signal.index()]) {
                 *ci += w * times;
             }
         };
@@ -353,12 +258,5 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, Dimension::Transaction);
         assert!((got[0].1 - 12.0).abs() < 1e-9 && (got[1].1 - 2.5).abs() < 1e-9);
-    }
-
-    #[test]
-    fn signal_names_round_trip() {
-        for s in Signal::ALL {
-            assert_eq!(Signal::parse(s.as_str()), Some(s));
-        }
     }
 }

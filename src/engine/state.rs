@@ -28,8 +28,9 @@ use self::days::{Beyond, Days, Set, Window};
 use crate::engine::churn::Health;
 use crate::engine::event::{Event, EventKind, Source, day_of};
 use crate::engine::lifecycle::Stage;
-use crate::engine::scoring::{DIMENSIONS, ScoringRules};
+use crate::engine::scoring::ScoringRules;
 use crate::proto;
+use crate::vocab::DIMENSIONS;
 
 /// How many recent event ids each customer remembers for duplicate detection
 /// (an upstream producer retry re-sends an event right after the original).
@@ -96,7 +97,7 @@ pub struct CustomerState {
     purchases: Option<Box<Purchases>>,
     /// Out of line: days older than the bitmaps, once there are some.
     beyond: Option<Box<Beyond>>,
-    /// Decayed dimension sums as of `last_seen`, in [`crate::engine::scoring::Dimension`] order.
+    /// Decayed dimension sums as of `last_seen`, in [`crate::vocab::Dimension`] order.
     pub raw: [f32; DIMENSIONS],
     /// Spend decayed with the transaction half-life, as of `last_seen`.
     pub spend_decayed: f32,
@@ -498,7 +499,8 @@ impl CustomerState {
 mod tests {
     use super::*;
     use crate::config::ScoringConfig;
-    use crate::engine::event::{ClickKind, DAY_MS, InputTopic};
+    use crate::engine::event::DAY_MS;
+    use crate::vocab::{ClickKind, InputKind};
     use std::borrow::Cow;
 
     fn rules() -> ScoringRules {
@@ -722,12 +724,12 @@ mod tests {
     #[test]
     fn dedup_by_offset_and_recent_ids() {
         let mut s = CustomerState::default();
-        let src = |offset| Some(Source { topic: InputTopic::Purchases, offset });
+        let src = |offset| Some(Source { topic: InputKind::Purchases, offset });
         s.mark_applied(src(41), event_id_hash("e41"));
         assert!(s.already_applied(src(41), event_id_hash("other")));
         assert!(s.already_applied(src(3), event_id_hash("other")));
         assert!(!s.already_applied(src(42), event_id_hash("other")));
-        assert!(!s.already_applied(Some(Source { topic: InputTopic::Clickstream, offset: 3 }), 7));
+        assert!(!s.already_applied(Some(Source { topic: InputKind::Clickstream, offset: 3 }), 7));
         assert!(s.already_applied(None, event_id_hash("e41")));
         for i in 0..DEDUP_WINDOW {
             s.mark_applied(None, event_id_hash(&i.to_string()));
@@ -830,7 +832,7 @@ mod tests {
         let mut s = CustomerState::default();
         absorb(&mut s, &ev("a", 100.0, buy(12.0)));
         absorb(&mut s, &ev("b", 101.0, view()));
-        s.mark_applied(Some(Source { topic: InputTopic::Clickstream, offset: 9 }), event_id_hash("a"));
+        s.mark_applied(Some(Source { topic: InputKind::Clickstream, offset: 9 }), event_id_hash("a"));
         s.mark_applied(None, event_id_hash("b"));
         s.seq = 4;
         s.health = Health::AtRisk;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::error::KafkaError;
 
-use crate::engine::event::InputTopic;
+use crate::vocab::InputKind;
 
 /// Why an output was not delivered. Fatal to the pipeline: the offsets after
 /// it never become committable, and a restart reprocesses from the last
@@ -53,7 +53,7 @@ pub enum CommitGate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Committable {
     /// The input topic.
-    pub topic: InputTopic,
+    pub topic: InputKind,
     /// The input partition.
     pub partition: i32,
     /// The next offset to consume (last delivered + 1), which is what
@@ -77,7 +77,7 @@ pub enum Work {
     /// One input record: its outputs (or dead letter).
     Record {
         /// Input topic.
-        topic: InputTopic,
+        topic: InputKind,
         /// Input partition.
         partition: i32,
         /// Input offset.
@@ -226,7 +226,7 @@ impl Progress {
         for (partition, p) in &mut self.parts {
             if p.advanced {
                 p.advanced = false;
-                for t in InputTopic::ALL {
+                for t in InputKind::ALL {
                     if let Some(o) = p.durable[t.index()] {
                         out.push(Committable { topic: t, partition: *partition, next_offset: o + 1 });
                     }
@@ -298,12 +298,12 @@ mod tests {
     use super::*;
     use rdkafka::types::RDKafkaErrorCode;
 
-    fn committable(topic: InputTopic, partition: i32, next_offset: i64) -> Committable {
+    fn committable(topic: InputKind, partition: i32, next_offset: i64) -> Committable {
         Committable { topic, partition, next_offset }
     }
 
     fn w(offset: i64) -> Work {
-        Work::Record { topic: InputTopic::Clickstream, partition: 0, offset }
+        Work::Record { topic: InputKind::Clickstream, partition: 0, offset }
     }
 
     const FLUSH: Work = Work::Flush { partition: 0 };
@@ -322,7 +322,7 @@ mod tests {
         assert!(p.take_committable().is_empty(), "10 still awaits one delivery");
         p.ack(a, Ok(()));
         // 10, 11 (no outputs) and 12 are all done: commit 13.
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 13)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 13)]);
         assert!(p.take_committable().is_empty(), "reported once");
         assert_eq!(p.in_flight(), 0);
     }
@@ -339,9 +339,9 @@ mod tests {
         assert!(p.take_committable().is_empty());
         p.ack(flush, Ok(()));
         // The flush covers 1 and 2, not 3.
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 3)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 3)]);
         p.register(FLUSH, 0);
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 4)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 4)]);
     }
 
     #[test]
@@ -361,23 +361,23 @@ mod tests {
         assert!(p.take_committable().is_empty());
         p.ack(flush, Ok(()));
         // The flush covers 1 only: 2 came after it.
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 2)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 2)]);
         let empty = p.register_gated_flush(0);
         p.open(empty, 0);
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 3)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 3)]);
     }
 
     #[test]
     fn both_topics_of_a_partition_share_one_queue() {
         let mut p = Progress::new(CommitGate::Flushed);
         p.register(w(5), 0);
-        let buy = p.register(Work::Record { topic: InputTopic::Purchases, partition: 0, offset: 9 }, 1);
+        let buy = p.register(Work::Record { topic: InputKind::Purchases, partition: 0, offset: 9 }, 1);
         p.register(FLUSH, 0);
         assert!(p.take_committable().is_empty(), "the purchase's output is not delivered yet");
         p.ack(buy, Ok(()));
         assert_eq!(
             p.take_committable(),
-            vec![committable(InputTopic::Clickstream, 0, 6), committable(InputTopic::Purchases, 0, 10)]
+            vec![committable(InputKind::Clickstream, 0, 6), committable(InputKind::Purchases, 0, 10)]
         );
     }
 
@@ -387,10 +387,10 @@ mod tests {
         p.register(w(1), 0);
         let sweep = p.register(Work::Sweep { partition: 0 }, 2);
         p.register(w(2), 0);
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 2)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 2)]);
         p.ack(sweep, Ok(()));
         p.ack(sweep, Ok(()));
-        assert_eq!(p.take_committable(), vec![committable(InputTopic::Clickstream, 0, 3)]);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 3)]);
     }
 
     #[test]

@@ -14,12 +14,13 @@ use rdkafka::{ClientContext, Message};
 use compact_str::CompactString;
 
 use crate::config::{Config, ProcessingGuarantee};
-use crate::decode::{DecodeError, Format};
+use crate::decode::DecodeError;
 use crate::engine::output::{OUTPUT_SCHEMA_VERSION, Output};
 use crate::kafka::KafkaSetupError;
 use crate::kafka::progress::{DeliveryError, SharedProgress, Token, Work, lock};
 use crate::telemetry::events::DeliveryFailed;
 use crate::telemetry::{self, LatencyMetrics};
+use crate::vocab::Format;
 
 /// Where an output came from, for the latency histograms.
 #[derive(Clone, Copy, Debug)]

@@ -31,8 +31,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::shared::Inputs;
 use super::worker::Input;
-use crate::engine::event::InputTopic;
 use crate::telemetry::events::AlignmentTimeout;
+use crate::vocab::InputKind;
 
 /// Records held per input partition before that partition is paused.
 pub(super) const HOLD_LIMIT: usize = 10_000;
@@ -50,7 +50,7 @@ pub(super) struct Ends {
 }
 
 /// One pair of input partitions: what is held, and what is known about
-/// each input. Indexed by [`InputTopic::index`].
+/// each input. Indexed by [`InputKind::index`].
 #[derive(Default)]
 struct Pair {
     held: [VecDeque<(i64, Input<'static>)>; 2],
@@ -193,7 +193,7 @@ impl Aligner {
         &mut self,
         inputs: &Inputs,
         positions: &TopicPartitionList,
-        ends: &HashMap<(InputTopic, i32), Ends>,
+        ends: &HashMap<(InputKind, i32), Ends>,
         owned: &[i32],
         backpressure: bool,
     ) -> Vec<i32> {
@@ -202,7 +202,7 @@ impl Aligner {
         }
         for &p in owned {
             let pair = self.pairs.entry(p).or_default();
-            for topic in InputTopic::EVENTS {
+            for topic in InputKind::EVENTS {
                 let position = positions.find_partition(inputs.name(topic), p).and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
@@ -218,7 +218,7 @@ impl Aligner {
                 let lagging = if pair.held[0].is_empty() { 0 } else { 1 };
                 pair.gave_up[lagging] = true;
                 let held = pair.held[1 - lagging].len();
-                AlignmentTimeout { inputs, partition: p, lagging: InputTopic::EVENTS[lagging], held, wait: self.wait }
+                AlignmentTimeout { inputs, partition: p, lagging: InputKind::EVENTS[lagging], held, wait: self.wait }
                     .emit();
             }
         }
@@ -248,13 +248,13 @@ impl Aligner {
 
     /// The input partitions that hold too many records, if that changed
     /// since the last call.
-    pub(super) fn take_pause_change(&mut self) -> Option<HashSet<(InputTopic, i32)>> {
+    pub(super) fn take_pause_change(&mut self) -> Option<HashSet<(InputKind, i32)>> {
         if !std::mem::take(&mut self.pause_changed) {
             return None;
         }
         let mut full = HashSet::new();
         for (&p, pair) in &self.pairs {
-            for topic in InputTopic::EVENTS {
+            for topic in InputKind::EVENTS {
                 if pair.paused[topic.index()] {
                     full.insert((topic, p));
                 }
@@ -269,13 +269,14 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::engine::event::{ClickKind, Event, EventKind};
+    use crate::engine::event::{Event, EventKind};
     use crate::pipeline::worker::Input;
+    use crate::vocab::ClickKind;
 
-    const CLICKS: InputTopic = InputTopic::Clickstream;
-    const PURCHASES: InputTopic = InputTopic::Purchases;
+    const CLICKS: InputKind = InputKind::Clickstream;
+    const PURCHASES: InputKind = InputKind::Purchases;
 
-    fn input(topic: InputTopic, offset: i64, ts: i64) -> Input<'static> {
+    fn input(topic: InputKind, offset: i64, ts: i64) -> Input<'static> {
         Input {
             topic,
             partition: 0,
@@ -298,7 +299,7 @@ mod tests {
 
     /// Offers `(topic, offset, ts)` in arrival order and returns the
     /// `(topic, offset)` applied, in order.
-    fn run(aligner: &mut Aligner, arrivals: &[(InputTopic, i64, i64)]) -> Vec<(InputTopic, i64)> {
+    fn run(aligner: &mut Aligner, arrivals: &[(InputKind, i64, i64)]) -> Vec<(InputKind, i64)> {
         let mut applied = Vec::new();
         for &(topic, offset, ts) in arrivals {
             if let Some(i) = aligner.offer(input(topic, offset, ts), ts) {
@@ -313,11 +314,11 @@ mod tests {
 
     /// Tells the aligner where both inputs of partition 0 stand: `next` is
     /// the consumer's next offset per input, `end` the broker's end.
-    fn refresh(aligner: &mut Aligner, next: [i64; 2], end: [i64; 2]) -> Vec<(InputTopic, i64)> {
+    fn refresh(aligner: &mut Aligner, next: [i64; 2], end: [i64; 2]) -> Vec<(InputKind, i64)> {
         let inputs = inputs();
         let mut positions = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for t in InputTopic::EVENTS {
+        for t in InputKind::EVENTS {
             positions.add_partition_offset(inputs.name(t), 0, Offset::Offset(next[t.index()])).unwrap();
             ends.insert((t, 0), Ends { start: 0, end: end[t.index()] });
         }

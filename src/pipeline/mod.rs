@@ -39,7 +39,6 @@ use tracing::{info, warn};
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
-use crate::engine::event::InputTopic;
 use crate::engine::store::Store;
 use crate::engine::{Engine, Rules, Slice};
 use crate::kafka::changelog::RestoreError;
@@ -49,6 +48,7 @@ use crate::kafka::sink::Sink;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, create_output_topics};
 use crate::sync;
 use crate::telemetry::{LagReporter, PipelineMetrics};
+use crate::vocab::InputKind;
 use align::Aligner;
 use memory::{IDLE_RELEASE_EVERY, IdleRelease, release_free_memory};
 use rdkafka::error::KafkaError;
@@ -244,7 +244,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
                             // A rebalance inside recv() dropped what was held.
                             aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
                             let kind = inputs.kind(m.topic());
-                            if kind == InputTopic::Erasures {
+                            if kind == InputKind::Erasures {
                                 worker.erase(&m, clock)?;
                             } else {
                                 let input = Input::decode(&m, kind, &config, &worker.limits, clock);
@@ -307,9 +307,9 @@ struct Pauses {
     /// Whether backpressure pauses every partition.
     backpressure: bool,
     /// Partitions holding too many records for alignment.
-    full: HashSet<(InputTopic, i32)>,
+    full: HashSet<(InputKind, i32)>,
     /// What was last applied, per partition.
-    applied: HashMap<(InputTopic, i32), bool>,
+    applied: HashMap<(InputKind, i32), bool>,
     /// `Shared::generation` that `applied` refers to.
     generation: u64,
 }
@@ -327,7 +327,7 @@ impl Pauses {
         consumer: &StreamConsumer<PipelineContext>,
         shared: &Shared,
         max: usize,
-        full: Option<HashSet<(InputTopic, i32)>>,
+        full: Option<HashSet<(InputKind, i32)>>,
     ) {
         if let Some(full) = full {
             self.full = full;

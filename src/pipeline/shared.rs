@@ -16,17 +16,17 @@ use tracing::{debug, error, warn};
 use super::align::Ends;
 use super::{PipelineError, TransactionError};
 use crate::config::Config;
-use crate::engine::event::InputTopic;
 use crate::engine::store::Store;
 use crate::kafka::changelog::{self, Dirty};
 use crate::kafka::progress::{Committable, lock};
 use crate::kafka::sink::Sink;
 use crate::sync;
+use crate::vocab::InputKind;
 
 /// Names of the input topics, to map a record back to its kind.
 #[derive(Clone)]
 pub(super) struct Inputs {
-    /// In [`InputTopic::index`] order; the erasures' is empty when
+    /// In [`InputKind::index`] order; the erasures' is empty when
     /// `topics.erasures` is not set.
     names: [String; 3],
 }
@@ -40,22 +40,22 @@ impl std::fmt::Display for Inputs {
 
 impl Inputs {
     pub(super) fn new(topics: &crate::config::TopicsConfig) -> Inputs {
-        Inputs { names: InputTopic::ALL.map(|t| topics.input(t).to_string()) }
+        Inputs { names: InputKind::ALL.map(|t| topics.input(t).to_string()) }
     }
 
     /// Which input `topic` is, or `None` for another topic.
-    pub(super) fn of(&self, topic: &str) -> Option<InputTopic> {
-        InputTopic::ALL.into_iter().find(|t| {
+    pub(super) fn of(&self, topic: &str) -> Option<InputKind> {
+        InputKind::ALL.into_iter().find(|t| {
             let name = &self.names[t.index()];
             !name.is_empty() && name == topic
         })
     }
 
-    pub(super) fn kind(&self, topic: &str) -> InputTopic {
-        self.of(topic).unwrap_or(InputTopic::Clickstream)
+    pub(super) fn kind(&self, topic: &str) -> InputKind {
+        self.of(topic).unwrap_or(InputKind::Clickstream)
     }
 
-    pub(super) fn name(&self, kind: InputTopic) -> &str {
+    pub(super) fn name(&self, kind: InputKind) -> &str {
         &self.names[kind.index()]
     }
 
@@ -81,10 +81,10 @@ pub(super) struct Shared {
     pub(super) fatal: Mutex<Option<PipelineError>>,
     /// `exactly_once`: the next offset to read per input topic-partition,
     /// committed inside each transaction.
-    pub(super) processed: Mutex<HashMap<(InputTopic, i32), i64>>,
+    pub(super) processed: Mutex<HashMap<(InputKind, i32), i64>>,
     /// Where each input partition stands on the broker, from the consumer's
     /// statistics (for event-time alignment).
-    pub(super) ends: Mutex<HashMap<(InputTopic, i32), Ends>>,
+    pub(super) ends: Mutex<HashMap<(InputKind, i32), Ends>>,
 }
 
 impl Shared {

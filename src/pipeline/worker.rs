@@ -17,7 +17,7 @@ use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::decode::{DecodeError, Envelope, Limits, decode, erasure_request};
 use crate::engine::event::Event;
-use crate::engine::event::{InputTopic, Source};
+use crate::engine::event::Source;
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
 use crate::engine::{Engine, Outcome, Slice};
@@ -26,6 +26,7 @@ use crate::kafka::progress::Work;
 use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;
 use crate::telemetry::PipelineMetrics;
+use crate::vocab::InputKind;
 
 /// A partition pair's stream time (docs/model.md "Health"): the event time
 /// up to which both inputs have been applied, or the wall clock once the
@@ -45,7 +46,7 @@ impl Default for StreamClock {
 
 impl StreamClock {
     /// An event of `topic` at `event_ms` was taken up at `at`.
-    pub(super) fn observe(&mut self, topic: InputTopic, event_ms: i64, at: Instant) {
+    pub(super) fn observe(&mut self, topic: InputKind, event_ms: i64, at: Instant) {
         let max = &mut self.max_event_ms[topic.index()];
         *max = (*max).max(event_ms);
         self.last_record = at;
@@ -64,7 +65,7 @@ impl StreamClock {
             // judged on the wall clock once the pair is caught up and idle.
             return idle.then(wall_clock_ms);
         }
-        let behind = InputTopic::EVENTS
+        let behind = InputKind::EVENTS
             .iter()
             .filter(|t| !settled[t.index()] && self.max_event_ms[t.index()] != i64::MIN)
             .map(|t| self.max_event_ms[t.index()])
@@ -97,7 +98,7 @@ impl BatchClock {
 /// One input record taken from the consumer and decoded: what the worker
 /// applies, at once or after the [`super::align::Aligner`] held it.
 pub(super) struct Input<'a> {
-    pub(super) topic: InputTopic,
+    pub(super) topic: InputKind,
     pub(super) partition: i32,
     pub(super) offset: i64,
     /// The record timestamp, for the end-to-end latency.
@@ -125,7 +126,7 @@ impl<'a> Input<'a> {
     /// Decodes `message` of the input `topic`.
     pub(super) fn decode(
         message: &'a BorrowedMessage<'a>,
-        topic: InputTopic,
+        topic: InputKind,
         config: &Config,
         limits: &Limits,
         clock: BatchClock,
@@ -181,7 +182,7 @@ pub(super) struct Worker {
 
 impl Worker {
     /// Counts one input record taken up and returns its work item.
-    fn begin(&mut self, topic: InputTopic, partition: i32, offset: i64) -> Result<Work, PipelineError> {
+    fn begin(&mut self, topic: InputKind, partition: i32, offset: i64) -> Result<Work, PipelineError> {
         let shared = &*self.shared;
         // A restore that failed inside this very recv() must stop us
         // before the partition's records are applied to empty state.
@@ -216,7 +217,7 @@ impl Worker {
     /// come (docs/model.md "Erasure").
     pub(super) fn erase(&mut self, message: &BorrowedMessage<'_>, clock: BatchClock) -> Result<(), PipelineError> {
         let (p, offset) = (message.partition(), message.offset());
-        let work = self.begin(InputTopic::Erasures, p, offset)?;
+        let work = self.begin(InputKind::Erasures, p, offset)?;
         let shared = self.shared.clone();
         let format = shared.config.input.erasures_format;
         let value = message.payload().unwrap_or(&[]);
@@ -237,7 +238,7 @@ impl Worker {
             }
             _ => {
                 self.summary.duplicates += 1;
-                self.metrics.duplicate(InputTopic::Erasures);
+                self.metrics.duplicate(InputKind::Erasures);
             }
         }
         self.summary.outputs += self.outputs.len() as u64;
@@ -390,8 +391,8 @@ mod tests {
     fn stream_time_waits_for_the_input_that_is_behind() {
         let mut clock = StreamClock::default();
         assert_eq!(clock.stream_time(LONG, false, [true, true]), None, "nothing applied yet");
-        clock.observe(InputTopic::Purchases, 90, Instant::now());
-        clock.observe(InputTopic::Clickstream, 20, Instant::now());
+        clock.observe(InputKind::Purchases, 90, Instant::now());
+        clock.observe(InputKind::Clickstream, 20, Instant::now());
         // Clicks still on the broker: the pair is at day 20, not 90.
         assert_eq!(clock.stream_time(LONG, false, [false, true]), Some(20));
         assert_eq!(clock.stream_time(LONG, false, [false, false]), Some(20));
@@ -411,7 +412,7 @@ mod tests {
     #[test]
     fn an_idle_caught_up_pair_follows_the_wall_clock() {
         let mut clock = StreamClock::default();
-        clock.observe(InputTopic::Clickstream, 5, Instant::now());
+        clock.observe(InputKind::Clickstream, 5, Instant::now());
         let idle = Duration::ZERO;
         assert!(clock.stream_time(idle, false, [true, true]).unwrap() >= wall_clock_ms() - 1000);
         assert_eq!(clock.stream_time(idle, true, [true, true]), Some(5), "paused by backpressure is not idle");

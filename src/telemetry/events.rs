@@ -125,7 +125,7 @@ pub(crate) struct AlignmentTimeout<'a> {
     /// The input partition number.
     pub partition: i32,
     /// The input waited for.
-    pub lagging: crate::engine::event::InputTopic,
+    pub lagging: crate::vocab::InputKind,
     /// Records of the other input that were waiting.
     pub held: usize,
     /// `run.alignment_wait`.

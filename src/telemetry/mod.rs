@@ -15,9 +15,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::decode::Reason;
 use crate::engine::churn::Health;
-use crate::engine::event::{ClickKind, EventKind, InputTopic};
+use crate::engine::event::EventKind;
 use crate::engine::lifecycle::Stage;
 use crate::engine::store::Store;
+use crate::vocab::{ClickKind, InputKind};
 
 /// Input records read, by `topic` (clickstream, purchases).
 pub const RECORDS_IN: &str = "engage_records_in_total";
@@ -222,7 +223,7 @@ fn event_labels(i: usize) -> (&'static str, &'static str) {
 }
 
 fn by_topic(name: &'static str) -> [Counter; 3] {
-    InputTopic::ALL.map(|t| counter!(name, "topic" => t.as_str()))
+    InputKind::ALL.map(|t| counter!(name, "topic" => t.as_str()))
 }
 
 impl PipelineMetrics {
@@ -261,22 +262,22 @@ impl PipelineMetrics {
     }
 
     /// One input record read.
-    pub fn record_in(&self, topic: InputTopic) {
+    pub fn record_in(&self, topic: InputKind) {
         self.records_in[topic.index()].increment(1);
     }
 
     /// One event of an unknown type.
-    pub fn unknown_type(&self, topic: InputTopic) {
+    pub fn unknown_type(&self, topic: InputKind) {
         self.unknown_types[topic.index()].increment(1);
     }
 
     /// One duplicate skipped.
-    pub fn duplicate(&self, topic: InputTopic) {
+    pub fn duplicate(&self, topic: InputKind) {
         self.duplicates[topic.index()].increment(1);
     }
 
     /// One event skipped as already in the bootstrapped state.
-    pub fn bootstrapped(&self, topic: InputTopic) {
+    pub fn bootstrapped(&self, topic: InputKind) {
         self.bootstrapped[topic.index()].increment(1);
     }
 

@@ -658,22 +658,22 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// Produces `records` to the inputs of `topics` as fast as the broker takes
 /// them; returns how many went to (clickstream, purchases).
 pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record]) -> (i64, i64) {
-    use engage::engine::event::InputTopic;
+    use engage::vocab::InputKind;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> =
         broker.client_config().set("linger.ms", "20").set("queue.buffering.max.messages", "2000000").create().unwrap();
     let (mut clicks, mut buys) = (0, 0);
     for r in records {
         let topic = match r.topic {
-            InputTopic::Clickstream => {
+            InputKind::Clickstream => {
                 clicks += 1;
                 &topics.clickstream
             }
-            InputTopic::Purchases => {
+            InputKind::Purchases => {
                 buys += 1;
                 &topics.purchases
             }
-            InputTopic::Erasures => unreachable!("synth produces events only"),
+            InputKind::Erasures => unreachable!("synth produces events only"),
         };
         let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
         while let Err((_, back)) = producer.send(record) {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use engage::decode::Format;
 use engage::engine::state::CustomerState;
+use engage::vocab::Format;
 use prost::Message as _;
 
 use super::{Broker, Engage, Topics, committed, read_topic};

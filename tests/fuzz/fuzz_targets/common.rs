@@ -4,8 +4,10 @@
 // promises; or through the config loader.
 #![allow(dead_code)]
 
-use engage::decode::{Envelope, Format, Limits, MAX_ID_BYTES, decode};
-use engage::engine::event::InputTopic;
+use engage::decode::{Envelope, Limits, MAX_ID_BYTES, decode};
+
+use engage::vocab::Format;
+use engage::vocab::InputKind;
 
 const NOW: i64 = 1_767_225_600_000;
 
@@ -13,7 +15,7 @@ pub fn check(format: Format, data: &[u8]) {
     // First byte: topic and whether the record has a key equal to the
     // body's customer id (the common case) or none.
     let Some((&flags, value)) = data.split_first() else { return };
-    let topic = if flags & 1 == 0 { InputTopic::Clickstream } else { InputTopic::Purchases };
+    let topic = if flags & 1 == 0 { InputKind::Clickstream } else { InputKind::Purchases };
     let limits = Limits { max_record_bytes: 1 << 20, max_future_skew_ms: 300_000, max_amount: 1e6 };
     let unkeyed = Envelope { key: None, require_key: false, timestamp_ms: Some(NOW), content_type: None };
     let Ok(event) = decode(Some(topic), format, &unkeyed, value, &limits, NOW) else { return };

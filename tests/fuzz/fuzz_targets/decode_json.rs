@@ -5,4 +5,4 @@
 #[path = "common.rs"]
 mod common;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check(engage::decode::Format::Json, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check(engage::vocab::Format::Json, data));

@@ -5,4 +5,4 @@
 #[path = "common.rs"]
 mod common;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check(engage::decode::Format::Protobuf, data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::check(engage::vocab::Format::Protobuf, data));
