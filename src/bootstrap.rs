@@ -30,9 +30,10 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::codec::state::{BOOTSTRAP_KEY, encode_bootstrap_marker, state_to_proto};
 use crate::config::{Config, UpstreamPartitioner};
 use crate::engine::store::Partition;
-use crate::kafka::changelog::{BOOTSTRAP_KEY, encode_bootstrap_marker, topic_name};
+use crate::kafka::changelog::topic_name;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client};
 use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, format_time, replay_keeping_state};
 
@@ -381,7 +382,7 @@ pub fn write_states(
         let p = partitioner.partition(id.as_bytes(), partitions);
         value.clear();
         // Encoding into a Vec cannot fail.
-        let _ = state.to_proto(id).encode(&mut value);
+        let _ = state_to_proto(state, id).encode(&mut value);
         by_partition[p as usize] += 1;
         bytes += (id.len() + value.len()) as u64;
         let mut record = BaseRecord::to(topic).key(id).payload(&value[..]).partition(p);

@@ -104,10 +104,11 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), 
         config.topics.dlq
     );
     let store = Arc::new(Store::new());
+    let status = Arc::new(crate::pipeline::Status::new());
     let stop = shutdown.child_token();
     config.http.listen = opts.http.map(|a| a.to_string()).unwrap_or_default();
     config.http.customer_api = true;
-    if crate::http::start(&config, &store, &stop).await?.is_some() {
+    if crate::http::start(&config, &store, &status, &stop).await?.is_some() {
         println!("  HTTP: http://{}/metrics, /readyz, /v1/customers?health=at_risk", config.http.listen);
     }
     println!(
@@ -115,7 +116,7 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), 
         opts.customers, opts.history_days, opts.days_per_second
     );
 
-    let pipeline = tokio::spawn(crate::pipeline::run(config.clone(), store.clone(), stop.clone()));
+    let pipeline = tokio::spawn(crate::pipeline::run(config.clone(), store.clone(), status.clone(), stop.clone()));
     let produced = Arc::new(AtomicU64::new(0));
     let sim_now = Arc::new(AtomicI64::new(0));
     let generator =

@@ -25,6 +25,7 @@ use crate::engine::lifecycle::Stage;
 use crate::engine::output::Dimensions;
 use crate::engine::scoring::Driver;
 use crate::engine::store::Store;
+use crate::pipeline::Status;
 
 /// How stale the main loop's heartbeat may be before `/healthz` fails: the
 /// loop ticks every 100 ms, so this only trips when it is truly stuck.
@@ -34,6 +35,7 @@ const HEARTBEAT_LIMIT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<Store>,
+    status: Arc<Status>,
     engine: Engine,
     metrics: Option<PrometheusHandle>,
     customer_api: bool,
@@ -41,8 +43,14 @@ pub struct AppState {
 
 impl AppState {
     /// State for the server; `metrics` renders `/metrics` when present.
-    pub fn new(store: Arc<Store>, engine: Engine, metrics: Option<PrometheusHandle>, customer_api: bool) -> Self {
-        AppState { store, engine, metrics, customer_api }
+    pub fn new(
+        store: Arc<Store>,
+        status: Arc<Status>,
+        engine: Engine,
+        metrics: Option<PrometheusHandle>,
+        customer_api: bool,
+    ) -> Self {
+        AppState { store, status, engine, metrics, customer_api }
     }
 }
 
@@ -82,12 +90,13 @@ pub enum HttpError {
 pub async fn start(
     config: &crate::config::Config,
     store: &Arc<Store>,
+    status: &Arc<Status>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, HttpError> {
     let Some(addr) = config.http.address() else { return Ok(None) };
     let metrics = crate::telemetry::install()?;
     let engine = Engine::new(crate::engine::Rules::new(config));
-    let state = AppState::new(store.clone(), engine, Some(metrics), config.http.customer_api);
+    let state = AppState::new(store.clone(), status.clone(), engine, Some(metrics), config.http.customer_api);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
     tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
     let shutdown = shutdown.clone();
@@ -122,12 +131,12 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
-    let age = wall_clock_ms() - s.store.status().heartbeat_ms();
+    let age = wall_clock_ms() - s.status.heartbeat_ms();
     // A restore runs inside the consumer's rebalance callback, so the main
     // loop does not tick meanwhile; it is bounded by state.restore_timeout,
     // after which engage exits on its own. Restarting it would only start
     // the restore again.
-    if age <= HEARTBEAT_LIMIT.as_millis() as i64 || s.store.restoring() > 0 {
+    if age <= HEARTBEAT_LIMIT.as_millis() as i64 || s.status.restoring() > 0 {
         (StatusCode::OK, "ok").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("main loop silent for {age} ms")).into_response()
@@ -135,9 +144,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let status = s.store.status();
-    match s.store.restoring() {
-        0 if status.joined() => (StatusCode::OK, "ready").into_response(),
+    match s.status.restoring() {
+        0 if s.status.joined() => (StatusCode::OK, "ready").into_response(),
         0 => (StatusCode::SERVICE_UNAVAILABLE, "not yet assigned partitions by the consumer group").into_response(),
         n => (StatusCode::SERVICE_UNAVAILABLE, format!("restoring {n} partition(s)")).into_response(),
     }
@@ -248,21 +256,27 @@ mod tests {
     use crate::engine::Rules;
 
     fn state() -> AppState {
-        AppState::new(Arc::new(Store::new()), Engine::new(Rules::new(&Config::default())), None, true)
+        AppState::new(
+            Arc::new(Store::new()),
+            Arc::new(Status::new()),
+            Engine::new(Rules::new(&Config::default())),
+            None,
+            true,
+        )
     }
 
     #[tokio::test]
     async fn healthz_fails_on_a_silent_main_loop_but_not_during_a_restore() {
         let s = state();
         // The main loop has not beaten for longer than the limit.
-        s.store.status().beat(wall_clock_ms() - HEARTBEAT_LIMIT.as_millis() as i64 - 1000);
+        s.status.beat(wall_clock_ms() - HEARTBEAT_LIMIT.as_millis() as i64 - 1000);
         assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::SERVICE_UNAVAILABLE);
         // A restore holds the loop inside the rebalance callback: alive.
-        let restoring = s.store.begin_restore();
+        let restoring = s.status.begin_restore();
         assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::OK);
         assert_eq!(readyz(State(s.clone())).await.status(), StatusCode::SERVICE_UNAVAILABLE);
         drop(restoring);
-        s.store.status().beat(wall_clock_ms());
+        s.status.beat(wall_clock_ms());
         assert_eq!(healthz(State(s.clone())).await.status(), StatusCode::OK);
     }
 }

@@ -77,6 +77,7 @@
 
 pub mod bootstrap;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod demo;

@@ -264,8 +264,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             let shutdown = engage::shutdown::on_signals().context("installing signal handlers")?;
             let store = std::sync::Arc::new(engage::engine::store::Store::new());
-            let http = engage::http::start(&config, &store, &shutdown).await?;
-            let result = engage::pipeline::run(config, store, shutdown.clone()).await;
+            let status = std::sync::Arc::new(engage::pipeline::Status::new());
+            let http = engage::http::start(&config, &store, &status, &shutdown).await?;
+            let result = engage::pipeline::run(config, store, status, shutdown.clone()).await;
             shutdown.cancel();
             if let Some(h) = http {
                 let _ = h.await;

@@ -209,7 +209,7 @@ pub fn replay_keeping_state(config: &Config, opts: &ReplayOptions) -> Result<Rep
                 // Replay reads events only.
                 Output::Erasure(_) => continue,
             };
-            let mut line = o.to_json();
+            let mut line = crate::codec::output::encode(&o, Format::Json);
             line.push(b'\n');
             file.write_all(&line).map_err(io("writing", path))?;
             *count += 1;

@@ -217,21 +217,47 @@ impl ClickKind {
     }
 }
 
-/// The five engagement dimensions, in the fixed order used by every array
-/// indexed by dimension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dimension {
+/// Defines [`Dimension`] and everything that lists its variants from one
+/// list, so the names, [`Dimension::ALL`] and [`DIMENSIONS`] cannot drift
+/// apart. Adding a dimension here makes every array indexed by dimension
+/// one longer; the places that must name it (its `[scoring.*]` table, its
+/// field of the protobuf `Dimensions` message) then fail to compile, and
+/// the 128-byte state check (`engine::state`) fails if it no longer fits.
+macro_rules! dimensions {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// The engagement dimensions, in the fixed order used by every
+        /// array indexed by dimension.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Dimension {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl Dimension {
+            /// All dimensions in index order.
+            pub const ALL: [Dimension; [$(Dimension::$variant),+].len()] = [$(Dimension::$variant),+];
+
+            /// The config and message name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Dimension::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+dimensions! {
     /// Visiting, browsing, responding to marketing.
-    Attention = 0,
+    Attention => "attention",
     /// Purchases and refunds.
-    Transaction = 1,
+    Transaction => "transaction",
     /// Advocacy and content creation.
-    Social = 2,
+    Social => "social",
     /// Loyalty-programme participation.
-    Loyalty = 3,
+    Loyalty => "loyalty",
     /// Service interactions and ratings (centred on 50).
-    Satisfaction = 4,
+    Satisfaction => "satisfaction",
 }
 
 /// Number of dimensions: the length of every array indexed by dimension
@@ -239,19 +265,9 @@ pub enum Dimension {
 pub const DIMENSIONS: usize = Dimension::ALL.len();
 
 impl Dimension {
-    /// All dimensions in index order.
-    pub const ALL: [Dimension; 5] =
-        [Dimension::Attention, Dimension::Transaction, Dimension::Social, Dimension::Loyalty, Dimension::Satisfaction];
-
-    /// The config and message name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dimension::Attention => "attention",
-            Dimension::Transaction => "transaction",
-            Dimension::Social => "social",
-            Dimension::Loyalty => "loyalty",
-            Dimension::Satisfaction => "satisfaction",
-        }
+    /// The index of arrays indexed by dimension.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -341,6 +357,13 @@ mod tests {
             assert_eq!(ClickKind::parse(k.as_str()), k);
         }
         assert_eq!(ClickKind::parse("video_watch"), ClickKind::Unknown);
+    }
+
+    #[test]
+    fn dimensions_index_their_arrays_in_order() {
+        assert!(Dimension::ALL.iter().enumerate().all(|(i, d)| d.index() == i));
+        let names: std::collections::BTreeSet<_> = Dimension::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(names.len(), DIMENSIONS, "distinct names");
     }
 
     #[test]

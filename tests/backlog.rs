@@ -848,7 +848,9 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
     let take = |out: &mut Vec<engage::engine::output::Output>, alerts: &mut Vec<Value>| {
         for o in out.drain(..) {
             if matches!(o, engage::engine::output::Output::Alert(_)) {
-                alerts.push(serde_json::from_slice(&o.to_json()).unwrap());
+                alerts.push(
+                    serde_json::from_slice(&engage::codec::output::encode(&o, engage::vocab::Format::Json)).unwrap(),
+                );
             }
         }
     };

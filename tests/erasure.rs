@@ -227,7 +227,8 @@ impl Setup {
                 continue;
             }
             let record = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
-            let state = (!record.dimensions.is_empty()).then(|| CustomerState::from_proto(&record).unwrap().1);
+            let state =
+                (!record.dimensions.is_empty()).then(|| engage::codec::state::state_from_proto(&record).unwrap().1);
             out.insert(id, (state, record.erased));
         }
         out

@@ -231,7 +231,7 @@ async fn readyz_is_503_while_a_partition_restores_and_the_restored_state_is_serv
         state.active_days = 3;
         for i in 0..customers {
             let id = format!("c{i:06}");
-            let value = prost::Message::encode_to_vec(&state.to_proto(&id));
+            let value = prost::Message::encode_to_vec(&engage::codec::state::state_to_proto(&state, &id));
             let mut r = BaseRecord::<str, [u8]>::to(&changelog).key(&id).payload(&value);
             while let Err((_, back)) = producer.send(r) {
                 r = back;

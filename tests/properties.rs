@@ -150,8 +150,7 @@ proptest! {
         }
         for o in &out {
             let (score, dims) = match o {
-                Output::Score(s) => (s.score, [s.dimensions.attention, s.dimensions.transaction, s.dimensions.social,
-                    s.dimensions.loyalty, s.dimensions.satisfaction]),
+                Output::Score(s) => (s.score, s.dimensions.0),
                 Output::Alert(a) => (a.score, [50.0; 5]),
                 Output::Erasure(_) => unreachable!("no erasure was applied"),
             };

@@ -64,7 +64,7 @@ fn assert_offsets_match_committed_state(broker: &Broker, t: &Topics) -> i64 {
     let mut latest: BTreeMap<String, (i32, [i64; 2])> = BTreeMap::new();
     for r in read_topic(broker, &changelog, 0, Duration::from_secs(60)) {
         let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
-        let (_, state) = CustomerState::from_proto(&state).unwrap();
+        let (_, state) = engage::codec::state::state_from_proto(&state).unwrap();
         latest.insert(String::from_utf8(r.key.unwrap()).unwrap(), (r.partition, state.offsets));
     }
     // While a killed instance's transaction is open its offsets are

@@ -54,7 +54,7 @@ async fn restore_speed() {
         }
     }
     let mut values = Vec::with_capacity(n);
-    part.for_each(|id, s| values.push((id.to_string(), s.to_proto(id).encode_to_vec())));
+    part.for_each(|id, s| values.push((id.to_string(), engage::codec::state::state_to_proto(s, id).encode_to_vec())));
     let bytes: usize = values.iter().map(|(k, v)| k.len() + v.len()).sum();
     // engage bootstrap's writer: every state, then the as-of marker.
     let mut config = Config::default();
@@ -77,8 +77,7 @@ async fn restore_speed() {
     let tp = target.partition(0);
     for (_, v) in &values {
         let (id, s) =
-            engage::engine::state::CustomerState::from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap())
-                .unwrap();
+            engage::codec::state::state_from_proto(&engage::proto::CustomerState::decode(&v[..]).unwrap()).unwrap();
         tp.insert(id, s);
     }
     let cpu = n as f64 / start.elapsed().as_secs_f64();

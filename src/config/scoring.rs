@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, DAY, invalid};
-use crate::vocab::{Dimension, Signal};
+use crate::vocab::{DIMENSIONS, Dimension, Signal};
 
 /// `[scoring]`: the five dimensions of docs/model.md "Dimensions and the score" and when a score change is
 /// published (docs/model.md "Guarantees").
@@ -67,7 +67,7 @@ impl ScoringConfig {
     }
 
     /// The dimension tables in [`Dimension`] order.
-    pub fn dimensions(&self) -> [(Dimension, &DimensionConfig); 5] {
+    pub fn dimensions(&self) -> [(Dimension, &DimensionConfig); DIMENSIONS] {
         [
             (Dimension::Attention, &self.attention),
             (Dimension::Transaction, &self.transaction),

@@ -265,16 +265,6 @@ pub fn ms_to_days(ms: i64) -> f64 {
     ms as f64 / DAY_MS as f64
 }
 
-/// The health as the protobuf enum of the outputs and the changelog.
-impl From<Health> for crate::proto::Health {
-    fn from(h: Health) -> Self {
-        match h {
-            Health::Active => crate::proto::Health::Active,
-            Health::AtRisk => crate::proto::Health::AtRisk,
-            Health::Dormant => crate::proto::Health::Dormant,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

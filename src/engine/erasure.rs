@@ -31,13 +31,9 @@
 
 use std::borrow::Cow;
 
-use compact_str::CompactString;
-use serde::Serialize;
-
-use crate::engine::output::Output;
-use crate::engine::store::Partition;
+use crate::engine::output::{ErasureConfirmation, Output};
+use crate::engine::store::{Erased, Partition};
 use crate::engine::{Engine, Outcome};
-use crate::proto;
 
 /// An erasure request from `topics.erasures`, decoded.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,47 +45,6 @@ pub struct ErasureRequest<'a> {
     /// When the request was made (epoch ms): events at or before it are the
     /// erased customer's.
     pub ts_ms: i64,
-}
-
-/// What remains of an erased customer while the erasure is in force. Holds
-/// no fact about the customer's events beyond the cut-off time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Erased {
-    /// Events at or before this event time (epoch ms) are the erased
-    /// customer's and are ignored.
-    pub cutoff: i64,
-    /// Offset in `topics.erasures` of the newest request applied (`-1`:
-    /// none from Kafka): a request at or below it was already applied.
-    pub offset: i64,
-    /// The last `seq` published for the customer.
-    pub seq: u32,
-}
-
-impl Erased {
-    /// The persisted form.
-    pub fn to_proto(self) -> proto::Erasure {
-        proto::Erasure { cutoff: self.cutoff, offset: self.offset, seq: self.seq }
-    }
-
-    /// From the persisted form.
-    pub fn from_proto(p: &proto::Erasure) -> Erased {
-        Erased { cutoff: p.cutoff, offset: p.offset, seq: p.seq }
-    }
-}
-
-/// Published to `topics.erasure_confirmations` for each erasure applied:
-/// the privacy team's evidence.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ErasureConfirmation {
-    /// The erased customer; also the record key.
-    pub customer_id: CompactString,
-    /// The request's id.
-    pub request_id: String,
-    /// Wall-clock time (epoch ms) the state was dropped.
-    pub erased_at: i64,
-    /// Events at or before this event time (epoch ms) are ignored from now
-    /// on.
-    pub cutoff: i64,
 }
 
 impl Engine {
@@ -155,6 +110,7 @@ mod tests {
     use crate::engine::event::{Event, EventKind, Source};
     use crate::engine::store::Store;
     use crate::vocab::{ClickKind, InputKind};
+    use compact_str::CompactString;
 
     fn engine() -> Engine {
         Engine::new(Rules::new(&Config::default())).with_clock(|| 42)

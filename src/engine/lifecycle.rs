@@ -111,17 +111,6 @@ impl LifecycleRules {
     }
 }
 
-/// The stage as the protobuf enum of the outputs and the changelog.
-impl From<Stage> for crate::proto::Stage {
-    fn from(s: Stage) -> Self {
-        match s {
-            Stage::Initiation => crate::proto::Stage::Initiation,
-            Stage::Integration => crate::proto::Stage::Integration,
-            Stage::Intelligence => crate::proto::Stage::Intelligence,
-            Stage::ValueCreation => crate::proto::Stage::ValueCreation,
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {

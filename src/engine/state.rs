@@ -21,16 +21,14 @@
 
 mod days;
 
-use compact_str::CompactString;
-
+pub use self::days::OlderDays;
 use self::days::{Beyond, Days, Set, Window};
 
 use crate::engine::churn::Health;
 use crate::engine::event::{Event, EventKind, Source, day_of};
 use crate::engine::lifecycle::Stage;
 use crate::engine::scoring::ScoringRules;
-use crate::proto;
-use crate::vocab::DIMENSIONS;
+use crate::vocab::{DIMENSIONS, EVENT_INPUTS};
 
 /// How many recent event ids each customer remembers for duplicate detection
 /// (an upstream producer retry re-sends an event right after the original).
@@ -38,41 +36,17 @@ use crate::vocab::DIMENSIONS;
 /// any distance.
 pub const DEDUP_WINDOW: usize = 4;
 
-/// The `version` written into persisted [`proto::CustomerState`] messages.
-/// Version 3 keeps the days older than the 56-day bitmaps. Version 2 (64-day
-/// bitmaps, no older days) and version 1 (also 64-bit event-id hashes) are
-/// still read: their older days are unknown, and their hashes shortened.
-pub const STATE_VERSION: u32 = 3;
-
 /// The default exactness horizon for late days, in days: the default
 /// `state.retention` (see [`crate::engine::Rules::horizon_days`]).
 pub const DEFAULT_HORIZON_DAYS: i32 = 400;
 
 pub use self::days::WINDOW_DAYS;
 
-/// The oldest persisted version this engage reads.
-const OLDEST_STATE_VERSION: u32 = 1;
-
 /// Event-id hashes are the top 48 bits of xxh3: with a window of
 /// [`DEDUP_WINDOW`], a new event is mistaken for a recent one with
 /// probability 4 / 2⁴⁸ ≈ 1.4·10⁻¹⁴ (once in two years at a million events a
 /// second), and each remembered id takes 6 bytes instead of 8.
-const ID_HASH_SHIFT: u32 = 16;
-
-/// A persisted state that cannot be read back. Not retryable: the bytes
-/// are wrong or from a newer engage.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    /// The message is not a valid `CustomerState`.
-    #[error("state record is not a valid engage.v1.CustomerState: {0}")]
-    Decode(#[from] prost::DecodeError),
-    /// Written by an engage that knows a newer schema.
-    #[error("state record has version {0}; this engage reads versions {OLDEST_STATE_VERSION} to {STATE_VERSION}")]
-    Version(u32),
-    /// A field is out of range.
-    #[error("state record field {0} is invalid")]
-    Field(&'static str),
-}
+pub(crate) const ID_HASH_SHIFT: u32 = 16;
 
 /// One customer's engagement state: 128 bytes (one allocator size class),
 /// plus 40 bytes of [`Purchases`] for a customer who has bought or
@@ -90,8 +64,9 @@ pub struct CustomerState {
     /// Event time of the latest activity: the reference time of `raw` and
     /// `spend_decayed`. `i64::MIN` until the first event.
     pub last_seen: i64,
-    /// Highest applied offset per input topic (`-1`: none).
-    pub offsets: [i64; 2],
+    /// Highest applied offset per event input, in [`crate::vocab::InputKind::EVENTS`]
+    /// order (`-1`: none).
+    pub offsets: [i64; EVENT_INPUTS],
     active_window: Window,
     /// Out of line: most customers of an engagement stream never buy.
     purchases: Option<Box<Purchases>>,
@@ -120,6 +95,11 @@ pub struct CustomerState {
     /// Health at the last evaluation.
     pub health: Health,
 }
+
+// The state is one allocator size class: a dimension, an event input or a
+// field more must be paid for elsewhere (out of line, like `Purchases`), or
+// the per-customer memory target (docs/performance.md) is knowingly moved.
+const _: () = assert!(std::mem::size_of::<CustomerState>() <= 128, "CustomerState outgrew 128 bytes");
 
 /// A customer's purchase facts, held once they buy or refund.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -157,7 +137,7 @@ impl Default for CustomerState {
         CustomerState {
             first_seen: i64::MIN,
             last_seen: i64::MIN,
-            offsets: [-1, -1],
+            offsets: [-1; EVENT_INPUTS],
             active_window: Window::default(),
             purchases: None,
             beyond: None,
@@ -215,14 +195,14 @@ impl CustomerState {
     /// or below the highest applied for its topic, or its id is among the
     /// most recent ones.
     pub fn already_applied(&self, source: Option<Source>, id_hash: u64) -> bool {
-        source.is_some_and(|s| s.offset <= self.offsets[s.topic.index()]) || self.recent_ids.contains(&pack_id(id_hash))
+        source.is_some_and(|s| s.topic.event_index().is_some_and(|i| s.offset <= self.offsets[i]))
+            || self.recent_ids.contains(&pack_id(id_hash))
     }
 
     /// Records that this input has been applied.
     pub fn mark_applied(&mut self, source: Option<Source>, id_hash: u64) {
-        if let Some(s) = source {
-            let slot = &mut self.offsets[s.topic.index()];
-            *slot = (*slot).max(s.offset);
+        if let Some((i, offset)) = source.and_then(|s| Some((s.topic.event_index()?, s.offset))) {
+            self.offsets[i] = self.offsets[i].max(offset);
         }
         self.recent_ids.copy_within(1.., 0);
         self.recent_ids[DEDUP_WINDOW - 1] = pack_id(id_hash);
@@ -392,12 +372,11 @@ impl CustomerState {
         self.published_dims = dims.map(|d| (d * 2.0).round().clamp(0.0, 200.0) as u8);
     }
 
-    /// The persisted form (changelog record value).
-    pub fn to_proto(&self, customer_id: &str) -> proto::CustomerState {
+    /// The state's facts in the plain form they are persisted in
+    /// ([`crate::codec::state`] writes it to the changelog).
+    pub fn to_persisted(&self) -> Persisted {
         let p = self.purchases().cloned().unwrap_or_default();
-        proto::CustomerState {
-            version: STATE_VERSION,
-            customer_id: customer_id.to_string(),
+        Persisted {
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             active_days: u32::from(self.active_days),
@@ -406,45 +385,38 @@ impl CustomerState {
             purchase_day_bits: p.window.bits(),
             first_purchase_day: p.first_day,
             last_purchase_day: p.last_day,
-            dimensions: self.raw.iter().map(|v| f64::from(*v)).collect(),
+            dimensions: self.raw.map(f64::from),
             spend_lifetime: p.spend_lifetime,
             spend_decayed: f64::from(self.spend_decayed),
             spend_first_day: p.spend_first_day,
             peak_score: self.peak_score,
             peak_day: self.peak_day,
             published_score: self.published_score,
-            published_dimensions: self.published_dims.to_vec(),
+            published_dimensions: self.published_dims,
             seq: self.seq,
-            stage: proto::Stage::from(self.stage) as i32,
-            health: proto::Health::from(self.health) as i32,
-            clickstream_offset: self.offsets[0],
-            purchases_offset: self.offsets[1],
+            stage: self.stage,
+            health: self.health,
+            applied_offsets: self.offsets,
             // Oldest first, so a reader refills its ring in order.
             recent_event_ids: self.recent_ids.iter().map(|b| unpack_id(*b)).filter(|h| *h != 0).collect(),
-            older_active_days: days::older_to_proto(&self.beyond, Set::Active),
-            older_purchase_days: days::older_to_proto(&self.beyond, Set::Purchase),
-            erased: None,
+            older_active_days: days::older_days(&self.beyond, Set::Active),
+            older_purchase_days: days::older_days(&self.beyond, Set::Purchase),
+            legacy_window: false,
         }
     }
 
-    /// Reads a persisted state back.
-    pub fn from_proto(p: &proto::CustomerState) -> Result<(CompactString, CustomerState), StateError> {
-        if !(OLDEST_STATE_VERSION..=STATE_VERSION).contains(&p.version) {
-            return Err(StateError::Version(p.version));
-        }
-        let raw: [f64; DIMENSIONS] = p.dimensions.as_slice().try_into().map_err(|_| StateError::Field("dimensions"))?;
-        let published_dims: [u8; DIMENSIONS] =
-            p.published_dimensions.as_slice().try_into().map_err(|_| StateError::Field("published_dimensions"))?;
+    /// A state from its persisted facts; the error names the field that is
+    /// out of range.
+    pub fn from_persisted(p: &Persisted) -> Result<CustomerState, &'static str> {
         let mut purchases = Purchases {
             spend_lifetime: p.spend_lifetime,
             spend_first_day: p.spend_first_day,
             window: Window::default(),
             first_day: p.first_purchase_day,
             last_day: p.last_purchase_day,
-            days: u16::try_from(p.purchase_days).map_err(|_| StateError::Field("purchase_days"))?,
+            days: u16::try_from(p.purchase_days).map_err(|_| "purchase_days")?,
         };
-        let active_days = u16::try_from(p.active_days).map_err(|_| StateError::Field("active_days"))?;
-        let legacy = p.version < 3;
+        let active_days = u16::try_from(p.active_days).map_err(|_| "active_days")?;
         let (mut active_window, mut beyond) = (Window::default(), None);
         if active_days > 0 && p.last_seen != i64::MIN {
             let (mut newest, mut oldest) = (day_of(p.last_seen), day_of(p.first_seen));
@@ -456,25 +428,24 @@ impl CustomerState {
                 beyond: &mut beyond,
                 set: Set::Active,
             };
-            set.restore(p.active_day_bits, p.older_active_days.as_ref(), legacy)
-                .map_err(|_| StateError::Field("older_active_days"))?;
+            set.restore(p.active_day_bits, p.older_active_days.as_ref(), p.legacy_window)
+                .map_err(|_| "older_active_days")?;
         }
         if purchases.days > 0 {
-            let older = p.older_purchase_days.as_ref();
             purchases
                 .days(&mut beyond)
-                .restore(p.purchase_day_bits, older, legacy)
-                .map_err(|_| StateError::Field("older_purchase_days"))?;
+                .restore(p.purchase_day_bits, p.older_purchase_days.as_ref(), p.legacy_window)
+                .map_err(|_| "older_purchase_days")?;
         }
         let mut s = CustomerState {
             first_seen: p.first_seen,
             last_seen: p.last_seen,
-            offsets: [p.clickstream_offset, p.purchases_offset],
+            offsets: p.applied_offsets,
             active_window,
             // Absent and all-zero are the same facts; keep the one form.
             purchases: (purchases != Purchases::default()).then(|| Box::new(purchases)),
             beyond,
-            raw: raw.map(|v| v as f32),
+            raw: p.dimensions.map(|v| v as f32),
             spend_decayed: p.spend_decayed as f32,
             recent_ids: [[0; 6]; DEDUP_WINDOW],
             peak_score: p.peak_score,
@@ -482,22 +453,80 @@ impl CustomerState {
             published_score: p.published_score,
             seq: p.seq,
             active_days,
-            published_dims,
-            stage: Stage::from_u8(p.stage as u8),
-            health: Health::from_u8(p.health as u8),
+            published_dims: p.published_dimensions,
+            stage: p.stage,
+            health: p.health,
         };
         for h in p.recent_event_ids.iter().rev().take(DEDUP_WINDOW).rev() {
-            // Version 1 kept the whole 64-bit hash.
-            let h = if p.version == 1 { (h >> ID_HASH_SHIFT).max(1) } else { *h };
-            s.mark_applied(None, h);
+            s.mark_applied(None, *h);
         }
-        Ok((CompactString::from(p.customer_id.as_str()), s))
+        Ok(s)
     }
+}
+
+/// A customer state's facts in the plain form they are persisted in: what
+/// [`crate::codec::state`] maps to and from the versioned
+/// `engage.v1.CustomerState` message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Persisted {
+    /// [`CustomerState::first_seen`].
+    pub first_seen: i64,
+    /// [`CustomerState::last_seen`].
+    pub last_seen: i64,
+    /// Distinct active days.
+    pub active_days: u32,
+    /// Bit i: active on day `day(last_seen) − i`, for i < [`WINDOW_DAYS`]
+    /// (64 in a `legacy_window` record).
+    pub active_day_bits: u64,
+    /// Distinct purchase days.
+    pub purchase_days: u32,
+    /// Bit i: purchased on day `last_purchase_day − i`, as for
+    /// `active_day_bits`.
+    pub purchase_day_bits: u64,
+    /// UTC day number of the first purchase (when `purchase_days > 0`).
+    pub first_purchase_day: i32,
+    /// UTC day number of the latest purchase.
+    pub last_purchase_day: i32,
+    /// Decayed dimension sums as of `last_seen`, in dimension order.
+    pub dimensions: [f64; DIMENSIONS],
+    /// Purchases minus refunds.
+    pub spend_lifetime: f64,
+    /// Spend decayed with the transaction half-life, as of `last_seen`.
+    pub spend_decayed: f64,
+    /// Purchases on the first purchase day.
+    pub spend_first_day: f64,
+    /// [`CustomerState::peak_score`].
+    pub peak_score: f32,
+    /// [`CustomerState::peak_day`].
+    pub peak_day: i32,
+    /// [`CustomerState::published_score`].
+    pub published_score: f32,
+    /// [`CustomerState::published_dims`].
+    pub published_dimensions: [u8; DIMENSIONS],
+    /// [`CustomerState::seq`].
+    pub seq: u32,
+    /// [`CustomerState::stage`].
+    pub stage: Stage,
+    /// [`CustomerState::health`].
+    pub health: Health,
+    /// [`CustomerState::offsets`]: the highest offset applied per event
+    /// input.
+    pub applied_offsets: [i64; EVENT_INPUTS],
+    /// The most recent event-id hashes (48 bits), oldest first.
+    pub recent_event_ids: Vec<u64>,
+    /// Active days older than the window, if any are kept.
+    pub older_active_days: Option<OlderDays>,
+    /// Purchase days older than the window, if any are kept.
+    pub older_purchase_days: Option<OlderDays>,
+    /// The record's windows held 64 days and no older days were kept
+    /// (versions 1 and 2): days older than the window are unknown.
+    pub legacy_window: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::state::{STATE_VERSION, StateError, state_from_proto, state_to_proto};
     use crate::config::ScoringConfig;
     use crate::engine::event::DAY_MS;
     use crate::vocab::{ClickKind, InputKind};
@@ -559,7 +588,7 @@ mod tests {
     }
 
     fn older_words(s: &CustomerState) -> usize {
-        s.to_proto("c").older_active_days.map_or(0, |o| o.words.len())
+        state_to_proto(s, "c").older_active_days.map_or(0, |o| o.words.len())
     }
 
     #[test]
@@ -622,10 +651,10 @@ mod tests {
     fn older_days_survive_a_round_trip() {
         let mut s = days_state(&[0, 70, 140, 5, 200, 3], || buy(2.0), DEFAULT_HORIZON_DAYS);
         absorb(&mut s, &ev("v", 201.0, view()));
-        let proto = s.to_proto("c");
-        assert_eq!(proto.version, 3);
+        let proto = state_to_proto(&s, "c");
+        assert_eq!(proto.version, STATE_VERSION);
         assert!(proto.older_active_days.is_some() && proto.older_purchase_days.is_some());
-        let (_, mut back) = CustomerState::from_proto(&proto).unwrap();
+        let (_, mut back) = state_from_proto(&proto).unwrap();
         assert_eq!(back, s);
         // Restored, late days are still placed exactly.
         absorb(&mut back, &ev("again", 70.0, view()));
@@ -634,20 +663,20 @@ mod tests {
         // A base day that is not a multiple of 64 is refused.
         let mut bad = proto.clone();
         bad.older_active_days.as_mut().unwrap().base_day += 1;
-        assert!(matches!(CustomerState::from_proto(&bad), Err(StateError::Field("older_active_days"))));
+        assert!(matches!(state_from_proto(&bad), Err(StateError::Field("older_active_days"))));
     }
 
     #[test]
     fn a_version_2_state_keeps_its_64_day_bitmap_and_never_double_counts() {
         // Version 2: days 0, 37, 40, 70 and 100: bits 63, 60, 30 and 0 of
         // day 100's 64-day bitmap (day 0 was older than it).
-        let mut v2 = days_state(&[100], view, DEFAULT_HORIZON_DAYS).to_proto("c");
+        let mut v2 = state_to_proto(&days_state(&[100], view, DEFAULT_HORIZON_DAYS), "c");
         v2.version = 2;
         v2.first_seen = 0;
         v2.active_days = 5;
         v2.active_day_bits = 1 << 63 | 1 << 60 | 1 << 30 | 1;
         v2.older_active_days = None;
-        let (_, mut s) = CustomerState::from_proto(&v2).unwrap();
+        let (_, mut s) = state_from_proto(&v2).unwrap();
         assert_eq!(s.active_days, 5);
         // Days 37 and 40 were in the bitmap: known.
         absorb(&mut s, &ev("a", 37.0, view()));
@@ -662,14 +691,14 @@ mod tests {
         // Before the first day: new.
         absorb(&mut s, &ev("e", -1.0, view()));
         assert_eq!(s.active_days, 7);
-        // Written back as version 3 and read again: the same facts.
-        let (_, back) = CustomerState::from_proto(&s.to_proto("c")).unwrap();
+        // Written back in the current version and read again: the same facts.
+        let (_, back) = state_from_proto(&state_to_proto(&s, "c")).unwrap();
         assert_eq!(back, s);
         // A version 2 state within its bitmap is exact from its first day.
         v2.first_seen = 50 * DAY_MS;
         v2.active_days = 2;
         v2.active_day_bits = 1 | 1 << 50;
-        let (_, mut t) = CustomerState::from_proto(&v2).unwrap();
+        let (_, mut t) = state_from_proto(&v2).unwrap();
         absorb(&mut t, &ev("f", 51.0, view()));
         assert_eq!(t.active_days, 3);
         assert!(t.beyond.is_none(), "nothing beyond the 56-day bitmap");
@@ -745,19 +774,19 @@ mod tests {
         absorb(&mut s, &ev("b", 2.0, EventKind::Refund { amount: 4.0 }));
         assert_eq!((s.spend_lifetime(), s.purchase_days()), (-4.0, 0));
         assert!(s.purchase_summary(3 * DAY_MS).is_none(), "a refund is not a purchase day");
-        let (_, back) = CustomerState::from_proto(&s.to_proto("c")).unwrap();
+        let (_, back) = state_from_proto(&state_to_proto(&s, "c")).unwrap();
         assert_eq!(back, s);
-        let (_, clicker) = CustomerState::from_proto(&CustomerState::default().to_proto("c")).unwrap();
+        let (_, clicker) = state_from_proto(&state_to_proto(&CustomerState::default(), "c")).unwrap();
         assert!(clicker.purchases().is_none());
     }
 
     #[test]
     fn version_1_hashes_are_shortened_on_restore() {
         // Version 1 persisted the whole 64-bit xxh3 of each recent event id.
-        let mut v1 = CustomerState::default().to_proto("c");
+        let mut v1 = state_to_proto(&CustomerState::default(), "c");
         v1.version = 1;
         v1.recent_event_ids = vec![xxhash_rust::xxh3::xxh3_64(b"e-old").max(1)];
-        let (_, s) = CustomerState::from_proto(&v1).unwrap();
+        let (_, s) = state_from_proto(&v1).unwrap();
         assert!(s.already_applied(None, event_id_hash("e-old")));
         assert!(!s.already_applied(None, event_id_hash("e-new")));
     }
@@ -769,7 +798,7 @@ mod tests {
             s.mark_applied(None, event_id_hash(&i.to_string()));
         }
         let ids: Vec<u64> = (2..6).map(|i| event_id_hash(&i.to_string())).collect();
-        assert_eq!(s.to_proto("c").recent_event_ids, ids, "the last four, oldest first");
+        assert_eq!(state_to_proto(&s, "c").recent_event_ids, ids, "the last four, oldest first");
     }
 
     proptest::proptest! {
@@ -797,7 +826,7 @@ mod tests {
                     bought.insert(day);
                 }
                 if i == restore_at {
-                    s = CustomerState::from_proto(&s.to_proto("c")).unwrap().1;
+                    s = state_from_proto(&state_to_proto(&s, "c")).unwrap().1;
                 }
                 proptest::prop_assert_eq!(usize::from(s.active_days), active.len());
                 proptest::prop_assert_eq!(usize::from(s.purchase_days()), bought.len());
@@ -838,13 +867,13 @@ mod tests {
         s.health = Health::AtRisk;
         s.stage = Stage::Integration;
         s.record_published(33.3, &[1.0, 2.0, 3.0, 4.5, 50.0]);
-        let (id, back) = CustomerState::from_proto(&s.to_proto("c-1")).unwrap();
+        let (id, back) = state_from_proto(&state_to_proto(&s, "c-1")).unwrap();
         assert_eq!(id, "c-1");
-        assert_eq!(back.to_proto("c-1"), s.to_proto("c-1"));
+        assert_eq!(state_to_proto(&back, "c-1"), state_to_proto(&s, "c-1"));
         assert!(back.already_applied(None, event_id_hash("a")));
-        let mut future = s.to_proto("c-1");
+        let mut future = state_to_proto(&s, "c-1");
         future.version = STATE_VERSION + 1;
-        assert!(matches!(CustomerState::from_proto(&future), Err(StateError::Version(v)) if v == STATE_VERSION + 1));
+        assert!(matches!(state_from_proto(&future), Err(StateError::Version(v)) if v == STATE_VERSION + 1));
         assert_eq!(back, s);
     }
 }

@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use compact_str::CompactString;
 use dashmap::DashMap;
 
-use crate::engine::erasure::Erased;
 use crate::engine::state::CustomerState;
 
 /// The map type: ids inline up to 24 bytes, states boxed so a table slot is
@@ -166,51 +165,25 @@ impl Partition {
     }
 }
 
+/// What remains of an erased customer while the erasure is in force
+/// ([`crate::engine::erasure`]). Holds no fact about the customer's events
+/// beyond the cut-off time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Erased {
+    /// Events at or before this event time (epoch ms) are the erased
+    /// customer's and are ignored.
+    pub cutoff: i64,
+    /// Offset in `topics.erasures` of the newest request applied (`-1`:
+    /// none from Kafka): a request at or below it was already applied.
+    pub offset: i64,
+    /// The last `seq` published for the customer.
+    pub seq: u32,
+}
+
 /// All partitions this instance owns.
 #[derive(Debug, Default)]
 pub struct Store {
     partitions: RwLock<BTreeMap<i32, Arc<Partition>>>,
-    restoring: std::sync::atomic::AtomicUsize,
-    status: Status,
-}
-
-/// Liveness and readiness signals the pipeline publishes for the HTTP probes.
-#[derive(Debug, Default)]
-pub struct Status {
-    heartbeat_ms: std::sync::atomic::AtomicI64,
-    joined: std::sync::atomic::AtomicBool,
-}
-
-impl Status {
-    /// The main loop is alive at `now_ms`.
-    pub fn beat(&self, now_ms: i64) {
-        self.heartbeat_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Wall-clock time (epoch ms) of the main loop's latest heartbeat.
-    pub fn heartbeat_ms(&self) -> i64 {
-        self.heartbeat_ms.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The consumer has received its (possibly empty) assignment.
-    pub fn set_joined(&self) {
-        self.joined.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether the consumer has joined its group.
-    pub fn joined(&self) -> bool {
-        self.joined.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// Marks a partition as restoring for as long as it lives (see
-/// [`Store::restoring`]).
-pub struct Restoring<'a>(&'a Store);
-
-impl Drop for Restoring<'_> {
-    fn drop(&mut self) {
-        self.0.restoring.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
 }
 
 impl Store {
@@ -245,24 +218,6 @@ impl Store {
         self.partitions().iter().find_map(|p| p.get(customer_id).map(|s| (p.id(), s)))
     }
 
-    /// Partitions being restored from the changelog right now. A readiness
-    /// probe should report not-ready while this is above zero: queries would
-    /// see partial state.
-    pub fn restoring(&self) -> usize {
-        self.restoring.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Liveness and readiness signals.
-    pub fn status(&self) -> &Status {
-        &self.status
-    }
-
-    /// Counts a restore in progress until the guard is dropped.
-    pub fn begin_restore(&self) -> Restoring<'_> {
-        self.restoring.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Restoring(self)
-    }
-
     /// Customers held across all partitions.
     pub fn customers(&self) -> usize {
         self.partitions().iter().map(|p| p.len()).sum()
@@ -283,10 +238,6 @@ mod tests {
         store.remove_partition(1);
         assert!(store.find("b").is_none());
         assert_eq!(store.customers(), 1);
-        let guard = store.begin_restore();
-        assert_eq!(store.restoring(), 1);
-        drop(guard);
-        assert_eq!(store.restoring(), 0);
     }
 
     #[test]

@@ -9,17 +9,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::warn;
 
+use crate::codec::state::{BOOTSTRAP_KEY, read_bootstrap_marker, read_changelog_value};
 use crate::config::Config;
-use crate::engine::erasure::Erased;
-use crate::engine::state::{CustomerState, StateError};
 use crate::engine::store::Partition;
 use crate::kafka::KafkaSetupError;
-use crate::proto;
 
 /// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
 pub fn topic_name(config: &Config) -> String {
@@ -57,35 +54,6 @@ impl Dirty {
         self.by_partition.remove(&partition);
     }
 }
-
-/// The changelog record value for a customer: its state and the erasure in
-/// force for it, either of them, or `None` (a tombstone) when neither is
-/// held.
-pub fn encode(partition: &Partition, customer_id: &str) -> Option<Vec<u8>> {
-    let erased = partition.erased(customer_id).map(Erased::to_proto);
-    // Encoded under the shard's read lock, without copying the state.
-    let state = partition.map().get(customer_id).map(|s| s.to_proto(customer_id));
-    let record = match (state, erased) {
-        (Some(state), erased) => proto::CustomerState { erased, ..state },
-        (None, Some(erased)) => proto::CustomerState {
-            version: crate::engine::state::STATE_VERSION,
-            customer_id: customer_id.to_string(),
-            erased: Some(erased),
-            ..Default::default()
-        },
-        (None, None) => return None,
-    };
-    Some(record.encode_to_vec())
-}
-
-/// The key of the bootstrap marker ([`proto::BootstrapMarker`]), one per
-/// changelog partition. Not UTF-8, so no customer id (a UTF-8 string) can
-/// take it; an engage that predates bootstrap skips it as a record without
-/// a UTF-8 key.
-pub const BOOTSTRAP_KEY: &[u8] = b"\xffengage.bootstrap";
-
-/// The version written into [`proto::BootstrapMarker`] messages.
-pub const BOOTSTRAP_MARKER_VERSION: u32 = 1;
 
 /// How long one request for the changelog's end may take before it is
 /// asked again (within `state.restore_timeout`).
@@ -221,7 +189,7 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
     }
     match (m.key().and_then(|k| std::str::from_utf8(k).ok()), m.payload()) {
         (Some(id), None) => into.forget(id),
-        (Some(id), Some(value)) => match read_record(value) {
+        (Some(id), Some(value)) => match read_changelog_value(value) {
             Ok((state, erased)) => {
                 into.forget(id);
                 if let Some((id, state)) = state {
@@ -261,81 +229,14 @@ fn apply_bootstrap_marker(
         into.set_bootstrap_as_of(i64::MIN);
         return;
     };
-    match proto::BootstrapMarker::decode(value) {
-        Ok(b) if b.version == BOOTSTRAP_MARKER_VERSION => {
-            into.set_bootstrap_as_of(b.as_of);
-            stats.bootstrap_as_of = Some(b.as_of);
-        }
-        Ok(b) => {
-            stats.unreadable += 1;
-            warn!(
-                topic,
-                partition = m.partition(),
-                offset = m.offset(),
-                version = b.version,
-                "bootstrap marker of an unknown version skipped"
-            );
+    match read_bootstrap_marker(value) {
+        Ok(as_of) => {
+            into.set_bootstrap_as_of(as_of);
+            stats.bootstrap_as_of = Some(as_of);
         }
         Err(e) => {
             stats.unreadable += 1;
             warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable bootstrap marker skipped");
         }
-    }
-}
-
-/// The bootstrap marker's record value for a partition whose `customers`
-/// states were written by a bootstrap as of `as_of_ms`.
-pub fn encode_bootstrap_marker(as_of_ms: i64, customers: u64, partitioner: &str) -> Vec<u8> {
-    proto::BootstrapMarker {
-        version: BOOTSTRAP_MARKER_VERSION,
-        as_of: as_of_ms,
-        customers,
-        partitioner: partitioner.to_string(),
-        written_at: crate::clock::wall_clock_ms(),
-    }
-    .encode_to_vec()
-}
-
-/// A changelog record's state (absent from a record that only keeps an
-/// erasure in force) and erasure.
-type Record = (Option<(CompactString, CustomerState)>, Option<Erased>);
-
-fn read_record(value: &[u8]) -> Result<Record, StateError> {
-    let record = proto::CustomerState::decode(value)?;
-    let erased = record.erased.as_ref().map(Erased::from_proto);
-    let state = match erased {
-        Some(_) if record.dimensions.is_empty() => None,
-        _ => Some(CustomerState::from_proto(&record)?),
-    };
-    Ok((state, erased))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::store::Store;
-
-    #[test]
-    fn an_erasure_is_persisted_with_or_without_a_state() {
-        let store = Store::new();
-        let p = store.partition(0);
-        let erased = Erased { cutoff: 1_000, offset: 7, seq: 3 };
-        p.set_erased("gone", erased);
-        let (state, marker) = read_record(&encode(&p, "gone").unwrap()).unwrap();
-        assert_eq!((state, marker), (None, Some(erased)), "only the erasure: no facts");
-
-        // A customer who came back after the erasure keeps both.
-        p.set_erased("back", erased);
-        let mut state = CustomerState::default();
-        (state.seq, state.last_seen) = (4, 2_000);
-        p.insert("back".into(), state);
-        let (state, marker) = read_record(&encode(&p, "back").unwrap()).unwrap();
-        assert_eq!(state.map(|(id, s)| (id, s.seq, s.last_seen)), Some(("back".into(), 4, 2_000)));
-        assert_eq!(marker, Some(erased));
-
-        // Neither: a tombstone.
-        p.forget("back");
-        assert_eq!(encode(&p, "back"), None);
-        assert_eq!(p.erasures(), 1);
     }
 }

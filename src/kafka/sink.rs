@@ -13,9 +13,10 @@ use rdkafka::{ClientContext, Message};
 
 use compact_str::CompactString;
 
+use crate::codec::output::{OUTPUT_SCHEMA_VERSION, encode_into};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::DecodeError;
-use crate::engine::output::{OUTPUT_SCHEMA_VERSION, Output};
+use crate::engine::output::Output;
 use crate::kafka::KafkaSetupError;
 use crate::kafka::progress::{DeliveryError, SharedProgress, Token, Work, lock};
 use crate::telemetry::events::DeliveryFailed;
@@ -264,7 +265,7 @@ impl Sink {
                 Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
                 Output::Erasure(_) => (&self.erasures, "engage.v1.ErasureConfirmation"),
             };
-            output.encode_into(*format, &mut payload);
+            encode_into(&output, *format, &mut payload);
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: CONTENT_TYPE, value: Some(content_type(*format)) })
                 .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })

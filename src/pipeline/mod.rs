@@ -22,9 +22,11 @@ mod align;
 mod memory;
 mod rebalance;
 mod shared;
+mod status;
 mod worker;
 
 pub use memory::set_memory_release;
+pub use status::{Restoring, Status};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -126,8 +128,14 @@ pub struct RunSummary {
 }
 
 /// Runs the processor until `shutdown` is cancelled or a fatal error.
-/// `store` receives the customer states (the query path reads it).
-pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken) -> Result<RunSummary, PipelineError> {
+/// `store` receives the customer states (the query path reads it);
+/// `status` its liveness and readiness (the probes read it).
+pub async fn run(
+    config: Config,
+    store: Arc<Store>,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
     let partitions = check_inputs(&config)?;
     info!(partitions, clickstream = %config.topics.clickstream, purchases = %config.topics.purchases, "inputs are co-partitioned");
     if config.run.create_topics {
@@ -145,6 +153,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
         config: config.clone(),
         sink: sink.clone(),
         store: store.clone(),
+        status: status.clone(),
         inputs: inputs.clone(),
         dirty: Mutex::new(Dirty::default()),
         owned: Mutex::new(BTreeSet::new()),
@@ -194,7 +203,7 @@ pub async fn run(config: Config, store: Arc<Store>, shutdown: CancellationToken)
             biased;
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                store.status().beat(wall_clock_ms());
+                status.beat(wall_clock_ms());
                 if let Some(failure) = lock(&progress).failure() {
                     return Err(PipelineError::Delivery(failure.clone()));
                 }

@@ -78,7 +78,7 @@ impl ConsumerContext for PipelineContext {
             }
             s.store.remove_partition(p);
             let partition = s.store.partition(p);
-            let _restoring = s.store.begin_restore();
+            let _restoring = s.status.begin_restore();
             match changelog::restore(&s.config, &s.changelog, &partition, s.config.state.restore_timeout) {
                 Ok(stats) => {
                     PartitionRestored {
@@ -98,7 +98,7 @@ impl ConsumerContext for PipelineContext {
             }
         }
         query_ends(consumer, s, tpl);
-        s.store.status().set_joined();
+        s.status.set_joined();
         RebalanceEvent { kind: "assign", owned: sync::lock(&s.owned).len() }.emit();
     }
 }

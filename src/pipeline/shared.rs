@@ -17,7 +17,7 @@ use super::align::Ends;
 use super::{PipelineError, TransactionError};
 use crate::config::Config;
 use crate::engine::store::Store;
-use crate::kafka::changelog::{self, Dirty};
+use crate::kafka::changelog::Dirty;
 use crate::kafka::progress::{Committable, lock};
 use crate::kafka::sink::Sink;
 use crate::sync;
@@ -70,6 +70,7 @@ pub(super) struct Shared {
     pub(super) config: Config,
     pub(super) sink: Arc<Sink>,
     pub(super) store: Arc<Store>,
+    pub(super) status: Arc<super::Status>,
     pub(super) inputs: Inputs,
     pub(super) changelog: String,
     pub(super) dirty: Mutex<Dirty>,
@@ -137,7 +138,7 @@ impl Shared {
             let records = ids
                 .into_iter()
                 .map(|id| {
-                    let value = changelog::encode(&partition, &id);
+                    let value = crate::codec::state::changelog_value(&partition, &id);
                     (id, value)
                 })
                 .collect();

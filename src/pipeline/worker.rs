@@ -21,7 +21,6 @@ use crate::engine::event::Source;
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
 use crate::engine::{Engine, Outcome, Slice};
-use crate::kafka::changelog;
 use crate::kafka::progress::Work;
 use crate::kafka::sink::{CONTENT_TYPE, Origin};
 use crate::sync;
@@ -244,7 +243,7 @@ impl Worker {
         self.summary.outputs += self.outputs.len() as u64;
         // The customer's record now, ahead of the next flush: the
         // confirmation waits for it.
-        let marker = vec![(id.into(), changelog::encode(&partition, id))];
+        let marker = vec![(id.into(), crate::codec::state::changelog_value(&partition, id))];
         let confirmation = self.outputs.drain(..).collect();
         shared.sink.send_erasure(p, work, id, marker, confirmation);
         Ok(())

@@ -372,10 +372,6 @@ pub struct Census {
     pub health: [usize; 3],
     /// Ten-point score bands; a score of 100 counts in the last.
     pub scores: [usize; 10],
-    /// Partitions being restored.
-    pub restoring: usize,
-    /// Whether `/readyz` would answer 200.
-    pub ready: bool,
 }
 
 const STAGES: [Stage; 4] = [Stage::Initiation, Stage::Integration, Stage::Intelligence, Stage::ValueCreation];
@@ -387,8 +383,7 @@ impl Census {
     /// Counts the store (reads each map shard under its read lock; writers
     /// to other shards are not held up).
     pub fn take(store: &Store) -> Census {
-        let restoring = store.restoring();
-        let mut c = Census { restoring, ready: store.status().joined() && restoring == 0, ..Census::default() };
+        let mut c = Census::default();
         for partition in store.partitions() {
             let mut n = 0;
             partition.for_each(|_, s| {
@@ -420,8 +415,6 @@ impl Census {
         for (band, n) in SCORE_BANDS.iter().zip(self.scores) {
             gauge!(CUSTOMERS_BY_SCORE, "band" => *band).set(n as f64);
         }
-        gauge!(READY).set(if self.ready { 1.0 } else { 0.0 });
-        gauge!(RESTORING).set(self.restoring as f64);
         if let Some(rss) = resident_memory_bytes() {
             gauge!(RESIDENT_MEMORY).set(rss as f64);
         }

@@ -69,12 +69,12 @@ pub fn final_states_of_at_least(broker: &Broker, t: &Topics, records: usize) -> 
     let topic = format!("{}.engage-state", t.group);
     let mut out = BTreeMap::new();
     for r in read_topic(broker, &topic, records, Duration::from_secs(120)) {
-        if r.key.as_deref() == Some(engage::kafka::changelog::BOOTSTRAP_KEY) {
+        if r.key.as_deref() == Some(engage::codec::state::BOOTSTRAP_KEY) {
             continue;
         }
         let key = String::from_utf8(r.key.unwrap()).unwrap();
         let state = engage::proto::CustomerState::decode(&r.value[..]).unwrap();
-        let (_, state) = CustomerState::from_proto(&state).unwrap();
+        let (_, state) = engage::codec::state::state_from_proto(&state).unwrap();
         out.insert(key, state);
     }
     out

@@ -28,8 +28,6 @@
 //! newest one gives the same count, oldest and newest day, as applying them
 //! in event-time order (as `engage replay` does).
 
-use crate::proto;
-
 /// Days in the inline window: bit i is the day `newest − i`.
 pub const WINDOW_DAYS: i32 = 56;
 
@@ -53,6 +51,19 @@ impl Window {
         let b = (bits & WINDOW_MASK).to_le_bytes();
         self.0 = [b[0], b[1], b[2], b[3], b[4], b[5], b[6]];
     }
+}
+
+/// The days of one set older than its window, in the plain form they are
+/// persisted in (`engage.v1.OlderDays`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OlderDays {
+    /// Days from this one on are known exactly; earlier days from the set's
+    /// first day on are assumed already counted. `None`: all are known.
+    pub known_from: Option<i32>,
+    /// UTC day number of bit 0 of `words[0]`; a multiple of 64.
+    pub base_day: i32,
+    /// Bit j of `words[k]`: day `base_day + 64 k + j` is in the set.
+    pub words: Vec<u64>,
 }
 
 /// The days of one set older than its window. Membership is exact from
@@ -122,15 +133,15 @@ impl Older {
     }
 
     /// The persisted form, or `None` when there is nothing to keep.
-    fn to_proto(&self) -> Option<proto::OlderDays> {
-        (*self != Older::default()).then(|| proto::OlderDays {
+    fn to_persisted(&self) -> Option<OlderDays> {
+        (*self != Older::default()).then(|| OlderDays {
             known_from: (self.known_from != i32::MIN).then_some(self.known_from),
             base_day: self.base,
             words: self.words.to_vec(),
         })
     }
 
-    fn from_proto(p: &proto::OlderDays) -> Option<Older> {
+    fn from_persisted(p: &OlderDays) -> Option<Older> {
         if p.base_day % 64 != 0 {
             return None;
         }
@@ -272,14 +283,9 @@ impl Days<'_> {
     /// Restores the set's days from a persisted window `bits` and older
     /// days. Before version 3 (`legacy`) the window held 64 days and older
     /// days were not kept: days older than that window are unknown.
-    pub(crate) fn restore(
-        mut self,
-        bits: u64,
-        older: Option<&proto::OlderDays>,
-        legacy: bool,
-    ) -> Result<(), &'static str> {
+    pub(crate) fn restore(mut self, bits: u64, older: Option<&OlderDays>, legacy: bool) -> Result<(), &'static str> {
         let mut o = match older {
-            Some(p) => Older::from_proto(p).ok_or("base_day")?,
+            Some(p) => Older::from_persisted(p).ok_or("base_day")?,
             None => Older::default(),
         };
         let newest = *self.newest;
@@ -302,10 +308,10 @@ impl Days<'_> {
 }
 
 /// The persisted older days of one set, if there are any to keep.
-pub(crate) fn older_to_proto(beyond: &Option<Box<Beyond>>, set: Set) -> Option<proto::OlderDays> {
+pub(crate) fn older_days(beyond: &Option<Box<Beyond>>, set: Set) -> Option<OlderDays> {
     let b = beyond.as_deref()?;
     match set {
-        Set::Active => b.active.to_proto(),
-        Set::Purchase => b.purchase.as_deref().and_then(Older::to_proto),
+        Set::Active => b.active.to_persisted(),
+        Set::Purchase => b.purchase.as_deref().and_then(Older::to_persisted),
     }
 }
