@@ -30,12 +30,13 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tracing::{info, warn};
 
+use crate::clock::format_time;
 use crate::codec::state::{BOOTSTRAP_KEY, encode_bootstrap_marker, state_to_proto};
 use crate::config::{Config, UpstreamPartitioner};
 use crate::engine::store::Partition;
 use crate::kafka::changelog::topic_name;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client};
-use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, format_time, replay_keeping_state};
+use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, replay_keeping_state};
 
 /// What to bootstrap from, and how.
 #[derive(Clone, Debug)]

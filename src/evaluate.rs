@@ -27,10 +27,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::format_time;
 use crate::config::{ChurnConfig, Config};
 use crate::engine::churn::{ChurnRules, Health, Signals};
 use crate::engine::event::{DAY_MS, EventKind};
-use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, format_time, read_events, read_jsonl, replay};
+use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, read_events, read_jsonl, replay};
 
 /// What to evaluate and where to write the results.
 #[derive(Clone, Debug)]

@@ -102,7 +102,7 @@ pub async fn start(
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = serve_on(listener, state, shutdown).await {
-            tracing::error!(error = %e, "HTTP server stopped");
+            crate::telemetry::events::HttpStopped { error: &e }.emit();
         }
     })))
 }

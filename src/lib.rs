@@ -81,6 +81,7 @@ pub mod codec;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod durability;
 pub mod engine;
 pub mod evaluate;
 pub mod fit;

@@ -168,7 +168,7 @@ pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToke
                     summary.bad_records,
                     secs,
                     summary.records as f64 / secs,
-                    crate::replay::format_time(sim)
+                    crate::clock::format_time(sim)
                 );
             }
         }

@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 
 mod allocator;
 
+use engage::clock::parse_time;
 use engage::config::Config;
-use engage::replay::{ReplayOptions, parse_time, replay};
+use engage::replay::{ReplayOptions, replay};
 
 /// Real-time customer engagement scores and churn alerts from Kafka event streams.
 #[derive(Parser)]

@@ -58,15 +58,6 @@ pub enum ReplayError {
         /// What is wrong.
         detail: String,
     },
-    /// A time argument is not RFC 3339.
-    #[error("{text:?} is not an RFC 3339 time such as 2026-01-31T00:00:00Z")]
-    Time {
-        /// The text given.
-        text: String,
-        /// The parser's error.
-        #[source]
-        source: time::error::Parse,
-    },
 }
 
 /// An I/O error while `action`ing `path`.
@@ -438,22 +429,6 @@ fn write_states(
         write_line(w, &line)?;
     }
     Ok(ids.len() as u64)
-}
-
-/// Parses an RFC 3339 time into epoch ms (for `--as-of`).
-pub fn parse_time(s: &str) -> Result<i64, ReplayError> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|source| ReplayError::Time { text: s.to_string(), source })?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-/// Formats epoch ms as RFC 3339 (UTC), for humans; the number itself if it
-/// is out of range.
-pub fn format_time(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Reads a JSONL output file back as JSON values (tests and tools).

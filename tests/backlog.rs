@@ -286,7 +286,7 @@ fn replay(input: &Path, as_of: i64, sweep_every: &str, out: &Path) -> Replayed {
         .arg(input)
         .arg("--out")
         .arg(out)
-        .args(["--as-of", &engage::replay::format_time(as_of), "--sweep-every", sweep_every])
+        .args(["--as-of", &engage::clock::format_time(as_of), "--sweep-every", sweep_every])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

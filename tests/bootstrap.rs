@@ -96,7 +96,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
     let config = config(&broker, &t, "consistent_random");
 
     let (ok, summary, log) =
-        bootstrap(dir.path(), &config, &[&clicks_file, &buys_file], &["--as-of", &engage::replay::format_time(as_of)]);
+        bootstrap(dir.path(), &config, &[&clicks_file, &buys_file], &["--as-of", &engage::clock::format_time(as_of)]);
     assert!(ok, "bootstrap failed:\n{log}");
     assert_eq!(summary["replay"]["applied"], cut as u64, "{summary}");
     assert_eq!(summary["replay"]["dead_letters"], 0);
@@ -129,7 +129,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
         .arg(&whole)
         .arg("--out")
         .arg(dir.path().join("replay"))
-        .args(["--as-of", &engage::replay::format_time(end)])
+        .args(["--as-of", &engage::clock::format_time(end)])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

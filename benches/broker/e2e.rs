@@ -45,10 +45,10 @@ mod peers;
 use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed};
+use engage::codec::output::CONTENT_TYPE;
 use engage::codec::output::OUTPUT_SCHEMA_VERSION;
 use engage::config::Config;
 use engage::kafka::client::PRODUCER_DEFAULTS;
-use engage::kafka::sink::CONTENT_TYPE;
 use engage::loadgen::{LoadOptions, loadgen};
 use engage::vocab::Format;
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
+use crate::vocab::{Format, InputKind};
 
 /// `[input]`: input formats, and limits that decide what is bad input
 /// (docs/model.md "Events").
@@ -13,12 +14,12 @@ use super::{ConfigError, invalid};
 pub struct InputConfig {
     /// Format of clickstream records without a `content-type` header:
     /// `json` (default) or `protobuf`.
-    pub clickstream_format: crate::vocab::Format,
+    pub clickstream_format: Format,
     /// Format of purchases records without a `content-type` header.
-    pub purchases_format: crate::vocab::Format,
+    pub purchases_format: Format,
     /// Format of erasure requests (`topics.erasures`) without a
     /// `content-type` header.
-    pub erasures_format: crate::vocab::Format,
+    pub erasures_format: Format,
     /// Records larger than this many bytes are dead-lettered (`oversized`)
     /// without being parsed. docs/model.md "Events": 1 MiB.
     pub max_record_bytes: usize,
@@ -34,9 +35,9 @@ pub struct InputConfig {
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
-            clickstream_format: crate::vocab::Format::Json,
-            purchases_format: crate::vocab::Format::Json,
-            erasures_format: crate::vocab::Format::Json,
+            clickstream_format: Format::Json,
+            purchases_format: Format::Json,
+            erasures_format: Format::Json,
             max_record_bytes: default_max_record_bytes(),
             max_future_skew: Duration::from_secs(300),
             max_amount: default_max_amount(),
@@ -70,9 +71,8 @@ impl InputConfig {
     }
 
     /// The format of records of `topic` that carry no `content-type` header.
-    pub fn format(&self, topic: crate::vocab::InputKind) -> crate::vocab::Format {
-        use crate::vocab::InputKind;
-        match topic {
+    pub fn format(&self, kind: InputKind) -> Format {
+        match kind {
             InputKind::Clickstream => self.clickstream_format,
             InputKind::Purchases => self.purchases_format,
             InputKind::Erasures => self.erasures_format,

@@ -27,7 +27,7 @@ pub use output::OutputConfig;
 pub use run::{ProcessingGuarantee, RunConfig};
 pub use scoring::{DimensionConfig, ScoringConfig};
 pub use state::StateConfig;
-pub use topics::{TopicsConfig, UpstreamPartitioner};
+pub use topics::{Input, Inputs, TopicsConfig, UpstreamPartitioner};
 
 use std::path::Path;
 
@@ -110,6 +110,11 @@ impl Config {
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The input topics engage reads, with their formats.
+    pub fn inputs(&self) -> Inputs {
+        Inputs::new(self)
     }
 
     /// Cross-field checks. Every message names the key and what would be

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
+use crate::vocab::{Format, InputKind, Role};
 
 /// `[topics]`: the topics engage reads and writes (docs/model.md "Guarantees").
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,36 +90,38 @@ impl TopicsConfig {
         !self.erasures.is_empty()
     }
 
-    /// The name of input `topic`.
-    pub fn input(&self, topic: crate::vocab::InputKind) -> &str {
-        use crate::vocab::InputKind;
-        match topic {
+    /// The topic name of input `kind` (empty for the erasures when
+    /// `topics.erasures` is not set).
+    pub fn input(&self, kind: InputKind) -> &str {
+        match kind {
             InputKind::Clickstream => &self.clickstream,
             InputKind::Purchases => &self.purchases,
             InputKind::Erasures => &self.erasures,
         }
     }
 
-    /// The input topics engage reads: both event inputs, and the erasures
-    /// when enabled.
-    pub fn inputs(&self) -> Vec<crate::vocab::InputKind> {
-        use crate::vocab::InputKind;
-        InputKind::ALL.into_iter().filter(|t| *t != InputKind::Erasures || self.erasures_enabled()).collect()
+    /// The config key naming input `kind`'s topic.
+    pub fn input_key(kind: InputKind) -> &'static str {
+        match kind {
+            InputKind::Clickstream => "topics.clickstream",
+            InputKind::Purchases => "topics.purchases",
+            InputKind::Erasures => "topics.erasures",
+        }
+    }
+
+    /// The inputs engage reads: every event input, and the erasures when
+    /// enabled.
+    pub fn inputs(&self) -> Vec<InputKind> {
+        InputKind::ALL.into_iter().filter(|k| k.role() == Role::Events || !self.input(*k).is_empty()).collect()
     }
 
     /// Checks that span this section's fields; the error names the key
     /// and what would be valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let t = self;
-        let mut names = vec![
-            ("topics.clickstream", &t.clickstream),
-            ("topics.purchases", &t.purchases),
-            ("topics.scores", &t.scores),
-            ("topics.alerts", &t.alerts),
-            ("topics.dlq", &t.dlq),
-        ];
+        let mut names: Vec<(&str, &str)> = t.inputs().into_iter().map(|k| (Self::input_key(k), t.input(k))).collect();
+        names.extend([("topics.scores", t.scores.as_str()), ("topics.alerts", &t.alerts), ("topics.dlq", &t.dlq)]);
         if t.erasures_enabled() {
-            names.push(("topics.erasures", &t.erasures));
             names.push(("topics.erasure_confirmations", &t.erasure_confirmations));
         }
         for (i, (key, name)) in names.iter().enumerate() {
@@ -137,6 +140,77 @@ impl TopicsConfig {
         }
         if t.replication_factor < 1 && t.replication_factor != -1 {
             return Err(invalid("topics.replication_factor", "must be at least 1, or -1 for the broker default"));
+        }
+        Ok(())
+    }
+}
+
+/// One input topic engage reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// What it carries.
+    pub kind: InputKind,
+    /// The topic name.
+    pub name: String,
+    /// The format of its records that carry no `content-type` header.
+    pub format: Format,
+}
+
+/// The input topics engage reads, event inputs first ([`crate::vocab::InputKind`]):
+/// the pipeline handles every input through this list, each by its
+/// [`Role`], rather than by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inputs {
+    topics: Vec<Input>,
+}
+
+impl Inputs {
+    /// The inputs `config` names (the erasures only when set).
+    pub fn new(config: &super::Config) -> Inputs {
+        let topics = config
+            .topics
+            .inputs()
+            .into_iter()
+            .map(|kind| Input { kind, name: config.topics.input(kind).to_string(), format: config.input.format(kind) })
+            .collect();
+        Inputs { topics }
+    }
+
+    /// Every input, event inputs first.
+    pub fn all(&self) -> &[Input] {
+        &self.topics
+    }
+
+    /// The event inputs.
+    pub fn events(&self) -> impl Iterator<Item = &Input> {
+        self.topics.iter().filter(|i| i.kind.role() == Role::Events)
+    }
+
+    /// The input a topic is, or `None` for another topic.
+    pub fn of(&self, topic: &str) -> Option<&Input> {
+        self.topics.iter().find(|i| i.name == topic)
+    }
+
+    /// The topic name of input `kind` (empty when it is not read).
+    pub fn name(&self, kind: InputKind) -> &str {
+        self.topics.iter().find(|i| i.kind == kind).map_or("", |i| i.name.as_str())
+    }
+
+    /// The topics to subscribe to.
+    pub fn subscribed(&self) -> Vec<&str> {
+        self.topics.iter().map(|i| i.name.as_str()).collect()
+    }
+}
+
+/// In logs about a partition number: the event inputs' partition *p*, as
+/// `clickstream+purchases`.
+impl std::fmt::Display for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, input) in self.events().enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(&input.name)?;
         }
         Ok(())
     }

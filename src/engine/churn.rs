@@ -265,7 +265,6 @@ pub fn ms_to_days(ms: i64) -> f64 {
     ms as f64 / DAY_MS as f64
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

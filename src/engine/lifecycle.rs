@@ -111,7 +111,6 @@ impl LifecycleRules {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

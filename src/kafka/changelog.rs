@@ -5,18 +5,16 @@
 //! has already applied. A partition's customers are restored from it when
 //! the partition is assigned, before its first record is processed.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use compact_str::CompactString;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tracing::warn;
 
 use crate::codec::state::{BOOTSTRAP_KEY, read_bootstrap_marker, read_changelog_value};
 use crate::config::Config;
 use crate::engine::store::Partition;
 use crate::kafka::KafkaSetupError;
+use crate::telemetry::events::{ChangelogRetry, ChangelogUnreadable};
 
 /// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
 pub fn topic_name(config: &Config) -> String {
@@ -24,34 +22,6 @@ pub fn topic_name(config: &Config) -> String {
         format!("{}.engage-state", config.run.group_id)
     } else {
         config.state.changelog_topic.clone()
-    }
-}
-
-/// Customers changed since the last flush, per input partition.
-#[derive(Debug, Default)]
-pub struct Dirty {
-    /// Marked once per applied event: hashed with foldhash, as the store's
-    /// maps are, rather than std's SipHash.
-    by_partition: HashMap<i32, HashSet<CompactString, foldhash::fast::RandomState>>,
-}
-
-impl Dirty {
-    /// Marks a customer whose state changed (or was evicted).
-    pub fn mark(&mut self, partition: i32, customer_id: &str) {
-        let set = self.by_partition.entry(partition).or_default();
-        if !set.contains(customer_id) {
-            set.insert(CompactString::from(customer_id));
-        }
-    }
-
-    /// Takes the customers of one partition.
-    pub fn take(&mut self, partition: i32) -> HashSet<CompactString, foldhash::fast::RandomState> {
-        self.by_partition.remove(&partition).unwrap_or_default()
-    }
-
-    /// Forgets a partition's marks (it was revoked after its last flush).
-    pub fn forget(&mut self, partition: i32) {
-        self.by_partition.remove(&partition);
     }
 }
 
@@ -97,7 +67,7 @@ pub fn restore(
         match consumer.fetch_watermarks(topic, p, attempt) {
             Ok(w) => break w,
             Err(e) if Instant::now() < deadline => {
-                warn!(topic, partition = p, error = %e, "changelog end not read yet; asking again");
+                ChangelogRetry { step: "end", topic, partition: p, error: &e }.emit();
                 // A request that fails at once (an unknown partition) must
                 // not turn this into a busy loop.
                 std::thread::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now())));
@@ -147,7 +117,7 @@ pub fn restore(
                 // Consumer errors (a broker restarting, say) are transient
                 // here: librdkafka reconnects and fetches again; the deadline
                 // bounds it.
-                Err(e) => warn!(topic, partition = p, error = %e, "reading changelog; retrying"),
+                Err(e) => ChangelogRetry { step: "read", topic, partition: p, error: &e }.emit(),
             }
         }
     }
@@ -201,17 +171,15 @@ fn apply_record(m: &rdkafka::message::BorrowedMessage<'_>, into: &Partition, sta
             }
             Err(e) => {
                 stats.unreadable += 1;
-                warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable changelog record skipped");
+                ChangelogUnreadable { what: "state", topic, partition: m.partition(), offset: m.offset(), error: &e }
+                    .emit();
             }
         },
         (None, _) => {
             stats.unreadable += 1;
-            warn!(
-                topic,
-                partition = m.partition(),
-                offset = m.offset(),
-                "changelog record without a UTF-8 key skipped"
-            );
+            let error = "the key is not a UTF-8 customer id";
+            ChangelogUnreadable { what: "key", topic, partition: m.partition(), offset: m.offset(), error: &error }
+                .emit();
         }
     }
 }
@@ -236,7 +204,8 @@ fn apply_bootstrap_marker(
         }
         Err(e) => {
             stats.unreadable += 1;
-            warn!(topic, partition = m.partition(), offset = m.offset(), error = %e, "unreadable bootstrap marker skipped");
+            ChangelogUnreadable { what: "marker", topic, partition: m.partition(), offset: m.offset(), error: &e }
+                .emit();
         }
     }
 }

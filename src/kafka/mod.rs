@@ -4,7 +4,6 @@
 pub mod changelog;
 pub mod client;
 pub mod partitioner;
-pub mod progress;
 pub mod sink;
 
 use std::time::Duration;
@@ -17,7 +16,7 @@ use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::Config;
+use crate::config::{Config, Input, TopicsConfig};
 
 /// Why engage cannot start or keep running against Kafka. Each variant says
 /// whether retrying helps.
@@ -40,37 +39,26 @@ pub enum KafkaSetupError {
         /// The topic name.
         topic: String,
     },
-    /// The inputs have different partition counts, so one customer's events
-    /// could land in different partition numbers. Not retryable.
+    /// The inputs have different partition counts, so one customer's
+    /// records could land in different partition numbers. Not retryable.
     #[error(
-        "input topics are not co-partitioned: {clickstream:?} has {clickstream_partitions} partitions and \
-         {purchases:?} has {purchases_partitions}; both must have the same count and be keyed by customer_id \
+        "input topics are not co-partitioned: {first:?} ({first_key}) has {first_partitions} partitions and \
+         {topic:?} ({key}) has {partitions}; every input must have the same count and be keyed by customer_id \
          (docs/model.md, \"Events\")"
     )]
     NotCoPartitioned {
-        /// clickstream topic.
-        clickstream: String,
-        /// Its partition count.
-        clickstream_partitions: usize,
-        /// purchases topic.
-        purchases: String,
-        /// Its partition count.
-        purchases_partitions: usize,
-    },
-    /// The erasures topic's partition count differs from the inputs', so a
-    /// request could miss the partition holding its customer. Not
-    /// retryable.
-    #[error(
-        "erasures topic {topic:?} (topics.erasures) has {partitions} partitions but the inputs have {inputs}; \
-         it must be co-partitioned with them, keyed by customer_id"
-    )]
-    ErasuresNotCoPartitioned {
-        /// The erasures topic.
+        /// The input topic that differs.
         topic: String,
+        /// The config key naming it.
+        key: &'static str,
         /// Its partition count.
         partitions: usize,
-        /// The inputs' partition count.
-        inputs: usize,
+        /// The first input topic.
+        first: String,
+        /// The config key naming it.
+        first_key: &'static str,
+        /// Its partition count.
+        first_partitions: usize,
     },
     /// The changelog's partition count differs from the inputs'. Not
     /// retryable: a customer's state must live in its input partition.
@@ -129,37 +117,34 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
     }
 }
 
-/// Checks docs/model.md "Events"'s co-partitioning: both inputs (and the
-/// erasures topic, when set) exist with the same partition count. Returns
-/// that count.
+/// Checks docs/model.md "Events"'s co-partitioning: every input (the
+/// erasures topic too, when set) exists with the same partition count.
+/// Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     let consumer: BaseConsumer =
         client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
-    let t = &config.topics;
-    let clickstream = partition_count(&consumer, &t.clickstream)?
-        .ok_or(KafkaSetupError::MissingTopic { topic: t.clickstream.clone(), key: "topics.clickstream" })?;
-    let purchases = partition_count(&consumer, &t.purchases)?
-        .ok_or(KafkaSetupError::MissingTopic { topic: t.purchases.clone(), key: "topics.purchases" })?;
-    if clickstream != purchases {
-        return Err(KafkaSetupError::NotCoPartitioned {
-            clickstream: t.clickstream.clone(),
-            clickstream_partitions: clickstream,
-            purchases: t.purchases.clone(),
-            purchases_partitions: purchases,
-        });
-    }
-    if t.erasures_enabled() {
-        let erasures = partition_count(&consumer, &t.erasures)?
-            .ok_or(KafkaSetupError::MissingTopic { topic: t.erasures.clone(), key: "topics.erasures" })?;
-        if erasures != clickstream {
-            return Err(KafkaSetupError::ErasuresNotCoPartitioned {
-                topic: t.erasures.clone(),
-                partitions: erasures,
-                inputs: clickstream,
-            });
+    let mut first: Option<(&Input, usize)> = None;
+    let inputs = config.inputs();
+    for input in inputs.all() {
+        let key = TopicsConfig::input_key(input.kind);
+        let partitions = partition_count(&consumer, &input.name)?
+            .ok_or_else(|| KafkaSetupError::MissingTopic { topic: input.name.clone(), key })?;
+        match first {
+            None => first = Some((input, partitions)),
+            Some((f, n)) if n != partitions => {
+                return Err(KafkaSetupError::NotCoPartitioned {
+                    topic: input.name.clone(),
+                    key,
+                    partitions,
+                    first: f.name.clone(),
+                    first_key: TopicsConfig::input_key(f.kind),
+                    first_partitions: n,
+                });
+            }
+            Some(_) => {}
         }
     }
-    Ok(clickstream)
+    Ok(first.map_or(0, |(_, n)| n))
 }
 
 /// Creates the output topics and the compacted state changelog where they

@@ -1,27 +1,69 @@
-//! The Kafka sink: publishes score changes, churn alerts and dead letters
-//! with an idempotent producer, and tracks which input records are fully
-//! delivered so their offsets — and only theirs — may be committed (docs/model.md "Guarantees").
+//! The Kafka sink: the producer of score changes, churn alerts, erasure
+//! confirmations, dead letters and changelog records. Every record carries
+//! a [`Ticket`], and its delivery report goes to an [`Acknowledge`]r:
+//! which record may be sent when, and what its acknowledgement means for
+//! the input offsets, is [`crate::durability`]'s business, not the sink's.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 
-use compact_str::CompactString;
-
-use crate::codec::output::{OUTPUT_SCHEMA_VERSION, encode_into};
+use crate::codec::output::{CONTENT_TYPE, OUTPUT_SCHEMA_VERSION, content_type, encode_into, message_type};
 use crate::config::{Config, ProcessingGuarantee};
 use crate::decode::DecodeError;
 use crate::engine::output::Output;
 use crate::kafka::KafkaSetupError;
-use crate::kafka::progress::{DeliveryError, SharedProgress, Token, Work, lock};
 use crate::telemetry::events::DeliveryFailed;
 use crate::telemetry::{self, LatencyMetrics};
 use crate::vocab::Format;
+
+/// What a delivery report refers to: one piece of work of one input
+/// partition, as the acknowledger numbered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The input partition the work belongs to.
+    pub partition: i32,
+    /// The work's number within its partition.
+    pub id: u64,
+}
+
+/// Why a record was not delivered. Fatal to the pipeline: the offsets after
+/// it never become committable, and a restart reprocesses from the last
+/// commit. Retrying helps once the broker or topic is healthy again.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The broker refused or never acknowledged the message.
+    #[error("delivery to {topic} failed")]
+    Failed {
+        /// The topic written to.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The producer would not take the message (its queue is full for
+    /// longer than the enqueue timeout, or the message is invalid).
+    #[error("cannot enqueue to {topic}")]
+    Enqueue {
+        /// The topic written to.
+        topic: String,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Receives every record's delivery report (on librdkafka's thread).
+pub trait Acknowledge: Send + Sync + 'static {
+    /// The record sent with `ticket` was acknowledged by the broker, or
+    /// failed.
+    fn acknowledge(&self, ticket: Ticket, result: Result<(), DeliveryError>);
+}
 
 /// Where an output came from, for the latency histograms.
 #[derive(Clone, Copy, Debug)]
@@ -35,26 +77,15 @@ pub struct Origin {
 /// What each sent record carries to its delivery report.
 #[derive(Debug)]
 pub struct Delivery {
-    token: Token,
+    ticket: Ticket,
     origin: Option<Origin>,
 }
 
-/// Producer callbacks: delivery reports go straight into [`Progress`](crate::kafka::progress::Progress) and
-/// the latency histograms.
+/// Producer callbacks: delivery reports go to the acknowledger and the
+/// latency histograms.
 pub struct SinkContext {
-    progress: SharedProgress,
+    acks: Arc<dyn Acknowledge>,
     latency: LatencyMetrics,
-    held: Arc<Held>,
-}
-
-/// Erasure records held in the sink, and the main loop's wake-up when an
-/// acknowledgement may have made one of them next: each erasure waits for
-/// its own changelog record, so a burst of them would move at a tick's pace
-/// (and hold back its partition's commits) without it.
-#[derive(Debug, Default)]
-struct Held {
-    erasures: std::sync::atomic::AtomicUsize,
-    wake: tokio::sync::Notify,
 }
 
 impl ClientContext for SinkContext {
@@ -83,78 +114,36 @@ impl ProducerContext for SinkContext {
                 Err(DeliveryError::Failed { topic: m.topic().to_string(), source: e.clone() })
             }
         };
-        lock(&self.progress).ack(delivery.token, result);
-        if self.held.erasures.load(std::sync::atomic::Ordering::Relaxed) > 0 {
-            self.held.wake.notify_one();
-        }
+        self.acks.acknowledge(delivery.ticket, result);
     }
 }
 
-/// Publishes outputs and dead letters.
+/// Changelog records: key and value (`None` for a tombstone).
+pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
+
+/// Publishes outputs, dead letters and changelog records.
 pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
-    progress: SharedProgress,
+    acks: Arc<dyn Acknowledge>,
     scores: (String, Format),
     alerts: (String, Format),
     erasures: (String, Format),
     dlq: String,
     changelog: String,
-    /// Changelog flushes encoded (and erasure confirmations) waiting for
-    /// the work before them, per partition, oldest first.
-    staged: Mutex<HashMap<i32, VecDeque<(Token, Staged)>>>,
     transactional: bool,
     /// The encoding buffer reused for every output (librdkafka copies the
     /// payload when it is queued).
     scratch: Mutex<Vec<u8>>,
-    held: Arc<Held>,
-}
-
-/// One partition's changed customers, encoded: key and value (`None` for a
-/// tombstone).
-pub type ChangelogRecords = Vec<(CompactString, Option<Vec<u8>>)>;
-
-/// What waits to be written until the work before it is complete.
-#[derive(Debug)]
-enum Staged {
-    /// A flush's changelog records, to the input partition's changelog
-    /// partition.
-    Changelog(ChangelogRecords),
-    /// An erasure's changelog record.
-    Erasure(ChangelogRecords),
-    /// An erasure's confirmation.
-    Confirmation(Vec<Output>),
-}
-
-impl Staged {
-    fn deliveries(&self) -> u32 {
-        match self {
-            Staged::Changelog(records) | Staged::Erasure(records) => records.len() as u32,
-            Staged::Confirmation(outputs) => outputs.len() as u32,
-        }
-    }
-}
-
-/// The header that names a record's encoding.
-pub const CONTENT_TYPE: &str = "content-type";
-
-fn content_type(format: Format) -> &'static str {
-    match format {
-        Format::Json => "application/json",
-        Format::Protobuf => "application/x-protobuf",
-    }
 }
 
 impl Sink {
-    /// An idempotent producer on the configured brokers.
-    pub fn new(config: &Config, progress: SharedProgress) -> Result<Sink, KafkaSetupError> {
+    /// The producer on the configured brokers: idempotent, and with
+    /// `exactly_once` transactional, with its first transaction begun.
+    /// Delivery reports go to `acks`.
+    pub fn new(config: &Config, acks: Arc<dyn Acknowledge>) -> Result<Sink, KafkaSetupError> {
         let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-        let held = Arc::new(Held::default());
         let producer: ThreadedProducer<SinkContext> = crate::kafka::client::output_producer(config)
-            .create_with_context(SinkContext {
-                progress: progress.clone(),
-                latency: LatencyMetrics::new(),
-                held: held.clone(),
-            })
+            .create_with_context(SinkContext { acks: acks.clone(), latency: LatencyMetrics::new() })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
         if transactional {
             producer
@@ -175,102 +164,33 @@ impl Sink {
         }
         Ok(Sink {
             producer,
-            progress,
+            acks,
             scores: (t.scores.clone(), config.output.scores_format),
             alerts: (t.alerts.clone(), config.output.alerts_format),
             erasures: (t.erasure_confirmations.clone(), config.output.erasure_confirmations_format),
             dlq: t.dlq.clone(),
             changelog,
-            staged: Mutex::new(HashMap::new()),
             transactional,
             scratch: Mutex::new(Vec::with_capacity(1024)),
-            held,
         })
     }
 
-    /// The delivery bookkeeping.
-    pub fn progress(&self) -> &SharedProgress {
-        &self.progress
-    }
-
-    /// Sends the outputs one piece of work caused (possibly none); `origin`
-    /// is the input record behind them (none for a sweep).
-    pub fn send_outputs(&self, outputs: &mut Vec<Output>, work: Work, origin: Option<Origin>) {
-        let token = lock(&self.progress).register(work, outputs.len() as u32);
-        self.write_outputs(outputs.drain(..), token, origin);
-    }
-
-    /// Publishes an erasure's effects (docs/model.md "Erasure"), as the
-    /// erasure record's `work`: the tombstone for `customer_id` on the
-    /// scores topic at once, in order with the partition's other outputs
-    /// (a score of the customer's new life lands after it); `marker`, the
-    /// customer's changelog record, once the work before it is complete;
-    /// and `confirmation` only once the marker is acknowledged, so a
-    /// confirmed erasure is always restored after a crash. With
-    /// `exactly_once` all of it goes into the open transaction at once.
-    pub fn send_erasure(
-        &self,
-        partition: i32,
-        work: Work,
-        customer_id: &str,
-        marker: ChangelogRecords,
-        confirmation: Vec<Output>,
-    ) {
-        let token = lock(&self.progress).register(work, 1);
-        self.send(
-            BaseRecord::<'_, str, [u8], Box<Delivery>>::with_opaque_to(
-                &self.scores.0,
-                Box::new(Delivery { token, origin: None }),
-            )
-            .key(customer_id),
-        );
-        let release = Work::Release { partition };
-        if self.transactional {
-            let token = lock(&self.progress).register(release, marker.len() as u32);
-            self.write_changelog(token, &marker);
-            let token = lock(&self.progress).register(release, confirmation.len() as u32);
-            self.write_outputs(confirmation.into_iter(), token, None);
-            return;
-        }
-        let mut staged = crate::sync::lock(&self.staged);
-        let queue = staged.entry(partition).or_default();
-        // A burst of requests shares one record write and one release: a
-        // record may go early (it only has to be durable before its
-        // confirmation), and the confirmations still wait for all of them.
-        if let [.., (_, Staged::Erasure(records)), (_, Staged::Confirmation(outputs))] = queue.make_contiguous() {
-            records.extend(marker);
-            outputs.extend(confirmation);
-            return;
-        }
-        let mut progress = lock(&self.progress);
-        let first = progress.register_gated(release);
-        let then = progress.register_gated(release);
-        drop(progress);
-        queue.push_back((first, Staged::Erasure(marker)));
-        queue.push_back((then, Staged::Confirmation(confirmation)));
-        self.held.erasures.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Resolves when an acknowledgement may have let a held erasure record
-    /// go: the main loop then calls [`Sink::release_changelog`].
-    pub fn released(&self) -> tokio::sync::futures::Notified<'_> {
-        self.held.wake.notified()
-    }
-
-    fn write_outputs(&self, outputs: impl Iterator<Item = Output>, token: Token, origin: Option<Origin>) {
+    /// Sends `outputs`, each acknowledged under `ticket`; `origin` is the
+    /// input record behind them (none for a sweep).
+    pub fn send_outputs(&self, outputs: impl Iterator<Item = Output>, ticket: Ticket, origin: Option<Origin>) {
         let mut payload = crate::sync::lock(&self.scratch);
         for output in outputs {
-            let ((topic, format), kind) = match &output {
-                Output::Score(_) => (&self.scores, "engage.v1.ScoreChanged"),
-                Output::Alert(_) => (&self.alerts, "engage.v1.ChurnAlert"),
-                Output::Erasure(_) => (&self.erasures, "engage.v1.ErasureConfirmation"),
+            let (topic, format) = match &output {
+                Output::Score(_) => &self.scores,
+                Output::Alert(_) => &self.alerts,
+                Output::Erasure(_) => &self.erasures,
             };
             encode_into(&output, *format, &mut payload);
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header { key: CONTENT_TYPE, value: Some(content_type(*format)) })
                 .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })
-                .insert(Header { key: "engage.message.type", value: Some(kind) });
-            let record = BaseRecord::with_opaque_to(topic, Box::new(Delivery { token, origin }))
+                .insert(Header { key: "engage.message.type", value: Some(message_type(&output)) });
+            let record = BaseRecord::with_opaque_to(topic, Box::new(Delivery { ticket, origin }))
                 .key(output.customer_id())
                 .payload(payload.as_slice())
                 .headers(headers);
@@ -278,48 +198,27 @@ impl Sink {
         }
     }
 
-    /// Queues one partition's changed customers (value `None`: a tombstone
-    /// for an evicted customer) as one [`Work::Flush`], without waiting:
-    /// the records were encoded when the flush was taken, and they are
-    /// written by [`Sink::release_changelog`] once every output of the work
-    /// before the flush is acknowledged — so the changelog never holds a
-    /// state whose outputs could still be lost, while consumption goes on
-    /// meanwhile. An empty flush still completes, releasing the offsets
-    /// before it.
-    pub fn stage_changelog(&self, partition: i32, records: ChangelogRecords) {
-        let token = lock(&self.progress).register_gated_flush(partition);
-        crate::sync::lock(&self.staged).entry(partition).or_default().push_back((token, Staged::Changelog(records)));
+    /// Sends a tombstone for `customer_id` to the scores topic (an erased
+    /// customer leaves compacted views of it).
+    pub fn send_scores_tombstone(&self, customer_id: &str, ticket: Ticket) {
+        self.send(
+            BaseRecord::<'_, str, [u8], Box<Delivery>>::with_opaque_to(
+                &self.scores.0,
+                Box::new(Delivery { ticket, origin: None }),
+            )
+            .key(customer_id),
+        );
     }
 
-    /// Writes every staged flush whose preceding work is complete. Cheap
-    /// when none is ready; the pipeline calls it on its tick.
-    pub fn release_changelog(&self) {
-        let mut staged = crate::sync::lock(&self.staged);
-        for queue in staged.values_mut() {
-            while let Some(&(token, _)) = queue.front() {
-                if !lock(&self.progress).is_next(token) {
-                    break;
-                }
-                let Some((token, staged)) = queue.pop_front() else { break };
-                lock(&self.progress).open(token, staged.deliveries());
-                if !matches!(staged, Staged::Changelog(_)) {
-                    self.held.erasures.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                match staged {
-                    Staged::Changelog(records) | Staged::Erasure(records) => self.write_changelog(token, &records),
-                    Staged::Confirmation(outputs) => self.write_outputs(outputs.into_iter(), token, None),
-                }
-            }
-        }
-    }
-
-    fn write_changelog(&self, token: Token, records: &ChangelogRecords) {
+    /// Writes changelog records to the changelog partition of the ticket's
+    /// input partition.
+    pub fn send_changelog(&self, ticket: Ticket, records: &ChangelogRecords) {
         metrics::counter!(telemetry::CHANGELOG_WRITES).increment(records.len() as u64);
         for (id, value) in records {
             let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
-                BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { token, origin: None }))
+                BaseRecord::with_opaque_to(&self.changelog, Box::new(Delivery { ticket, origin: None }))
                     .key(id.as_str())
-                    .partition(token.partition);
+                    .partition(ticket.partition);
             if let Some(v) = value {
                 record = record.payload(v);
             }
@@ -327,20 +226,9 @@ impl Sink {
         }
     }
 
-    /// Forgets a partition's bookkeeping and staged flushes (after it was
-    /// revoked and committed).
-    pub fn forget(&self, partition: i32) {
-        if let Some(dropped) = crate::sync::lock(&self.staged).remove(&partition) {
-            let erasures = dropped.iter().filter(|(_, s)| !matches!(s, Staged::Changelog(_))).count();
-            self.held.erasures.fetch_sub(erasures, std::sync::atomic::Ordering::Relaxed);
-        }
-        lock(&self.progress).forget(partition);
-    }
-
     /// Sends a record engage cannot use to the dead-letter topic: original
     /// key, value and headers, plus the docs/model.md "Events" error headers.
-    pub fn send_dead_letter<M: Message>(&self, message: &M, error: &DecodeError, work: Work) {
-        let token = lock(&self.progress).register(work, 1);
+    pub fn send_dead_letter<M: Message>(&self, message: &M, error: &DecodeError, ticket: Ticket) {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
@@ -356,7 +244,7 @@ impl Sink {
             .insert(Header { key: "engage.source.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "engage.source.offset", value: Some(offset.as_str()) });
         let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
-            BaseRecord::with_opaque_to(&self.dlq, Box::new(Delivery { token, origin: None })).headers(headers);
+            BaseRecord::with_opaque_to(&self.dlq, Box::new(Delivery { ticket, origin: None })).headers(headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
@@ -381,17 +269,17 @@ impl Sink {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, r)) => {
-                    let token = r.delivery_opaque.token;
+                    let ticket = r.delivery_opaque.ticket;
                     DeliveryFailed { topic: r.topic, error: &e }.emit();
-                    lock(&self.progress)
-                        .ack(token, Err(DeliveryError::Enqueue { topic: r.topic.to_string(), source: e.clone() }));
+                    let error = DeliveryError::Enqueue { topic: r.topic.to_string(), source: e };
+                    self.acks.acknowledge(ticket, Err(error));
                     return;
                 }
             }
         }
     }
 
-    /// Whether outputs go out in transactions (`exactly_once`).
+    /// Whether records go out in transactions (`exactly_once`).
     pub fn is_transactional(&self) -> bool {
         self.transactional
     }

@@ -1,19 +1,20 @@
-//! Event-time alignment of the two co-partitioned inputs (README
-//! "Ordering across the two inputs").
+//! Event-time alignment of the co-partitioned event inputs (README
+//! "Ordering across the inputs").
 //!
-//! Partition *p* of the clickstream and partition *p* of the purchases topic
-//! feed the same customers, so engage applies their records as one stream
+//! Partition *p* of every event input (the clickstream, the purchases)
+//! feeds the same customers, so engage applies their records as one stream
 //! in event-time order (the event's `ts`), as Kafka Streams does for the
-//! partitions of one task: of the two next records, the earlier goes first.
-//! A record that arrives while the other input's next record is not known
-//! yet is *held* when that input still has records on the broker (it is not
-//! caught up), for at most `run.alignment_wait`; after that the pair goes on
-//! without the lagging input until it delivers again, and
-//! `engage_alignment_timeouts_total` counts it. When the other input is
+//! partitions of one task: an N-way merge in which, of the inputs' next
+//! records, the earliest goes first. A record that arrives while another
+//! input's next record is not known yet is *held* when that input still has
+//! records on the broker (it is not caught up), for at most
+//! `run.alignment_wait`; after that the partition goes on without the
+//! lagging input until it delivers again, and
+//! `engage_alignment_timeouts_total` counts it. When the other inputs are
 //! caught up, nothing is held: live traffic is applied as it arrives.
 //!
 //! Order within one input partition is never changed (offsets are committed
-//! in it), so the merge compares only the two heads. Held records are not
+//! in it), so the merge compares only the inputs' heads. Held records are not
 //! yet work: their offsets are not committed, and they are dropped on a
 //! rebalance or at shutdown and read again by the next owner. An input that
 //! holds [`HOLD_LIMIT`] records is paused until half have been applied, so
@@ -29,10 +30,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::shared::Inputs;
-use super::worker::Input;
+use super::record::Record;
+use crate::config::Inputs;
 use crate::telemetry::events::AlignmentTimeout;
-use crate::vocab::InputKind;
+use crate::vocab::{EVENT_INPUTS, InputKind};
 
 /// Records held per input partition before that partition is paused.
 pub(super) const HOLD_LIMIT: usize = 10_000;
@@ -49,46 +50,62 @@ pub(super) struct Ends {
     pub(super) end: i64,
 }
 
-/// One pair of input partitions: what is held, and what is known about
-/// each input. Indexed by [`InputKind::index`].
+/// Partition *p* of every event input: what is held, and what is known
+/// about each input. Indexed by [`InputKind::event_index`].
 #[derive(Default)]
 struct Pair {
-    held: [VecDeque<(i64, Input<'static>)>; 2],
+    held: [VecDeque<(i64, Record<'static>)>; EVENT_INPUTS],
     /// The input has nothing more on the broker, as far as known: set on
     /// every refresh, and on every record received against the last known
     /// end (so a record that was in flight at a refresh does not leave its
     /// input looking behind until the next one).
-    caught_up: [bool; 2],
+    caught_up: [bool; EVENT_INPUTS],
     /// The input's last known end offset.
-    end: [Option<i64>; 2],
+    end: [Option<i64>; EVENT_INPUTS],
     /// `run.alignment_wait` passed waiting for this input: go on without it
     /// until it delivers a record.
-    gave_up: [bool; 2],
+    gave_up: [bool; EVENT_INPUTS],
     /// Paused for holding [`HOLD_LIMIT`] records.
-    paused: [bool; 2],
-    /// Since when a held record has been waiting for the other input.
+    paused: [bool; EVENT_INPUTS],
+    /// Since when a held record has been waiting for another input.
     waiting_since: Option<Instant>,
 }
 
 impl Pair {
-    /// Whether records of the other input may go without waiting for `side`.
+    /// Whether records of the other inputs may go without waiting for `side`.
     fn may_pass(&self, side: usize) -> bool {
         self.caught_up[side] || self.gave_up[side]
     }
 
-    /// The input whose head goes next, if one may go now.
+    /// The input whose head goes next, if one may go now: the earliest head
+    /// (equal times: the lower input first, as a stable rule), provided no
+    /// input without a held record could still deliver an earlier one.
     fn next_side(&self) -> Option<usize> {
-        match (self.held[0].front(), self.held[1].front()) {
-            // Equal times: clickstream first, as a stable rule.
-            (Some((a, _)), Some((b, _))) => Some(if a <= b { 0 } else { 1 }),
-            (Some(_), None) => self.may_pass(1).then_some(0),
-            (None, Some(_)) => self.may_pass(0).then_some(1),
-            (None, None) => None,
+        let mut next: Option<(i64, usize)> = None;
+        for side in 0..EVENT_INPUTS {
+            match self.held[side].front() {
+                Some((ts, _)) if next.is_none_or(|(best, _)| *ts < best) => next = Some((*ts, side)),
+                Some(_) => {}
+                None if !self.may_pass(side) => return None,
+                None => {}
+            }
         }
+        next.map(|(_, side)| side)
+    }
+
+    /// The inputs the pair waits for: no record held, and not known to be
+    /// caught up.
+    fn lagging(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..EVENT_INPUTS).filter(|&side| self.held[side].is_empty() && !self.may_pass(side))
+    }
+
+    fn held(&self) -> usize {
+        self.held.iter().map(VecDeque::len).sum()
     }
 }
 
-/// The alignment state of every owned partition pair. Lives in the main
+/// The alignment state of every owned partition (a "pair" of the event
+/// inputs' partition *p*, however many inputs there are). Lives in the main
 /// loop; all of it is dropped when a rebalance starts a new generation.
 pub(super) struct Aligner {
     /// `run.alignment_wait`; zero turns alignment off.
@@ -126,35 +143,36 @@ impl Aligner {
         }
     }
 
-    /// Takes `input` (event time `ts`) from the consumer: returns it if it
+    /// Takes `record` (event time `ts`) from the consumer: returns it if it
     /// may be applied now, or holds it and returns `None`. Call
     /// [`Aligner::next_ready`] after either, until it returns `None`.
-    pub(super) fn offer<'a>(&mut self, input: Input<'a>, ts: i64) -> Option<Input<'a>> {
+    pub(super) fn offer<'a>(&mut self, record: Record<'a>, ts: i64) -> Option<Record<'a>> {
         if self.wait.is_zero() {
-            return Some(input);
+            return Some(record);
         }
-        let (me, other) = (input.topic.index(), 1 - input.topic.index());
-        let pair = self.pairs.entry(input.partition).or_default();
+        let Some(me) = record.topic.event_index() else { return Some(record) };
+        let pair = self.pairs.entry(record.partition).or_default();
         // It delivered: whatever waited for it waits afresh, if at all.
         pair.gave_up[me] = false;
         pair.waiting_since = None;
         // Only ever towards caught up: a record short of the end may be
         // followed by a transaction marker rather than more records, which
         // the next refresh (on the consumer's position) sees past.
-        if pair.end[me].is_some_and(|end| input.offset + 1 >= end) {
+        if pair.end[me].is_some_and(|end| record.offset + 1 >= end) {
             pair.caught_up[me] = true;
         }
-        let now = if !pair.held[me].is_empty() {
-            false
-        } else if let Some((head, _)) = pair.held[other].front() {
-            ts <= *head
-        } else {
-            pair.may_pass(other)
-        };
+        // It goes now if nothing of its input is held before it, it is
+        // earlier than every other input's head, and every input without a
+        // head may be passed.
+        let now = pair.held[me].is_empty()
+            && (0..EVENT_INPUTS).filter(|&o| o != me).all(|o| match pair.held[o].front() {
+                Some((head, _)) => (ts, me) < (*head, o),
+                None => pair.may_pass(o),
+            });
         if now {
-            return Some(input);
+            return Some(record);
         }
-        pair.held[me].push_back((ts, input.into_owned()));
+        pair.held[me].push_back((ts, record.into_owned()));
         self.held += 1;
         if pair.held[me].len() >= HOLD_LIMIT && !pair.paused[me] {
             pair.paused[me] = true;
@@ -164,24 +182,24 @@ impl Aligner {
     }
 
     /// The next held record of partition pair `p` that may be applied now.
-    pub(super) fn next_ready(&mut self, p: i32) -> Option<Input<'static>> {
+    pub(super) fn next_ready(&mut self, p: i32) -> Option<Record<'static>> {
         let pair = self.pairs.get_mut(&p)?;
         let Some(side) = pair.next_side() else {
-            if pair.held.iter().all(VecDeque::is_empty) {
+            if pair.held() == 0 {
                 pair.waiting_since = None;
             } else {
                 pair.waiting_since.get_or_insert_with(Instant::now);
             }
             return None;
         };
-        let (_, input) = pair.held[side].pop_front()?;
+        let (_, record) = pair.held[side].pop_front()?;
         self.held -= 1;
         pair.waiting_since = None;
         if pair.paused[side] && pair.held[side].len() < HOLD_LIMIT / 2 {
             pair.paused[side] = false;
             self.pause_changed = true;
         }
-        Some(input)
+        Some(record)
     }
 
     /// Refreshes which inputs are caught up (`positions`: the consumer's
@@ -202,43 +220,46 @@ impl Aligner {
         }
         for &p in owned {
             let pair = self.pairs.entry(p).or_default();
-            for topic in InputKind::EVENTS {
+            for (side, topic) in InputKind::EVENTS.into_iter().enumerate() {
                 let position = positions.find_partition(inputs.name(topic), p).and_then(|e| match e.offset() {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
                 let ends = ends.get(&(topic, p));
-                pair.end[topic.index()] = ends.map(|e| e.end);
-                pair.caught_up[topic.index()] = ends.is_some_and(|e| position.unwrap_or(e.start) >= e.end);
+                pair.end[side] = ends.map(|e| e.end);
+                pair.caught_up[side] = ends.is_some_and(|e| position.unwrap_or(e.start) >= e.end);
             }
             let Some(since) = pair.waiting_since else { continue };
             if backpressure {
                 pair.waiting_since = Some(Instant::now());
             } else if since.elapsed() >= self.wait && pair.next_side().is_none() {
-                let lagging = if pair.held[0].is_empty() { 0 } else { 1 };
-                pair.gave_up[lagging] = true;
-                let held = pair.held[1 - lagging].len();
-                AlignmentTimeout { inputs, partition: p, lagging: InputKind::EVENTS[lagging], held, wait: self.wait }
-                    .emit();
+                let lagging: Vec<usize> = pair.lagging().collect();
+                let held = pair.held();
+                for side in lagging {
+                    pair.gave_up[side] = true;
+                    AlignmentTimeout { inputs, partition: p, lagging: InputKind::EVENTS[side], held, wait: self.wait }
+                        .emit();
+                }
             }
         }
         let before = self.pairs.len();
         self.pairs.retain(|p, _| owned.contains(p));
         if self.pairs.len() != before {
-            self.held = self.pairs.values().map(|pair| pair.held[0].len() + pair.held[1].len()).sum();
+            self.held = self.pairs.values().map(Pair::held).sum();
         }
         owned.to_vec()
     }
 
-    /// Whether input `topic` of pair `p` has nothing held and nothing more
-    /// on the broker: its records cannot hold back the pair's stream time.
-    pub(super) fn settled(&self, p: i32) -> [bool; 2] {
+    /// Per event input of partition `p`, whether it has nothing held and
+    /// nothing more on the broker: its records cannot hold back the
+    /// partition's stream time.
+    pub(super) fn settled(&self, p: i32) -> [bool; EVENT_INPUTS] {
         if self.wait.is_zero() {
-            return [true, true];
+            return [true; EVENT_INPUTS];
         }
-        self.pairs
-            .get(&p)
-            .map_or([false, false], |pair| [0, 1].map(|side| pair.caught_up[side] && pair.held[side].is_empty()))
+        self.pairs.get(&p).map_or([false; EVENT_INPUTS], |pair| {
+            std::array::from_fn(|side| pair.caught_up[side] && pair.held[side].is_empty())
+        })
     }
 
     /// Records held over all pairs.
@@ -254,8 +275,8 @@ impl Aligner {
         }
         let mut full = HashSet::new();
         for (&p, pair) in &self.pairs {
-            for topic in InputKind::EVENTS {
-                if pair.paused[topic.index()] {
+            for (side, topic) in InputKind::EVENTS.into_iter().enumerate() {
+                if pair.paused[side] {
                     full.insert((topic, p));
                 }
             }
@@ -269,15 +290,15 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
+    use crate::config::Config;
     use crate::engine::event::{Event, EventKind};
-    use crate::pipeline::worker::Input;
     use crate::vocab::ClickKind;
 
     const CLICKS: InputKind = InputKind::Clickstream;
     const PURCHASES: InputKind = InputKind::Purchases;
 
-    fn input(topic: InputKind, offset: i64, ts: i64) -> Input<'static> {
-        Input {
+    fn input(topic: InputKind, offset: i64, ts: i64) -> Record<'static> {
+        Record {
             topic,
             partition: 0,
             offset,
@@ -293,8 +314,9 @@ mod tests {
     }
 
     fn inputs() -> Inputs {
-        let topics = crate::config::TopicsConfig { clickstream: "clicks".into(), ..Default::default() };
-        Inputs::new(&topics)
+        let mut config = Config::default();
+        config.topics.clickstream = "clicks".into();
+        config.inputs()
     }
 
     /// Offers `(topic, offset, ts)` in arrival order and returns the
@@ -318,9 +340,9 @@ mod tests {
         let inputs = inputs();
         let mut positions = TopicPartitionList::new();
         let mut ends = HashMap::new();
-        for t in InputKind::EVENTS {
-            positions.add_partition_offset(inputs.name(t), 0, Offset::Offset(next[t.index()])).unwrap();
-            ends.insert((t, 0), Ends { start: 0, end: end[t.index()] });
+        for (side, t) in InputKind::EVENTS.into_iter().enumerate() {
+            positions.add_partition_offset(inputs.name(t), 0, Offset::Offset(next[side])).unwrap();
+            ends.insert((t, 0), Ends { start: 0, end: end[side] });
         }
         let mut applied = Vec::new();
         for p in aligner.refresh(&inputs, &positions, &ends, &[0], false) {

@@ -1,26 +1,24 @@
-//! `engage run`: the Kafka pipeline. One consumer-group member reads both
-//! input topics, applies each record to the engine and hands the outputs to
-//! the [`Sink`]. Changed customers are flushed to the state changelog every
-//! `state.flush_interval`: encoded at once, written once every output sent
-//! before is acknowledged (consumption goes on meanwhile); an input offset
-//! is committed only after the flush that follows it is acknowledged too.
-//! So after any crash the changelog holds, for every customer, a state
-//! whose outputs were all delivered, and the per-customer applied offsets
-//! in it make replayed records no-ops (docs/model.md "Guarantees").
+//! `engage run`: the Kafka pipeline. One consumer-group member reads every
+//! input topic, applies each record to the engine and hands what it sends to
+//! the [`Durability`] protocol, which decides when input offsets are
+//! committed (`crate::durability`: state flushed every
+//! `state.flush_interval`, offsets committed only once their outputs and
+//! the flush after them are acknowledged).
 //!
 //! Partition assignment uses librdkafka's `range` assignor: for topics with
-//! the same partition count it gives partition *p* of both inputs to the
+//! the same partition count it gives partition *p* of every input to the
 //! same member, which co-partitioning needs (a customer's clicks and
-//! purchases must meet in one state). `cooperative-sticky` balances the two
+//! purchases must meet in one state). `cooperative-sticky` balances the
 //! topics independently and could split them, so it is not used. On revoke
-//! a partition is flushed, committed and dropped; on assign its customers
-//! are restored from the changelog before its first record is processed.
-//! The two inputs' partition *p* are applied in event-time order
-//! (`align.rs`).
+//! a partition is finished (flushed, committed) and dropped; on assign its
+//! customers are restored from the changelog before its first record is
+//! processed. The event inputs' partition *p* are applied in event-time
+//! order (`align.rs`); erasure requests as they arrive.
 
 mod align;
 mod memory;
 mod rebalance;
+mod record;
 mod shared;
 mod status;
 mod worker;
@@ -29,34 +27,36 @@ pub use memory::set_memory_release;
 pub use status::{Restoring, Status};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::Message;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, TopicPartitionList};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::clock::wall_clock_ms;
 use crate::config::Config;
+use crate::durability::{Durability, DurabilityError};
 use crate::engine::store::Store;
 use crate::engine::{Engine, Rules, Slice};
 use crate::kafka::changelog::RestoreError;
-use crate::kafka::changelog::{self, Dirty};
-use crate::kafka::progress::{CommitGate, DeliveryError, Progress, SharedProgress, lock};
-use crate::kafka::sink::Sink;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, create_output_topics};
 use crate::sync;
+use crate::telemetry::events::{Backpressure, ConsumerError, PauseFailed, Stopped};
 use crate::telemetry::{LagReporter, PipelineMetrics};
-use crate::vocab::InputKind;
+use crate::vocab::{InputKind, Role};
 use align::Aligner;
 use memory::{IDLE_RELEASE_EVERY, IdleRelease, release_free_memory};
-use rdkafka::error::KafkaError;
 use rebalance::PipelineContext;
-use shared::{Inputs, Shared};
-use worker::{BatchClock, Input, PartitionCache, Worker};
+use record::{BatchClock, Record};
+use shared::Shared;
+use worker::{PartitionCache, Worker};
+
+pub use crate::telemetry::RunSummary;
 
 /// Why the pipeline stopped with an error. Exit non-zero: a restart resumes
 /// from the last committed offsets and the changelog, so nothing is lost.
@@ -65,10 +65,10 @@ pub enum PipelineError {
     /// Start-up checks or Kafka clients failed.
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
-    /// An output could not be delivered; restarting may help once the
-    /// broker is healthy.
-    #[error("output delivery failed, stopping without committing past it")]
-    Delivery(#[source] DeliveryError),
+    /// Records could not be made durable: a delivery failed, a transaction
+    /// could not commit, or shutdown ran out of time.
+    #[error(transparent)]
+    Durability(#[from] DurabilityError),
     /// A partition's state could not be restored; processing without it
     /// would double-count, so engage stops. Retryable.
     #[error("state restore of partition {partition} failed")]
@@ -79,52 +79,6 @@ pub enum PipelineError {
         #[source]
         source: RestoreError,
     },
-    /// `exactly_once`: a transaction could not be committed (and was
-    /// aborted). Restarting resumes from the last committed transaction.
-    #[error("transaction failed and was aborted")]
-    Transaction(#[source] TransactionError),
-    /// Shutdown could not flush and commit within `run.shutdown_deadline`;
-    /// the uncommitted records will be processed again by the next owner.
-    #[error("shutdown deadline of {0:?} passed before all outputs were acknowledged")]
-    ShutdownDeadline(Duration),
-}
-
-/// Why an `exactly_once` transaction failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TransactionError {
-    /// The transaction's outputs were not acknowledged in time.
-    #[error("outputs not acknowledged")]
-    Flush(#[source] KafkaError),
-    /// The consumer has not joined its group, so its offsets cannot be
-    /// committed inside the transaction.
-    #[error("the consumer has no group metadata")]
-    NoGroupMetadata,
-    /// Sending the offsets or committing the transaction failed.
-    #[error("commit failed")]
-    Commit(#[source] KafkaError),
-}
-
-/// Counts of what a run did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RunSummary {
-    /// Input records read.
-    pub records: u64,
-    /// Events that changed state.
-    pub applied: u64,
-    /// Records already reflected in state.
-    pub duplicates: u64,
-    /// Events of unknown clickstream types.
-    pub unknown_types: u64,
-    /// Records sent to the dead-letter topic.
-    pub dead_letters: u64,
-    /// Erasure requests applied.
-    pub erasures: u64,
-    /// Events ignored because their customer was erased after them.
-    pub before_erasure: u64,
-    /// Score changes and alerts sent.
-    pub outputs: u64,
-    /// Events at or before the bootstrap's as-of, already in the state.
-    pub bootstrapped: u64,
 }
 
 /// Runs the processor until `shutdown` is cancelled or a fatal error.
@@ -136,8 +90,9 @@ pub async fn run(
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    let inputs = config.inputs();
     let partitions = check_inputs(&config)?;
-    info!(partitions, clickstream = %config.topics.clickstream, purchases = %config.topics.purchases, "inputs are co-partitioned");
+    info!(partitions, inputs = %inputs, "inputs are co-partitioned");
     if config.run.create_topics {
         let created = create_output_topics(&config).await?;
         if !created.is_empty() {
@@ -145,24 +100,19 @@ pub async fn run(
         }
     }
     check_changelog(&config, partitions)?;
-    let progress: SharedProgress = Arc::new(Mutex::new(Progress::new(CommitGate::Flushed)));
-    let sink = Arc::new(Sink::new(&config, progress.clone())?);
-    let inputs = Inputs::new(&config.topics);
     let shared = Arc::new(Shared {
-        changelog: changelog::topic_name(&config),
+        durability: Durability::new(&config, store.clone())?,
         config: config.clone(),
-        sink: sink.clone(),
+        inputs: inputs.clone(),
         store: store.clone(),
         status: status.clone(),
-        inputs: inputs.clone(),
-        dirty: Mutex::new(Dirty::default()),
         owned: Mutex::new(BTreeSet::new()),
         generation: AtomicU64::new(0),
         fatal: Mutex::new(None),
-        processed: Mutex::new(HashMap::new()),
         ends: Mutex::new(HashMap::new()),
     });
-    let transactional = sink.is_transactional();
+    let durability = &shared.durability;
+    let transactional = durability.is_transactional();
     let consumer: StreamConsumer<PipelineContext> = crate::kafka::client::input_consumer(&config)
         .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
         .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
@@ -172,19 +122,17 @@ pub async fn run(
         engine: Engine::new(Rules::new(&config)),
         metrics: PipelineMetrics::new(),
         limits: config.input.limits(),
-        summary: RunSummary::default(),
         outputs: Vec::with_capacity(8),
         cache: PartitionCache { generation: u64::MAX, partitions: HashMap::new() },
         clocks: HashMap::new(),
         shared: shared.clone(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut flush_tick = tokio::time::interval(config.state.flush_interval);
+    let mut flush_tick = durability.flush_timer();
     let slices = u64::from(config.run.sweep_slices);
     let mut sweep_tick = tokio::time::interval(config.run.sweep_interval / config.run.sweep_slices);
     let mut next_slice = 0u64;
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log = Instant::now();
     let mut idle = IdleRelease::new(IDLE_RELEASE_EVERY, release_free_memory);
     let mut pauses = Pauses::new();
@@ -204,21 +152,16 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 status.beat(wall_clock_ms());
-                if let Some(failure) = lock(&progress).failure() {
-                    return Err(PipelineError::Delivery(failure.clone()));
-                }
-                if !transactional {
-                    sink.release_changelog();
-                    shared.store_done(&consumer);
-                }
-                worker.metrics.in_flight.set(lock(&progress).in_flight() as f64);
-                idle.observe(worker.summary.records);
-                aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
+                durability.tick(&consumer)?;
+                worker.metrics.publish();
+                worker.metrics.in_flight.set(durability.in_flight() as f64);
+                idle.observe(worker.metrics.records());
+                aligner.sync_generation(shared.generation.load(Ordering::SeqCst));
                 if let Some(positions) = aligner.enabled().then(|| consumer.position().ok()).flatten() {
                     let ends = sync::lock(&shared.ends).clone();
                     for p in aligner.refresh(&inputs, &positions, &ends, &shared.owned(), pauses.backpressure) {
-                        while let Some(input) = aligner.next_ready(p) {
-                            worker.handle(input)?;
+                        while let Some(record) = aligner.next_ready(p) {
+                            worker.handle(record)?;
                         }
                     }
                 }
@@ -226,20 +169,20 @@ pub async fn run(
                 pauses.update(&consumer, &shared, config.run.max_in_flight, aligner.take_pause_change());
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
-                    let summary = &worker.summary;
+                    let summary = worker.metrics.summary();
                     info!(records = summary.records, applied = summary.applied, dead_letters = summary.dead_letters,
-                          outputs = summary.outputs, in_flight = lock(&progress).in_flight(), customers = store.customers(), "progress");
+                          outputs = summary.outputs, in_flight = durability.in_flight(), customers = store.customers(), "progress");
                 }
             }
-            _ = sink.released(), if !transactional => sink.release_changelog(),
+            _ = durability.released(), if !transactional => durability.release(),
             _ = flush_tick.tick() => {
                 let owned = shared.owned();
-                tokio::task::block_in_place(|| shared.flush(&consumer, &owned))?;
+                tokio::task::block_in_place(|| durability.flush(&consumer, &owned))?;
             }
             _ = sweep_tick.tick() => {
                 let slice = Slice { index: next_slice, of: slices };
                 next_slice = (next_slice + 1) % slices;
-                worker.sweep(slice, pauses.backpressure, &aligner);
+                worker.sweep(slice, pauses.backpressure, |p| aligner.settled(p));
             }
             message = consumer.recv() => {
                 // Then whatever else is already fetched, without going back
@@ -251,26 +194,30 @@ pub async fn run(
                     match message {
                         Ok(m) => {
                             // A rebalance inside recv() dropped what was held.
-                            aligner.sync_generation(shared.generation.load(std::sync::atomic::Ordering::SeqCst));
-                            let kind = inputs.kind(m.topic());
-                            if kind == InputKind::Erasures {
-                                worker.erase(&m, clock)?;
-                            } else {
-                                let input = Input::decode(&m, kind, &config, &worker.limits, clock);
-                                let (p, ts) = (input.partition, input.event_time());
-                                if let Some(input) = aligner.offer(input, ts) {
-                                    worker.handle(input)?;
+                            aligner.sync_generation(shared.generation.load(Ordering::SeqCst));
+                            match inputs.of(m.topic()) {
+                                Some(input) if input.kind.role() == Role::Erasures => {
+                                    worker.erase(&m, input.format, clock)?;
                                 }
-                                while let Some(input) = aligner.next_ready(p) {
-                                    worker.handle(input)?;
+                                Some(input) => {
+                                    let record = Record::decode(&m, input, &worker.limits, clock);
+                                    let (p, ts) = (record.partition, record.event_time());
+                                    if let Some(record) = aligner.offer(record, ts) {
+                                        worker.handle(record)?;
+                                    }
+                                    while let Some(record) = aligner.next_ready(p) {
+                                        worker.handle(record)?;
+                                    }
                                 }
+                                // Only the inputs are subscribed.
+                                None => {}
                             }
                         }
-                        Err(e) => warn!(error = %e, "consumer error"),
+                        Err(e) => ConsumerError { error: &e }.emit(),
                     }
                     batch += 1;
                     let full = aligner.take_pause_change();
-                    if full.is_some() || lock(&progress).in_flight() > config.run.max_in_flight {
+                    if full.is_some() || durability.in_flight() > config.run.max_in_flight {
                         pauses.update(&consumer, &shared, config.run.max_in_flight, full);
                         if pauses.backpressure {
                             break;
@@ -278,16 +225,17 @@ pub async fn run(
                     }
                     next = if batch < RECV_BATCH { ready_now(consumer.recv()) } else { None };
                 }
-
             }
         }
     }
 
     info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
     let owned = shared.owned();
-    tokio::task::block_in_place(|| shared.finish(&consumer, &owned))?;
-    info!(summary = ?worker.summary, "stopped cleanly");
-    Ok(worker.summary)
+    tokio::task::block_in_place(|| durability.finish(&consumer, &owned))?;
+    worker.metrics.publish();
+    let summary = worker.metrics.summary();
+    Stopped { summary: &summary }.emit();
+    Ok(summary)
 }
 
 /// Records handled per wake-up of the main loop before the timers get a
@@ -341,9 +289,9 @@ impl Pauses {
         if let Some(full) = full {
             self.full = full;
         }
-        let in_flight = lock(shared.sink.progress()).in_flight();
+        let in_flight = shared.durability.in_flight();
         let backpressure = if self.backpressure { in_flight > max / 2 } else { in_flight > max };
-        let generation = shared.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let generation = shared.generation.load(Ordering::SeqCst);
         if generation != self.generation {
             self.applied.clear();
         }
@@ -356,7 +304,8 @@ impl Pauses {
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         let mut wanted = Vec::new();
         for e in assignment.elements() {
-            let key = (shared.inputs.kind(e.topic()), e.partition());
+            let Some(input) = shared.inputs.of(e.topic()) else { continue };
+            let key = (input.kind, e.partition());
             let paused = backpressure || self.full.contains(&key);
             if self.applied.get(&key) != Some(&paused) {
                 let list = if paused { &mut pause } else { &mut resume };
@@ -367,13 +316,13 @@ impl Pauses {
         let paused = if pause.count() > 0 { consumer.pause(&pause) } else { Ok(()) };
         let resumed = if resume.count() > 0 { consumer.resume(&resume) } else { Ok(()) };
         if let Err(e) = paused.and(resumed) {
-            warn!(error = %e, "pause/resume failed; trying again");
+            PauseFailed { error: &e }.emit();
             return;
         }
         self.applied.extend(wanted);
         self.generation = generation;
         if backpressure != self.backpressure {
-            crate::telemetry::events::Backpressure { paused: backpressure, in_flight }.emit();
+            Backpressure { paused: backpressure, in_flight }.emit();
             self.backpressure = backpressure;
         }
     }

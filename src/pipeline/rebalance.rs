@@ -9,7 +9,6 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
-use tracing::warn;
 
 use super::PipelineError;
 use super::align::Ends;
@@ -17,7 +16,7 @@ use super::shared::Shared;
 use crate::kafka::changelog;
 use crate::sync;
 use crate::telemetry::LagReporter;
-use crate::telemetry::events::{PartitionRestored, PartitionRevoked, Rebalance as RebalanceEvent};
+use crate::telemetry::events::{PartitionRestored, PartitionRevoked, Rebalance as RebalanceEvent, RevokeUnfinished};
 
 /// Consumer callbacks: on revoke, finish and commit before letting go; on
 /// assign, restore before the first record.
@@ -31,7 +30,7 @@ impl ClientContext for PipelineContext {
         self.lag.report(&stats);
         let mut ends = sync::lock(&self.shared.ends);
         for (topic, t) in &stats.topics {
-            let Some(kind) = self.shared.inputs.of(topic) else { continue };
+            let Some(kind) = self.shared.inputs.of(topic).map(|i| i.kind) else { continue };
             for (&partition, p) in &t.partitions {
                 // -1: librdkafka's internal unassigned partition; offsets
                 // below 0 are not known yet.
@@ -52,15 +51,13 @@ impl ConsumerContext for PipelineContext {
         s.generation.fetch_add(1, Ordering::SeqCst);
         let partitions: Vec<i32> =
             partitions_of(tpl).into_iter().filter(|p| sync::lock(&s.owned).contains(p)).collect();
-        if let Err(e) = s.finish(consumer, &partitions) {
+        if let Err(e) = s.durability.finish(consumer, &partitions) {
             // The next owner resumes from the last commit and the changelog.
-            warn!(error = %e, "revoke: could not finish; uncommitted records will be reprocessed");
+            RevokeUnfinished { error: &e }.emit();
         }
-        sync::lock(&s.processed).retain(|(_, p), _| !partitions.contains(p));
         sync::lock(&s.ends).retain(|(_, p), _| !partitions.contains(p));
         for p in partitions {
-            s.sink.forget(p);
-            sync::lock(&s.dirty).forget(p);
+            s.durability.forget(p);
             sync::lock(&s.owned).remove(&p);
             s.store.remove_partition(p);
             PartitionRevoked { inputs: &s.inputs, partition: p }.emit();
@@ -79,12 +76,13 @@ impl ConsumerContext for PipelineContext {
             s.store.remove_partition(p);
             let partition = s.store.partition(p);
             let _restoring = s.status.begin_restore();
-            match changelog::restore(&s.config, &s.changelog, &partition, s.config.state.restore_timeout) {
+            let topic = changelog::topic_name(&s.config);
+            match changelog::restore(&s.config, &topic, &partition, s.config.state.restore_timeout) {
                 Ok(stats) => {
                     PartitionRestored {
                         inputs: &s.inputs,
                         partition: p,
-                        changelog: &s.changelog,
+                        changelog: &topic,
                         records: stats.records,
                         customers: stats.customers,
                         unreadable: stats.unreadable,
@@ -116,7 +114,7 @@ fn query_ends(consumer: &BaseConsumer<PipelineContext>, s: &Shared, tpl: &TopicP
     let timeout = Duration::from_secs(10);
     let committed = consumer.committed_offsets(tpl.clone(), timeout).ok();
     for e in tpl.elements() {
-        let Some(kind) = s.inputs.of(e.topic()) else { continue };
+        let Some(kind) = s.inputs.of(e.topic()).map(|i| i.kind) else { continue };
         let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout) else { continue };
         let start = committed
             .as_ref()

@@ -1,5 +1,5 @@
 //! The main loop's per-record and per-sweep work: decode, apply, publish
-//! or dead-letter; churn sweeps at each partition pair's stream time.
+//! or dead-letter; churn sweeps at each partition's stream time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,67 +7,68 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::message::{BorrowedMessage, Headers, OwnedMessage};
-use tracing::{debug, info};
+use rdkafka::message::BorrowedMessage;
+use tracing::debug;
 
-use super::align::Aligner;
+use super::PipelineError;
+use super::record::{BatchClock, Record, RecordRef, Rejected, envelope};
 use super::shared::Shared;
-use super::{PipelineError, RunSummary};
 use crate::clock::wall_clock_ms;
-use crate::config::Config;
-use crate::decode::{DecodeError, Envelope, Limits, decode, erasure_request};
-use crate::engine::event::Event;
+use crate::decode::{DecodeError, erasure_request};
+use crate::durability::Work;
 use crate::engine::event::Source;
 use crate::engine::output::Output;
 use crate::engine::store::Partition;
 use crate::engine::{Engine, Outcome, Slice};
-use crate::kafka::progress::Work;
-use crate::kafka::sink::{CONTENT_TYPE, Origin};
+use crate::kafka::sink::Origin;
 use crate::sync;
 use crate::telemetry::PipelineMetrics;
-use crate::vocab::InputKind;
+use crate::telemetry::events::{ErasureApplied, RetentionEvicted};
+use crate::vocab::{EVENT_INPUTS, InputKind};
 
-/// A partition pair's stream time (docs/model.md "Health"): the event time
-/// up to which both inputs have been applied, or the wall clock once the
-/// pair has been caught up and idle for `idle_grace`.
+/// A partition's stream time (docs/model.md "Health"): the event time up
+/// to which every event input has been applied, or the wall clock once the
+/// partition has been caught up and idle for `idle_grace`.
 #[derive(Debug)]
 pub(super) struct StreamClock {
-    /// The largest event time applied, per input.
-    pub(super) max_event_ms: [i64; 2],
+    /// The largest event time applied, per event input.
+    pub(super) max_event_ms: [i64; EVENT_INPUTS],
     pub(super) last_record: Instant,
 }
 
 impl Default for StreamClock {
     fn default() -> Self {
-        StreamClock { max_event_ms: [i64::MIN; 2], last_record: Instant::now() }
+        StreamClock { max_event_ms: [i64::MIN; EVENT_INPUTS], last_record: Instant::now() }
     }
 }
 
 impl StreamClock {
     /// An event of `topic` at `event_ms` was taken up at `at`.
     pub(super) fn observe(&mut self, topic: InputKind, event_ms: i64, at: Instant) {
-        let max = &mut self.max_event_ms[topic.index()];
-        *max = (*max).max(event_ms);
+        if let Some(side) = topic.event_index() {
+            let max = &mut self.max_event_ms[side];
+            *max = (*max).max(event_ms);
+        }
         self.last_record = at;
     }
 
     /// The stream time, or `None` before anything was applied. An input
     /// that is not `settled` (it has records held or still on the broker)
     /// holds the time back to what it has applied: a sweep must not judge
-    /// its customers idle at the other input's later time. While paused by
-    /// backpressure the pair is not idle, only held.
-    pub(super) fn stream_time(&self, idle_grace: Duration, paused: bool, settled: [bool; 2]) -> Option<i64> {
-        let newest = self.max_event_ms[0].max(self.max_event_ms[1]);
-        let idle = settled == [true, true] && !paused && self.last_record.elapsed() >= idle_grace;
+    /// its customers idle at another input's later time. While paused by
+    /// backpressure the partition is not idle, only held.
+    pub(super) fn stream_time(&self, idle_grace: Duration, paused: bool, settled: [bool; EVENT_INPUTS]) -> Option<i64> {
+        let newest = self.max_event_ms.iter().copied().max().unwrap_or(i64::MIN);
+        let idle = settled.iter().all(|s| *s) && !paused && self.last_record.elapsed() >= idle_grace;
         if newest == i64::MIN {
             // Nothing read since the assignment: the restored customers are
-            // judged on the wall clock once the pair is caught up and idle.
+            // judged on the wall clock once the partition is caught up and
+            // idle.
             return idle.then(wall_clock_ms);
         }
-        let behind = InputKind::EVENTS
-            .iter()
-            .filter(|t| !settled[t.index()] && self.max_event_ms[t.index()] != i64::MIN)
-            .map(|t| self.max_event_ms[t.index()])
+        let behind = (0..EVENT_INPUTS)
+            .filter(|&side| !settled[side] && self.max_event_ms[side] != i64::MIN)
+            .map(|side| self.max_event_ms[side])
             .min();
         if let Some(behind) = behind {
             return Some(behind);
@@ -76,103 +77,11 @@ impl StreamClock {
     }
 }
 
-/// The clocks read once per batch of records rather than per record (clock
-/// reads are a visible cost of the hot path): a batch is handled within a few
-/// milliseconds, so its records share the time they were taken up, and
-/// their processing latency counts from the batch's start.
-#[derive(Clone, Copy)]
-pub(super) struct BatchClock {
-    /// When the batch was taken up.
-    pub(super) consumed: Instant,
-    /// Wall-clock time then (epoch ms), for the future-skew check.
-    pub(super) wall_ms: i64,
-}
-
-impl BatchClock {
-    pub(super) fn now() -> BatchClock {
-        BatchClock { consumed: Instant::now(), wall_ms: wall_clock_ms() }
-    }
-}
-
-/// One input record taken from the consumer and decoded: what the worker
-/// applies, at once or after the [`super::align::Aligner`] held it.
-pub(super) struct Input<'a> {
-    pub(super) topic: InputKind,
-    pub(super) partition: i32,
-    pub(super) offset: i64,
-    /// The record timestamp, for the end-to-end latency.
-    pub(super) produced_ms: Option<i64>,
-    /// When it was taken from the consumer: processing latency counts
-    /// from here, time held included.
-    pub(super) consumed: Instant,
-    /// The event, or why the record cannot be used.
-    pub(super) body: Result<Event<'a>, Rejected<'a>>,
-}
-
-/// A record that goes to the dead-letter topic, with the reason.
-pub(super) struct Rejected<'a> {
-    pub(super) error: DecodeError,
-    pub(super) record: RecordRef<'a>,
-}
-
-/// The consumer's record, or a copy once it must outlive the poll.
-pub(super) enum RecordRef<'a> {
-    Borrowed(&'a BorrowedMessage<'a>),
-    Owned(Box<OwnedMessage>),
-}
-
-impl<'a> Input<'a> {
-    /// Decodes `message` of the input `topic`.
-    pub(super) fn decode(
-        message: &'a BorrowedMessage<'a>,
-        topic: InputKind,
-        config: &Config,
-        limits: &Limits,
-        clock: BatchClock,
-    ) -> Input<'a> {
-        let format = config.input.format(topic);
-        let produced_ms = message.timestamp().to_millis();
-        let value = message.payload().unwrap_or(&[]);
-        let body = decode(Some(topic), format, &envelope(message), value, limits, clock.wall_ms)
-            .map_err(|error| Rejected { error, record: RecordRef::Borrowed(message) });
-        Input {
-            topic,
-            partition: message.partition(),
-            offset: message.offset(),
-            produced_ms,
-            consumed: clock.consumed,
-            body,
-        }
-    }
-
-    /// The event time the inputs are aligned on; a record that cannot be
-    /// decoded changes no state and goes first.
-    pub(super) fn event_time(&self) -> i64 {
-        self.body.as_ref().map_or(i64::MIN, |e| e.ts_ms)
-    }
-
-    /// Detaches the record from the consumer's buffer, to be held.
-    pub(super) fn into_owned(self) -> Input<'static> {
-        let body = match self.body {
-            Ok(event) => Ok(event.into_owned()),
-            Err(Rejected { error, record }) => Err(Rejected {
-                error,
-                record: RecordRef::Owned(match record {
-                    RecordRef::Borrowed(m) => Box::new(m.detach()),
-                    RecordRef::Owned(m) => m,
-                }),
-            }),
-        };
-        Input { body, ..self }
-    }
-}
-
 /// The main loop's per-record and per-sweep state.
 pub(super) struct Worker {
     pub(super) engine: Engine,
     pub(super) metrics: PipelineMetrics,
     pub(super) limits: crate::decode::Limits,
-    pub(super) summary: RunSummary,
     pub(super) outputs: Vec<Output>,
     pub(super) cache: PartitionCache,
     pub(super) clocks: HashMap<i32, StreamClock>,
@@ -182,31 +91,25 @@ pub(super) struct Worker {
 impl Worker {
     /// Counts one input record taken up and returns its work item.
     fn begin(&mut self, topic: InputKind, partition: i32, offset: i64) -> Result<Work, PipelineError> {
-        let shared = &*self.shared;
         // A restore that failed inside this very recv() must stop us
         // before the partition's records are applied to empty state.
-        if let Some(e) = sync::lock(&shared.fatal).take() {
+        if let Some(e) = sync::lock(&self.shared.fatal).take() {
             return Err(e);
         }
-        self.summary.records += 1;
         self.metrics.record_in(topic);
-        if shared.sink.is_transactional() {
-            sync::lock(&shared.processed).insert((topic, partition), offset + 1);
-        }
-        Ok(Work::Record { topic, partition, offset })
+        Ok(self.shared.durability.begin(topic, partition, offset))
     }
 
     /// Sends a record that cannot be used to the dead-letter topic.
     fn dead_letter(&mut self, error: &DecodeError, record: RecordRef<'_>, work: Work) {
         let shared = &*self.shared;
-        self.summary.dead_letters += 1;
         self.metrics.dead_letter(error.reason);
         if let Work::Record { topic, partition, offset } = work {
             debug!(topic = shared.inputs.name(topic), partition, offset, reason = %error.reason, "dead letter");
         }
         match record {
-            RecordRef::Borrowed(m) => shared.sink.send_dead_letter(m, error, work),
-            RecordRef::Owned(m) => shared.sink.send_dead_letter(&*m, error, work),
+            RecordRef::Borrowed(m) => shared.durability.dead_letter(work, m, error),
+            RecordRef::Owned(m) => shared.durability.dead_letter(work, &*m, error),
         }
     }
 
@@ -214,11 +117,15 @@ impl Worker {
     /// aligned with the events: it takes effect as it arrives, and the
     /// events it covers are recognised by their event time whenever they
     /// come (docs/model.md "Erasure").
-    pub(super) fn erase(&mut self, message: &BorrowedMessage<'_>, clock: BatchClock) -> Result<(), PipelineError> {
+    pub(super) fn erase(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        format: crate::vocab::Format,
+        clock: BatchClock,
+    ) -> Result<(), PipelineError> {
         let (p, offset) = (message.partition(), message.offset());
         let work = self.begin(InputKind::Erasures, p, offset)?;
         let shared = self.shared.clone();
-        let format = shared.config.input.erasures_format;
         let value = message.payload().unwrap_or(&[]);
         let request = match erasure_request(format, &envelope(message), value, &self.limits, clock.wall_ms) {
             Ok(request) => request,
@@ -228,76 +135,48 @@ impl Worker {
             }
         };
         let partition = self.cache.get(&shared, p);
-        let id = &*request.customer_id;
         match self.engine.erase(&partition, &request, Some(offset), &mut self.outputs) {
             Outcome::Erased => {
-                self.summary.erasures += 1;
-                self.metrics.erasures.increment(1);
-                info!(partition = p, offset, request_id = %request.request_id, "erasure applied");
+                ErasureApplied { partition: p, offset, request_id: &request.request_id }.emit();
+                self.metrics.erasure();
             }
-            _ => {
-                self.summary.duplicates += 1;
-                self.metrics.duplicate(InputKind::Erasures);
-            }
+            _ => self.metrics.duplicate(InputKind::Erasures),
         }
-        self.summary.outputs += self.outputs.len() as u64;
-        // The customer's record now, ahead of the next flush: the
-        // confirmation waits for it.
-        let marker = vec![(id.into(), crate::codec::state::changelog_value(&partition, id))];
-        let confirmation = self.outputs.drain(..).collect();
-        shared.sink.send_erasure(p, work, id, marker, confirmation);
+        self.metrics.outputs(&self.outputs);
+        shared.durability.erase(p, work, &request.customer_id, &mut self.outputs);
         Ok(())
     }
 
-    /// Applies and publishes one input record (or dead-letters it).
-    pub(super) fn handle(&mut self, input: Input<'_>) -> Result<(), PipelineError> {
-        let kind = input.topic;
-        let p = input.partition;
-        let work = self.begin(kind, p, input.offset)?;
+    /// Applies and publishes one event-input record (or dead-letters it).
+    pub(super) fn handle(&mut self, record: Record<'_>) -> Result<(), PipelineError> {
+        let kind = record.topic;
+        let p = record.partition;
+        let work = self.begin(kind, p, record.offset)?;
         let shared = &*self.shared;
-        let sink = &shared.sink;
-        match input.body {
+        match record.body {
             Ok(event) => {
                 self.metrics.event(&event.kind);
                 let partition = self.cache.get(shared, p);
-                let source = Source { topic: kind, offset: input.offset };
-                self.clocks.entry(p).or_default().observe(kind, event.ts_ms, input.consumed);
-                match self.engine.apply(&partition, &event, Some(source), &mut self.outputs) {
-                    Outcome::Applied => {
-                        self.summary.applied += 1;
-                        sync::lock(&shared.dirty).mark(p, &event.customer_id);
-                    }
-                    Outcome::Duplicate => {
-                        self.summary.duplicates += 1;
-                        self.metrics.duplicate(kind);
-                    }
-                    Outcome::UnknownType => {
-                        self.summary.unknown_types += 1;
-                        self.metrics.unknown_type(kind);
-                    }
-                    // Not bad input: counted, and committed like any record.
-                    Outcome::Bootstrapped => {
-                        self.summary.bootstrapped += 1;
-                        self.metrics.bootstrapped(kind);
-                    }
-                    Outcome::BeforeErasure | Outcome::Erased => {
-                        self.summary.before_erasure += 1;
-                        self.metrics.before_erasure.increment(1);
-                    }
+                let source = Source { topic: kind, offset: record.offset };
+                self.clocks.entry(p).or_default().observe(kind, event.ts_ms, record.consumed);
+                let outcome = self.engine.apply(&partition, &event, Some(source), &mut self.outputs);
+                if outcome == Outcome::Applied {
+                    shared.durability.changed(p, &event.customer_id);
                 }
-                count_outputs(&self.metrics, &self.outputs);
-                self.summary.outputs += self.outputs.len() as u64;
-                let origin = Origin { consumed: input.consumed, produced_ms: input.produced_ms };
-                sink.send_outputs(&mut self.outputs, work, Some(origin));
+                self.metrics.outcome(kind, outcome);
+                self.metrics.outputs(&self.outputs);
+                let origin = Origin { consumed: record.consumed, produced_ms: record.produced_ms };
+                shared.durability.publish(work, &mut self.outputs, Some(origin));
             }
             Err(Rejected { error, record }) => self.dead_letter(&error, record, work),
         }
         Ok(())
     }
 
-    /// One sweep tick: `slice` of every owned partition, at each partition
-    /// pair's stream time; then retention.
-    pub(super) fn sweep(&mut self, slice: Slice, paused: bool, aligner: &Aligner) {
+    /// One sweep tick: `slice` of every owned partition, at each
+    /// partition's stream time (`settled`: which of its event inputs are
+    /// caught up, from the aligner); then retention.
+    pub(super) fn sweep(&mut self, slice: Slice, paused: bool, settled: impl Fn(i32) -> [bool; EVENT_INPUTS]) {
         let started = Instant::now();
         let shared = &*self.shared;
         let config = &shared.config;
@@ -308,25 +187,20 @@ impl Worker {
         self.clocks.retain(|p, _| owned.contains(p));
         for p in owned {
             let clock = self.clocks.entry(p).or_default();
-            let Some(now) = clock.stream_time(config.run.idle_grace, paused, aligner.settled(p)) else { continue };
+            let Some(now) = clock.stream_time(config.run.idle_grace, paused, settled(p)) else { continue };
             let partition = self.cache.get(shared, p);
             self.engine.sweep_slice(&partition, now, slice, &mut self.outputs);
             let evicted = partition.evict_idle(now.saturating_sub(retention_ms));
             let expired = partition.expire_erasures(now.saturating_sub(retention_ms));
-            let mut dirty = sync::lock(&shared.dirty);
             let gone = evicted.iter().chain(&expired).map(|id| id.as_str());
-            for id in self.outputs.iter().map(Output::customer_id).chain(gone) {
-                dirty.mark(p, id);
-            }
-            drop(dirty);
+            shared.durability.changed_all(p, self.outputs.iter().map(Output::customer_id).chain(gone));
             if !evicted.is_empty() {
-                info!(topic = %shared.inputs, partition = p, evicted = evicted.len(), "retention: evicted idle customers");
+                RetentionEvicted { inputs: &shared.inputs, partition: p, evicted: evicted.len() }.emit();
             }
             if !self.outputs.is_empty() {
-                count_outputs(&self.metrics, &self.outputs);
-                self.summary.outputs += self.outputs.len() as u64;
+                self.metrics.outputs(&self.outputs);
                 debug!(topic = %shared.inputs, partition = p, stream_time = now, outputs = self.outputs.len(), "sweep");
-                shared.sink.send_outputs(&mut self.outputs, Work::Sweep { partition: p }, None);
+                shared.durability.publish(Work::Sweep { partition: p }, &mut self.outputs, None);
             }
         }
         self.metrics.sweep_duration.record(started.elapsed().as_secs_f64());
@@ -351,33 +225,6 @@ impl PartitionCache {
         }
         self.partitions.entry(p).or_insert_with(|| shared.store.partition(p)).clone()
     }
-}
-
-pub(super) fn count_outputs(metrics: &PipelineMetrics, outputs: &[Output]) {
-    for o in outputs {
-        match o {
-            Output::Score(_) => metrics.scores.increment(1),
-            Output::Alert(a) => {
-                metrics.alerts.increment(1);
-                metrics.alert(a.kind);
-            }
-            Output::Erasure(_) => {}
-        }
-    }
-}
-
-/// What the decoders check a Kafka record's value against.
-fn envelope<'a>(message: &'a BorrowedMessage<'_>) -> Envelope<'a> {
-    Envelope {
-        key: message.key(),
-        require_key: true,
-        timestamp_ms: message.timestamp().to_millis(),
-        content_type: content_type(message),
-    }
-}
-
-fn content_type<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
-    message.headers()?.iter().find(|h| h.key.eq_ignore_ascii_case(CONTENT_TYPE)).and_then(|h| h.value)
 }
 
 #[cfg(test)]

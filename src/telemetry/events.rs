@@ -5,11 +5,12 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{
-    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, DELIVERY_ERRORS, REBALANCES, RESTORE_DURATION,
-    RESTORE_RECORDS,
+    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CONSUMER_ERRORS,
+    DELIVERY_ERRORS, EVICTED, FATAL_ERRORS, HTTP_ERRORS, OFFSET_STORE_ERRORS, PAUSE_FAILURES, REBALANCES,
+    RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED, RunSummary,
 };
 
 /// The consumer group gave this instance partitions, or took them away.
@@ -60,7 +61,7 @@ impl PartitionRestored<'_> {
             records = self.records,
             customers = self.customers,
             unreadable = self.unreadable,
-            bootstrap_as_of = self.bootstrap_as_of.map(crate::replay::format_time),
+            bootstrap_as_of = self.bootstrap_as_of.map(crate::clock::format_time),
             seconds,
             records_per_second = (self.records as f64 / seconds.max(1e-9)) as u64,
             "partition assigned: state restored"
@@ -137,5 +138,184 @@ impl AlignmentTimeout<'_> {
         metrics::counter!(ALIGNMENT_TIMEOUTS).increment(1);
         warn!(topic = %self.inputs, partition = self.partition, lagging = self.lagging.as_str(), held = self.held,
               wait = ?self.wait, "alignment: the lagging input sent nothing in time; going on without it");
+    }
+}
+
+/// The consumer reported an error (a broker connection dropped, a fetch
+/// failed). librdkafka retries on its own; the count shows how often.
+pub(crate) struct ConsumerError<'a> {
+    /// librdkafka's error.
+    pub error: &'a rdkafka::error::KafkaError,
+}
+
+impl ConsumerError<'_> {
+    pub(crate) fn emit(&self) {
+        let code = self.error.rdkafka_error_code().map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
+        metrics::counter!(CONSUMER_ERRORS, "code" => code).increment(1);
+        warn!(error = %self.error, "consumer error");
+    }
+}
+
+/// Pausing or resuming input partitions failed; the next tick tries again.
+pub(crate) struct PauseFailed<'a> {
+    /// librdkafka's error.
+    pub error: &'a dyn Display,
+}
+
+impl PauseFailed<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(PAUSE_FAILURES).increment(1);
+        warn!(error = %self.error, "pause/resume failed; trying again");
+    }
+}
+
+/// A revoked partition could not be finished (flushed and committed): its
+/// next owner reprocesses what was not committed, which is safe.
+pub(crate) struct RevokeUnfinished<'a> {
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl RevokeUnfinished<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(REVOKE_UNFINISHED).increment(1);
+        warn!(error = %self.error, "revoke: could not finish; uncommitted records will be reprocessed");
+    }
+}
+
+/// A committable offset could not be stored for commit; it is stored with
+/// the next one.
+pub(crate) struct OffsetNotStored<'a> {
+    /// The input topic.
+    pub topic: &'a str,
+    /// The input partition.
+    pub partition: i32,
+    /// librdkafka's error.
+    pub error: &'a dyn Display,
+}
+
+impl OffsetNotStored<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(OFFSET_STORE_ERRORS).increment(1);
+        warn!(topic = self.topic, partition = self.partition, error = %self.error, "cannot store offset");
+    }
+}
+
+/// The pipeline stops on an error: it exits non-zero, and a restart
+/// resumes from the last commit and the changelog.
+pub(crate) struct Fatal<'a> {
+    /// Why.
+    pub error: &'a dyn std::error::Error,
+}
+
+impl Fatal<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(FATAL_ERRORS).increment(1);
+        error!(error = %crate::telemetry::chain(self.error), "fatal");
+    }
+}
+
+/// An erasure request was applied: the customer's state is gone.
+pub(crate) struct ErasureApplied<'a> {
+    /// The input partition.
+    pub partition: i32,
+    /// The request's offset in the erasures topic.
+    pub offset: i64,
+    /// The privacy team's id for the request.
+    pub request_id: &'a str,
+}
+
+impl ErasureApplied<'_> {
+    pub(crate) fn emit(&self) {
+        // Counted with the pipeline's other per-record counts
+        // (`engage_erasures_total`).
+        info!(partition = self.partition, offset = self.offset, request_id = %self.request_id, "erasure applied");
+    }
+}
+
+/// Retention evicted customers idle longer than `state.retention`.
+pub(crate) struct RetentionEvicted<'a> {
+    /// The inputs' names, for the log.
+    pub inputs: &'a dyn Display,
+    /// The input partition.
+    pub partition: i32,
+    /// Customers evicted.
+    pub evicted: usize,
+}
+
+impl RetentionEvicted<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(EVICTED).increment(self.evicted as u64);
+        info!(topic = %self.inputs, partition = self.partition, evicted = self.evicted, "retention: evicted idle customers");
+    }
+}
+
+/// A changelog request failed during a restore and is asked again (a broker
+/// restarting, say), within `state.restore_timeout`.
+pub(crate) struct ChangelogRetry<'a> {
+    /// `end` (reading where the partition ends) or `read` (fetching it).
+    pub step: &'static str,
+    /// The changelog topic.
+    pub topic: &'a str,
+    /// The partition being restored.
+    pub partition: i32,
+    /// librdkafka's error.
+    pub error: &'a dyn Display,
+}
+
+impl ChangelogRetry<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(CHANGELOG_RETRIES, "step" => self.step).increment(1);
+        warn!(topic = self.topic, partition = self.partition, step = self.step, error = %self.error,
+              "changelog request failed; asking again");
+    }
+}
+
+/// A changelog record could not be read during a restore and was skipped
+/// (its customer is missing from the restored state).
+pub(crate) struct ChangelogUnreadable<'a> {
+    /// What was wrong: `state`, `key` (not UTF-8) or `marker` (a bootstrap
+    /// marker).
+    pub what: &'static str,
+    /// The changelog topic.
+    pub topic: &'a str,
+    /// Where.
+    pub partition: i32,
+    /// Where.
+    pub offset: i64,
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl ChangelogUnreadable<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(CHANGELOG_UNREADABLE, "what" => self.what).increment(1);
+        warn!(topic = self.topic, partition = self.partition, offset = self.offset, what = self.what,
+              error = %self.error, "unreadable changelog record skipped");
+    }
+}
+
+/// The HTTP server stopped with an error while engage runs on.
+pub(crate) struct HttpStopped<'a> {
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl HttpStopped<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(HTTP_ERRORS).increment(1);
+        error!(error = %self.error, "HTTP server stopped");
+    }
+}
+
+/// The pipeline stopped cleanly: everything finished and committed.
+pub(crate) struct Stopped<'a> {
+    /// What the run did.
+    pub summary: &'a RunSummary,
+}
+
+impl Stopped<'_> {
+    pub(crate) fn emit(&self) {
+        info!(summary = ?self.summary, "stopped cleanly");
     }
 }

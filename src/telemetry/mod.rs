@@ -13,10 +13,14 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use serde::Serialize;
+
 use crate::decode::Reason;
+use crate::engine::Outcome;
 use crate::engine::churn::Health;
 use crate::engine::event::EventKind;
 use crate::engine::lifecycle::Stage;
+use crate::engine::output::{AlertKind, Output};
 use crate::engine::store::Store;
 use crate::vocab::{ClickKind, InputKind};
 
@@ -53,6 +57,8 @@ pub const RESTORING: &str = "engage_restoring_partitions";
 /// Output, dead-letter and changelog records the broker refused, by
 /// `topic`. Any is fatal: engage stops without committing past it.
 pub const DELIVERY_ERRORS: &str = "engage_producer_delivery_errors_total";
+/// Events that changed a customer's state, by `topic`.
+pub const APPLIED: &str = "engage_events_applied_total";
 /// Events of unknown clickstream types (accepted, no effect), by `topic`.
 pub const UNKNOWN_TYPES: &str = "engage_unknown_event_types_total";
 /// Records sent to the dead-letter topic, by `reason` (docs/model.md "Events" codes).
@@ -62,7 +68,7 @@ pub const DUPLICATES: &str = "engage_duplicates_total";
 /// Counter: events at or before the bootstrap's as-of, skipped as already
 /// in the restored state, by topic.
 pub const BOOTSTRAPPED: &str = "engage_bootstrapped_events_total";
-/// Messages published, by `kind` (score, alert).
+/// Messages published, by `kind` (score, alert, erasure_confirmation).
 pub const OUTPUTS: &str = "engage_outputs_total";
 /// Outputs sent and not yet acknowledged by the broker.
 pub const IN_FLIGHT: &str = "engage_producer_in_flight";
@@ -93,9 +99,31 @@ pub const ERASURES: &str = "engage_erasures_total";
 /// Events ignored because their customer was erased after them.
 pub const BEFORE_ERASURE: &str = "engage_events_before_erasure_total";
 
+/// Consumer errors reported by librdkafka, by error `code`.
+pub const CONSUMER_ERRORS: &str = "engage_consumer_errors_total";
+/// Times pausing or resuming input partitions failed (tried again).
+pub const PAUSE_FAILURES: &str = "engage_pause_failures_total";
+/// Revoked partitions that could not be finished (their next owner
+/// reprocesses what was not committed).
+pub const REVOKE_UNFINISHED: &str = "engage_revoke_unfinished_total";
+/// Committable offsets that could not be stored for commit.
+pub const OFFSET_STORE_ERRORS: &str = "engage_offset_store_errors_total";
+/// Errors that stopped the pipeline.
+pub const FATAL_ERRORS: &str = "engage_fatal_errors_total";
+/// Customers evicted by retention.
+pub const EVICTED: &str = "engage_customers_evicted_total";
+/// Changelog requests asked again during restores, by `step` (end, read).
+pub const CHANGELOG_RETRIES: &str = "engage_changelog_retries_total";
+/// Changelog records skipped as unreadable during restores, by `what`
+/// (state, key, marker).
+pub const CHANGELOG_UNREADABLE: &str = "engage_changelog_unreadable_total";
+/// Times the HTTP server stopped with an error.
+pub const HTTP_ERRORS: &str = "engage_http_errors_total";
+
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
     describe_counter!(RECORDS_IN, "Input records read, by topic.");
+    describe_counter!(APPLIED, "Events that changed a customer's state, by topic.");
     describe_counter!(UNKNOWN_TYPES, "Events of unknown clickstream types: accepted, counted, no effect.");
     describe_counter!(DEAD_LETTERS, "Records sent to the dead-letter topic, by reason code.");
     describe_counter!(DUPLICATES, "Records already reflected in state and skipped, by topic.");
@@ -103,7 +131,7 @@ pub fn describe() {
         BOOTSTRAPPED,
         "Events at or before the bootstrap's as-of, already in the restored state and skipped, by topic."
     );
-    describe_counter!(OUTPUTS, "Score changes and churn alerts published, by kind.");
+    describe_counter!(OUTPUTS, "Score changes, churn alerts and erasure confirmations published, by kind.");
     describe_gauge!(IN_FLIGHT, "Outputs sent and not yet acknowledged by the broker.");
     describe_gauge!(CUSTOMERS, "Customers held in memory on this instance, by partition.");
     describe_counter!(EVENTS, "Valid events decoded, by topic and event type.");
@@ -141,6 +169,27 @@ pub fn describe() {
     describe_gauge!(ALIGNMENT_HELD, "Input records held to be applied in event-time order across the two inputs.");
     describe_counter!(ERASURES, "Erasure requests applied: customers whose state was dropped.");
     describe_counter!(BEFORE_ERASURE, "Events ignored because their customer was erased after them.");
+    describe_counter!(CONSUMER_ERRORS, "Consumer errors reported by librdkafka, by error code.");
+    describe_counter!(PAUSE_FAILURES, "Times pausing or resuming input partitions failed (tried again).");
+    describe_counter!(REVOKE_UNFINISHED, "Revoked partitions that could not be flushed and committed.");
+    describe_counter!(OFFSET_STORE_ERRORS, "Committable offsets that could not be stored for commit.");
+    describe_counter!(FATAL_ERRORS, "Errors that stopped the pipeline.");
+    describe_counter!(EVICTED, "Customers evicted by retention.");
+    describe_counter!(CHANGELOG_RETRIES, "Changelog requests asked again during restores, by step.");
+    describe_counter!(CHANGELOG_UNREADABLE, "Changelog records skipped as unreadable during restores, by what.");
+    describe_counter!(HTTP_ERRORS, "Times the HTTP server stopped with an error.");
+}
+
+/// An error with its sources, `: `-separated, for log lines.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 /// Buckets of every `_seconds` histogram: 1 ms to 10 s (and 30 s), finer
@@ -176,33 +225,85 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     Ok(handle)
 }
 
-/// Pre-registered handles for the pipeline's per-record counters.
-pub struct PipelineMetrics {
-    records_in: [Counter; 3],
-    unknown_types: [Counter; 3],
-    duplicates: [Counter; 3],
-    bootstrapped: [Counter; 3],
-    dead_letters: Vec<(Reason, Counter)>,
-    /// Score changes published.
-    pub scores: Counter,
-    /// Alerts published.
-    pub alerts: Counter,
-    /// Alerts by kind: at_risk, dormant, reactivated.
-    pub alerts_by_kind: [Counter; 3],
-    /// Unacknowledged outputs.
-    pub in_flight: Gauge,
-    /// Valid events by topic and type, indexed by [`event_index`].
-    events: Vec<Counter>,
-    /// Sweep tick durations.
-    pub sweep_duration: Histogram,
+/// What a run did, as its counts: derived from the pipeline's metrics
+/// ([`PipelineMetrics::summary`]), never counted apart from them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunSummary {
+    /// Input records read.
+    pub records: u64,
+    /// Events that changed state.
+    pub applied: u64,
+    /// Records already reflected in state.
+    pub duplicates: u64,
+    /// Events of unknown clickstream types.
+    pub unknown_types: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
     /// Erasure requests applied.
-    pub erasures: Counter,
-    /// Events ignored as an erased customer's.
-    pub before_erasure: Counter,
+    pub erasures: u64,
+    /// Events ignored because their customer was erased after them.
+    pub before_erasure: u64,
+    /// Score changes, alerts and erasure confirmations sent.
+    pub outputs: u64,
+    /// Events at or before the bootstrap's as-of, already in the state.
+    pub bootstrapped: u64,
 }
+
+/// How many inputs there can be: the length of per-input arrays.
+const INPUTS: usize = InputKind::ALL.len();
 
 /// Clickstream types (known, then unknown), purchase, refund.
 const EVENT_TYPES: usize = ClickKind::KNOWN.len() + 3;
+
+/// The pipeline's per-record counts, each one integer in the main loop.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Counts {
+    records_in: [u64; INPUTS],
+    applied: [u64; INPUTS],
+    unknown_types: [u64; INPUTS],
+    duplicates: [u64; INPUTS],
+    bootstrapped: [u64; INPUTS],
+    before_erasure: u64,
+    erasures: u64,
+    events: [u64; EVENT_TYPES],
+    dead_letters: [u64; Reason::ALL.len()],
+    scores: u64,
+    /// Indexed by [`alert_index`].
+    alerts: [u64; 3],
+    confirmations: u64,
+}
+
+/// The pipeline's per-record metrics. The hot path adds to plain integers;
+/// [`PipelineMetrics::publish`] (on the main loop's tick) adds what moved to
+/// the pre-registered metric handles, once per tick rather than per record,
+/// and the run's [`RunSummary`] is read from the same integers, so the two
+/// never disagree.
+pub struct PipelineMetrics {
+    counts: Counts,
+    published: Counts,
+    handles: Handles,
+    /// Sweep tick durations.
+    pub sweep_duration: Histogram,
+    /// Unacknowledged records.
+    pub in_flight: Gauge,
+}
+
+/// The metric handles behind [`Counts`], field for field.
+struct Handles {
+    records_in: [Counter; INPUTS],
+    applied: [Counter; INPUTS],
+    unknown_types: [Counter; INPUTS],
+    duplicates: [Counter; INPUTS],
+    bootstrapped: [Counter; INPUTS],
+    before_erasure: Counter,
+    erasures: Counter,
+    events: [Counter; EVENT_TYPES],
+    dead_letters: [Counter; Reason::ALL.len()],
+    scores: Counter,
+    alerts: [Counter; 3],
+    alert_outputs: Counter,
+    confirmations: Counter,
+}
 
 fn event_index(kind: &EventKind) -> usize {
     match kind {
@@ -222,79 +323,157 @@ fn event_labels(i: usize) -> (&'static str, &'static str) {
     }
 }
 
-fn by_topic(name: &'static str) -> [Counter; 3] {
+const ALERT_KINDS: [AlertKind; 3] = [AlertKind::AtRisk, AlertKind::Dormant, AlertKind::Reactivated];
+
+fn alert_index(kind: AlertKind) -> usize {
+    match kind {
+        AlertKind::AtRisk => 0,
+        AlertKind::Dormant => 1,
+        AlertKind::Reactivated => 2,
+    }
+}
+
+fn by_input(name: &'static str) -> [Counter; INPUTS] {
     InputKind::ALL.map(|t| counter!(name, "topic" => t.as_str()))
+}
+
+/// Adds the difference between two arrays of totals to their counters.
+fn add<const N: usize>(handles: &[Counter; N], now: &[u64; N], before: &[u64; N]) {
+    for ((h, n), b) in handles.iter().zip(now).zip(before) {
+        add_one(h, *n, *b);
+    }
+}
+
+/// Adds the difference between two totals to their counter.
+fn add_one(handle: &Counter, now: u64, before: u64) {
+    if now != before {
+        handle.increment(now - before);
+    }
 }
 
 impl PipelineMetrics {
     /// Registers the handles (with whatever recorder is installed; a no-op
-    /// without one).
+    /// without one), all at 0.
     pub fn new() -> Self {
-        PipelineMetrics {
-            records_in: by_topic(RECORDS_IN),
-            unknown_types: by_topic(UNKNOWN_TYPES),
-            duplicates: by_topic(DUPLICATES),
-            bootstrapped: by_topic(BOOTSTRAPPED),
-            dead_letters: Reason::ALL.iter().map(|r| (*r, counter!(DEAD_LETTERS, "reason" => r.as_str()))).collect(),
-            scores: counter!(OUTPUTS, "kind" => "score"),
-            alerts: counter!(OUTPUTS, "kind" => "alert"),
-            alerts_by_kind: [
-                counter!(ALERTS, "kind" => "at_risk"),
-                counter!(ALERTS, "kind" => "dormant"),
-                counter!(ALERTS, "kind" => "reactivated"),
-            ],
-            in_flight: gauge!(IN_FLIGHT),
-            events: (0..EVENT_TYPES)
-                .map(|i| {
-                    let (topic, kind) = event_labels(i);
-                    counter!(EVENTS, "topic" => topic, "type" => kind)
-                })
-                .collect(),
-            sweep_duration: histogram!(SWEEP_DURATION),
-            erasures: counter!(ERASURES),
+        let handles = Handles {
+            records_in: by_input(RECORDS_IN),
+            applied: by_input(APPLIED),
+            unknown_types: by_input(UNKNOWN_TYPES),
+            duplicates: by_input(DUPLICATES),
+            bootstrapped: by_input(BOOTSTRAPPED),
             before_erasure: counter!(BEFORE_ERASURE),
+            erasures: counter!(ERASURES),
+            events: std::array::from_fn(|i| {
+                let (topic, kind) = event_labels(i);
+                counter!(EVENTS, "topic" => topic, "type" => kind)
+            }),
+            dead_letters: Reason::ALL.map(|r| counter!(DEAD_LETTERS, "reason" => r.as_str())),
+            scores: counter!(OUTPUTS, "kind" => "score"),
+            alerts: ALERT_KINDS.map(|k| counter!(ALERTS, "kind" => k.as_str())),
+            alert_outputs: counter!(OUTPUTS, "kind" => "alert"),
+            confirmations: counter!(OUTPUTS, "kind" => "erasure_confirmation"),
+        };
+        PipelineMetrics {
+            counts: Counts::default(),
+            published: Counts::default(),
+            handles,
+            sweep_duration: histogram!(SWEEP_DURATION),
+            in_flight: gauge!(IN_FLIGHT),
         }
     }
 
-    /// One valid event decoded.
-    pub fn event(&self, kind: &EventKind) {
-        self.events[event_index(kind)].increment(1);
-    }
-
     /// One input record read.
-    pub fn record_in(&self, topic: InputKind) {
-        self.records_in[topic.index()].increment(1);
+    pub fn record_in(&mut self, topic: InputKind) {
+        self.counts.records_in[topic.index()] += 1;
     }
 
-    /// One event of an unknown type.
-    pub fn unknown_type(&self, topic: InputKind) {
-        self.unknown_types[topic.index()].increment(1);
+    /// One valid event decoded.
+    pub fn event(&mut self, kind: &EventKind) {
+        self.counts.events[event_index(kind)] += 1;
+    }
+
+    /// What applying an event of `topic` did.
+    pub fn outcome(&mut self, topic: InputKind, outcome: Outcome) {
+        let c = &mut self.counts;
+        match outcome {
+            Outcome::Applied => c.applied[topic.index()] += 1,
+            Outcome::Duplicate => c.duplicates[topic.index()] += 1,
+            Outcome::UnknownType => c.unknown_types[topic.index()] += 1,
+            // Not bad input: counted, and committed like any record.
+            Outcome::Bootstrapped => c.bootstrapped[topic.index()] += 1,
+            Outcome::BeforeErasure | Outcome::Erased => c.before_erasure += 1,
+        }
     }
 
     /// One duplicate skipped.
-    pub fn duplicate(&self, topic: InputKind) {
-        self.duplicates[topic.index()].increment(1);
+    pub fn duplicate(&mut self, topic: InputKind) {
+        self.counts.duplicates[topic.index()] += 1;
     }
 
-    /// One event skipped as already in the bootstrapped state.
-    pub fn bootstrapped(&self, topic: InputKind) {
-        self.bootstrapped[topic.index()].increment(1);
-    }
-
-    /// One alert published.
-    pub fn alert(&self, kind: crate::engine::output::AlertKind) {
-        let i = match kind {
-            crate::engine::output::AlertKind::AtRisk => 0,
-            crate::engine::output::AlertKind::Dormant => 1,
-            crate::engine::output::AlertKind::Reactivated => 2,
-        };
-        self.alerts_by_kind[i].increment(1);
+    /// One erasure request applied.
+    pub fn erasure(&mut self) {
+        self.counts.erasures += 1;
     }
 
     /// One dead letter.
-    pub fn dead_letter(&self, reason: Reason) {
-        if let Some((_, c)) = self.dead_letters.iter().find(|(r, _)| *r == reason) {
-            c.increment(1);
+    pub fn dead_letter(&mut self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.counts.dead_letters[i] += 1;
+        }
+    }
+
+    /// Outputs about to be sent.
+    pub fn outputs(&mut self, outputs: &[Output]) {
+        for o in outputs {
+            match o {
+                Output::Score(_) => self.counts.scores += 1,
+                Output::Alert(a) => self.counts.alerts[alert_index(a.kind)] += 1,
+                Output::Erasure(_) => self.counts.confirmations += 1,
+            }
+        }
+    }
+
+    /// Adds what was counted since the last call to the metrics.
+    pub fn publish(&mut self) {
+        let (c, p, h) = (&self.counts, &self.published, &self.handles);
+        if c == p {
+            return;
+        }
+        add(&h.records_in, &c.records_in, &p.records_in);
+        add(&h.applied, &c.applied, &p.applied);
+        add(&h.unknown_types, &c.unknown_types, &p.unknown_types);
+        add(&h.duplicates, &c.duplicates, &p.duplicates);
+        add(&h.bootstrapped, &c.bootstrapped, &p.bootstrapped);
+        add(&h.events, &c.events, &p.events);
+        add(&h.dead_letters, &c.dead_letters, &p.dead_letters);
+        add(&h.alerts, &c.alerts, &p.alerts);
+        add_one(&h.before_erasure, c.before_erasure, p.before_erasure);
+        add_one(&h.erasures, c.erasures, p.erasures);
+        add_one(&h.scores, c.scores, p.scores);
+        add_one(&h.confirmations, c.confirmations, p.confirmations);
+        add_one(&h.alert_outputs, c.alerts.iter().sum(), p.alerts.iter().sum());
+        self.published = self.counts.clone();
+    }
+
+    /// Input records read so far.
+    pub fn records(&self) -> u64 {
+        self.counts.records_in.iter().sum()
+    }
+
+    /// The run's counts so far.
+    pub fn summary(&self) -> RunSummary {
+        let c = &self.counts;
+        let sum = |a: &[u64; INPUTS]| a.iter().sum();
+        RunSummary {
+            records: sum(&c.records_in),
+            applied: sum(&c.applied),
+            duplicates: sum(&c.duplicates),
+            unknown_types: sum(&c.unknown_types),
+            dead_letters: c.dead_letters.iter().sum(),
+            erasures: c.erasures,
+            before_erasure: c.before_erasure,
+            outputs: c.scores + c.alerts.iter().sum::<u64>() + c.confirmations,
+            bootstrapped: sum(&c.bootstrapped),
         }
     }
 }

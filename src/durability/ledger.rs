@@ -1,53 +1,14 @@
-//! Offset progress: which input records are fully delivered, and so which
-//! offsets may be committed. This bookkeeping is the heart of the
-//! at-least-once guarantee: an offset is committed only after every output
-//! of the record, and of all work before it in its partition, is
-//! acknowledged, and (with a changelog) after the state flush that follows
-//! it is acknowledged too.
+//! The ledger: per input partition, the work done in order and the
+//! deliveries each piece still awaits, and so which input offsets may be
+//! committed: an offset is committable only once every delivery of its
+//! record and of all work before it in its partition is acknowledged, and a
+//! changelog flush registered after it is acknowledged too
+//! ([`super::Durability`]'s invariant). Pure bookkeeping, no I/O.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
 
-use rdkafka::error::KafkaError;
-
+use crate::kafka::sink::{DeliveryError, Ticket};
 use crate::vocab::InputKind;
-
-/// Why an output was not delivered. Fatal to the pipeline: the offsets after
-/// it never become committable, and a restart reprocesses from the last
-/// commit. Retrying helps once the broker or topic is healthy again.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum DeliveryError {
-    /// The broker refused or never acknowledged the message.
-    #[error("delivery to {topic} failed")]
-    Failed {
-        /// The topic written to.
-        topic: String,
-        /// librdkafka's error.
-        #[source]
-        source: KafkaError,
-    },
-    /// The producer would not take the message (its queue is full for
-    /// longer than the enqueue timeout, or the message is invalid).
-    #[error("cannot enqueue to {topic}")]
-    Enqueue {
-        /// The topic written to.
-        topic: String,
-        /// librdkafka's error.
-        #[source]
-        source: KafkaError,
-    },
-}
-
-/// When a record's offset becomes committable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitGate {
-    /// Once the record's own outputs (and all work before it) are
-    /// acknowledged: for a pipeline that keeps no state changelog.
-    Delivered,
-    /// Once, in addition, a changelog flush after the record is
-    /// acknowledged, so the record's effect on state is durable.
-    Flushed,
-}
 
 /// An input offset that became committable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +31,8 @@ struct Pending {
 }
 
 /// A unit of work whose deliveries gate commits, queued per input
-/// partition number (both input topics' partition *p* share one queue, in
-/// the order the pipeline did the work).
+/// partition number (every input's partition *p* shares one queue, in the
+/// order the pipeline did the work).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Work {
     /// One input record: its outputs (or dead letter).
@@ -115,39 +76,30 @@ impl Work {
     }
 }
 
-/// What a delivery report refers to: a registered [`Work`] item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Token {
-    pub(crate) partition: i32,
-    id: u64,
-}
+/// How many inputs there can be: the length of per-input arrays.
+const INPUTS: usize = InputKind::ALL.len();
 
 #[derive(Debug, Default)]
 struct PartitionProgress {
     /// Work items in the order they were done.
     pending: VecDeque<Pending>,
     next_id: u64,
-    /// Highest offset per input topic whose record and all work before it
-    /// are delivered, not yet covered by a completed flush.
-    delivered: [Option<i64>; 3],
-    /// Highest offset per input topic covered by a completed flush: safe to
+    /// Highest offset per input whose record and all work before it are
+    /// delivered, not yet covered by a completed flush.
+    delivered: [Option<i64>; INPUTS],
+    /// Highest offset per input covered by a completed flush: safe to
     /// commit.
-    durable: [Option<i64>; 3],
+    durable: [Option<i64>; INPUTS],
     /// Whether `durable` moved since it was last taken.
     advanced: bool,
 }
 
 impl PartitionProgress {
-    fn settle(&mut self, gate: CommitGate) {
+    fn settle(&mut self) {
         while let Some(&Pending { work, awaiting: 0, .. }) = self.pending.front() {
             self.pending.pop_front();
             match work {
-                Work::Record { topic, offset, .. } => {
-                    self.delivered[topic.index()] = Some(offset);
-                    if gate == CommitGate::Delivered {
-                        self.promote();
-                    }
-                }
+                Work::Record { topic, offset, .. } => self.delivered[topic.index()] = Some(offset),
                 Work::Flush { .. } => self.promote(),
                 Work::Sweep { .. } | Work::Release { .. } => {}
             }
@@ -164,50 +116,49 @@ impl PartitionProgress {
 
 /// Delivery bookkeeping for every owned input partition. An input offset is
 /// *committable* when the record and all work before it in its partition
-/// have every output acknowledged by the broker, and — when a changelog is
-/// kept — a changelog flush after it has been acknowledged too. Only
-/// committable offsets are ever stored for commit.
-#[derive(Debug)]
-pub struct Progress {
+/// have every delivery acknowledged by the broker, and a changelog flush
+/// registered after it has been acknowledged too. Only committable offsets
+/// are ever stored for commit.
+#[derive(Debug, Default)]
+pub struct Ledger {
     parts: HashMap<i32, PartitionProgress>,
     in_flight: usize,
     failure: Option<DeliveryError>,
-    gate: CommitGate,
 }
 
-impl Progress {
-    /// Bookkeeping whose offsets become committable at `gate`.
-    pub fn new(gate: CommitGate) -> Progress {
-        Progress { parts: HashMap::new(), in_flight: 0, failure: None, gate }
+impl Ledger {
+    /// An empty ledger.
+    pub fn new() -> Ledger {
+        Ledger::default()
     }
 
     /// Records that `work` produced `deliveries` messages about to be sent,
-    /// and returns the token their delivery reports carry. Work must be
+    /// and returns the ticket their delivery reports carry. Work must be
     /// registered in the order it was done.
-    pub fn register(&mut self, work: Work, deliveries: u32) -> Token {
+    pub fn register(&mut self, work: Work, deliveries: u32) -> Ticket {
         let partition = work.partition();
         let p = self.parts.entry(partition).or_default();
         let id = p.next_id;
         p.next_id += 1;
         p.pending.push_back(Pending { id, work, awaiting: deliveries });
         self.in_flight += deliveries as usize;
-        p.settle(self.gate);
-        Token { partition, id }
+        p.settle();
+        Ticket { partition, id }
     }
 
     /// Records one delivery report. A failed delivery is fatal: it is kept
     /// and the offsets after it never become committable.
-    pub fn ack(&mut self, token: Token, result: Result<(), DeliveryError>) {
+    pub fn ack(&mut self, ticket: Ticket, result: Result<(), DeliveryError>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Err(e) = result {
             self.failure.get_or_insert(e);
             return;
         }
-        let Some(p) = self.parts.get_mut(&token.partition) else { return };
-        if let Ok(i) = p.pending.binary_search_by_key(&token.id, |w| w.id) {
+        let Some(p) = self.parts.get_mut(&ticket.partition) else { return };
+        if let Ok(i) = p.pending.binary_search_by_key(&ticket.id, |w| w.id) {
             p.pending[i].awaiting = p.pending[i].awaiting.saturating_sub(1);
         }
-        p.settle(self.gate);
+        p.settle();
     }
 
     /// Outputs sent and not yet acknowledged.
@@ -239,35 +190,35 @@ impl Progress {
 
     /// Registers a changelog flush whose records are not written yet. It
     /// holds a *gate* in place of deliveries (not counted as in flight), so
-    /// neither it nor anything after it completes until [`Progress::open`]
+    /// neither it nor anything after it completes until [`Ledger::open`]
     /// replaces the gate with the flush's real deliveries.
-    pub fn register_gated_flush(&mut self, partition: i32) -> Token {
+    pub fn register_gated_flush(&mut self, partition: i32) -> Ticket {
         self.register_gated(Work::Flush { partition })
     }
 
     /// Registers `work` whose deliveries are not sent yet, held like a
-    /// gated flush until [`Progress::open`].
-    pub fn register_gated(&mut self, work: Work) -> Token {
-        let token = self.register(work, 1);
+    /// gated flush until [`Ledger::open`].
+    pub fn register_gated(&mut self, work: Work) -> Ticket {
+        let ticket = self.register(work, 1);
         self.in_flight -= 1;
-        token
+        ticket
     }
 
-    /// Whether every piece of work registered before `token` is complete,
+    /// Whether every piece of work registered before `ticket` is complete,
     /// so a gated flush may now write its records.
-    pub fn is_next(&self, token: Token) -> bool {
-        self.parts.get(&token.partition).and_then(|p| p.pending.front()).is_some_and(|w| w.id == token.id)
+    pub fn is_next(&self, ticket: Ticket) -> bool {
+        self.parts.get(&ticket.partition).and_then(|p| p.pending.front()).is_some_and(|w| w.id == ticket.id)
     }
 
     /// Replaces a gated flush's gate with the `deliveries` its records are
     /// about to make.
-    pub fn open(&mut self, token: Token, deliveries: u32) {
-        let Some(p) = self.parts.get_mut(&token.partition) else { return };
-        if let Ok(i) = p.pending.binary_search_by_key(&token.id, |w| w.id) {
+    pub fn open(&mut self, ticket: Ticket, deliveries: u32) {
+        let Some(p) = self.parts.get_mut(&ticket.partition) else { return };
+        if let Ok(i) = p.pending.binary_search_by_key(&ticket.id, |w| w.id) {
             p.pending[i].awaiting = deliveries;
             self.in_flight += deliveries as usize;
         }
-        p.settle(self.gate);
+        p.settle();
     }
 
     /// Whether any work of this partition still awaits deliveries.
@@ -284,18 +235,10 @@ impl Progress {
     }
 }
 
-/// Shared handle on [`Progress`].
-pub type SharedProgress = Arc<Mutex<Progress>>;
-
-/// Locks progress; its updates are single statements, so a panic elsewhere
-/// cannot leave it half-updated and poisoning is ignored.
-pub fn lock(p: &SharedProgress) -> MutexGuard<'_, Progress> {
-    crate::sync::lock(p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode;
 
     fn committable(topic: InputKind, partition: i32, next_offset: i64) -> Committable {
@@ -310,7 +253,7 @@ mod tests {
 
     #[test]
     fn an_offset_is_committable_only_when_it_and_everything_before_it_is_delivered() {
-        let mut p = Progress::new(CommitGate::Delivered);
+        let mut p = Ledger::new();
         let a = p.register(w(10), 2);
         p.register(w(11), 0);
         let c = p.register(w(12), 1);
@@ -321,7 +264,10 @@ mod tests {
         p.ack(a, Ok(()));
         assert!(p.take_committable().is_empty(), "10 still awaits one delivery");
         p.ack(a, Ok(()));
-        // 10, 11 (no outputs) and 12 are all done: commit 13.
+        assert!(p.take_committable().is_empty(), "delivered, but no flush after them yet");
+        // 10, 11 (no outputs) and 12 are all done, and so is the flush
+        // after them: commit 13.
+        p.register(FLUSH, 0);
         assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 13)]);
         assert!(p.take_committable().is_empty(), "reported once");
         assert_eq!(p.in_flight(), 0);
@@ -329,7 +275,7 @@ mod tests {
 
     #[test]
     fn with_a_changelog_offsets_wait_for_the_flush_after_them() {
-        let mut p = Progress::new(CommitGate::Flushed);
+        let mut p = Ledger::new();
         p.register(w(1), 0);
         p.register(w(2), 0);
         assert!(p.take_committable().is_empty(), "state not durable yet");
@@ -346,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_gated_flush_opens_only_after_the_work_before_it_and_holds_back_what_follows() {
-        let mut p = Progress::new(CommitGate::Flushed);
+        let mut p = Ledger::new();
         let a = p.register(w(1), 1);
         let flush = p.register_gated_flush(0);
         p.register(w(2), 0);
@@ -368,8 +314,8 @@ mod tests {
     }
 
     #[test]
-    fn both_topics_of_a_partition_share_one_queue() {
-        let mut p = Progress::new(CommitGate::Flushed);
+    fn every_input_of_a_partition_shares_one_queue() {
+        let mut p = Ledger::new();
         p.register(w(5), 0);
         let buy = p.register(Work::Record { topic: InputKind::Purchases, partition: 0, offset: 9 }, 1);
         p.register(FLUSH, 0);
@@ -383,11 +329,14 @@ mod tests {
 
     #[test]
     fn a_sweep_holds_back_the_offsets_after_it_until_its_outputs_are_delivered() {
-        let mut p = Progress::new(CommitGate::Delivered);
+        let mut p = Ledger::new();
         p.register(w(1), 0);
+        p.register(FLUSH, 0);
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 2)]);
         let sweep = p.register(Work::Sweep { partition: 0 }, 2);
         p.register(w(2), 0);
-        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 2)]);
+        p.register(FLUSH, 0);
+        assert!(p.take_committable().is_empty(), "the sweep's alerts are not delivered yet");
         p.ack(sweep, Ok(()));
         p.ack(sweep, Ok(()));
         assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 3)]);
@@ -395,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_failed_delivery_is_kept_and_blocks_the_offset() {
-        let mut p = Progress::new(CommitGate::Delivered);
+        let mut p = Ledger::new();
         let a = p.register(w(5), 1);
         p.register(w(6), 0);
         let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
@@ -407,7 +356,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_partition_releases_its_in_flight_count() {
-        let mut p = Progress::new(CommitGate::Delivered);
+        let mut p = Ledger::new();
         p.register(w(1), 3);
         p.forget(0);
         assert_eq!(p.in_flight(), 0);
