@@ -7,12 +7,12 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use engage::cmd::loadgen::synth::{Record, records};
 use engage::config::Config;
 use engage::decode::{Envelope, decode};
 use engage::engine::event::Source;
 use engage::engine::store::Store;
 use engage::engine::{Engine, Rules};
-use engage::synth::{Record, records};
 use engage::vocab::Format;
 
 const EVENTS: usize = 200_000;

@@ -75,24 +75,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bootstrap;
+pub mod charts;
 pub mod clock;
+pub mod cmd;
 pub mod codec;
 pub mod config;
 pub mod decode;
-pub mod demo;
 pub mod durability;
 pub mod engine;
-pub mod evaluate;
-pub mod fit;
+pub mod history;
 pub mod http;
 pub mod kafka;
-pub mod loadgen;
 pub mod pipeline;
-pub mod replay;
 pub mod shutdown;
 mod sync;
-pub mod synth;
 pub mod telemetry;
 pub mod vocab;
 

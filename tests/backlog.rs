@@ -102,11 +102,11 @@ use std::time::{Duration, Instant};
 use common::runs::{PARTITIONS, final_states_of_at_least};
 use common::{Broker, Engage, Topics, read_topic};
 use engage::clock::wall_clock_ms;
+use engage::cmd::loadgen::synth::{Record, SplitMix64};
 use engage::config::Config;
 use engage::engine::event::DAY_MS;
 use engage::engine::state::CustomerState;
 use engage::engine::{Engine, Rules};
-use engage::synth::{Record, SplitMix64};
 use engage::vocab::InputKind;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -302,7 +302,7 @@ fn replay(input: &Path, as_of: i64, sweep_every: &str, out: &Path) -> Replayed {
     assert!(output.status.success(), "engage replay: {}", String::from_utf8_lossy(&output.stderr));
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["as_of"], as_of, "replay's as-of is the one asked for");
-    let read = |name: &str| engage::replay::read_jsonl(&out.join(name)).unwrap();
+    let read = |name: &str| engage::history::read_jsonl(&out.join(name)).unwrap();
     let states = read("state.jsonl").into_iter().map(|s| (s["customer_id"].as_str().unwrap().to_string(), s)).collect();
     Replayed { summary, states, alerts: read("alerts.jsonl") }
 }
@@ -830,8 +830,8 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
     let config = Config::default();
     let engine = Engine::new(Rules::new(&config));
     let store = engage::engine::store::Store::new();
-    let mut summary = engage::replay::ReplaySummary::default();
-    let events = engage::replay::read_events(
+    let mut summary = engage::history::ReplaySummary::default();
+    let events = engage::history::read_events(
         std::slice::from_ref(&input),
         None,
         &config.input.limits(),

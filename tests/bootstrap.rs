@@ -35,10 +35,10 @@ use std::time::Duration;
 
 use common::runs::{PARTITIONS, final_states_of_at_least, wait_committed};
 use common::{Broker, Engage, Topics};
+use engage::cmd::loadgen::synth::Record;
 use engage::config::Config;
 use engage::engine::event::DAY_MS;
 use engage::engine::{Engine, Rules};
-use engage::synth::Record;
 use engage::vocab::Format;
 use engage::vocab::InputKind;
 use serde_json::Value;
@@ -77,7 +77,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let start = engage::clock::wall_clock_ms() - 50 * DAY_MS;
-    let history = engage::synth::records(31, EVENTS, CUSTOMERS, start, STEP_MS, Format::Json);
+    let history = engage::cmd::loadgen::synth::records(31, EVENTS, CUSTOMERS, start, STEP_MS, Format::Json);
     let cut = EVENTS * 60 / 100;
     let as_of = history[cut - 1].ts_ms;
     let live_from = EVENTS * 45 / 100;
@@ -133,7 +133,7 @@ async fn bootstrap_from_history_then_live_equals_one_replay_of_everything() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let replayed: BTreeMap<String, Value> = engage::replay::read_jsonl(&dir.path().join("replay/state.jsonl"))
+    let replayed: BTreeMap<String, Value> = engage::history::read_jsonl(&dir.path().join("replay/state.jsonl"))
         .unwrap()
         .into_iter()
         .map(|s| (s["customer_id"].as_str().unwrap().to_string(), s))
@@ -211,7 +211,7 @@ async fn bootstrap_checks_the_partitioner_and_refuses_a_live_group_or_existing_s
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let start = engage::clock::wall_clock_ms() - 10 * DAY_MS;
-    let history = engage::synth::records(7, 2_000, 300, start, 60_000, Format::Json);
+    let history = engage::cmd::loadgen::synth::records(7, 2_000, 300, start, 60_000, Format::Json);
     let file = dir.path().join("history.jsonl");
     std::fs::write(&file, lines(&history).join("\n") + "\n").unwrap();
 

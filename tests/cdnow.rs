@@ -45,7 +45,7 @@ fn replay_matches_the_lifetimes_summary_and_p_alive_for_every_customer() {
     let summary =
         engage(&["replay", "--input", input.to_str().unwrap(), "--as-of", AS_OF, "--out", out.to_str().unwrap()]);
     assert_eq!(summary["dead_letters"], 0);
-    let states: HashMap<String, Value> = engage::replay::read_jsonl(&out.join("state.jsonl"))
+    let states: HashMap<String, Value> = engage::history::read_jsonl(&out.join("state.jsonl"))
         .unwrap()
         .into_iter()
         .map(|s| (s["customer_id"].as_str().unwrap().to_string(), s))

@@ -212,12 +212,12 @@ async fn sigint_stops_run_with_exit_zero_and_everything_it_read_committed() {
     let broker = Broker::start();
     let topics = Topics::create(&broker, 2).await;
     let total = 20_000;
-    let records: Vec<engage::synth::Record> = (0..total)
+    let records: Vec<engage::cmd::loadgen::synth::Record> = (0..total)
         .map(|i| {
             let c = format!("u{i:05}");
             let value = serde_json::json!({"event_id": format!("e{i}"), "customer_id": c, "type": "page_view",
                                            "ts": 1_735_689_600_000i64 + i as i64});
-            engage::synth::Record {
+            engage::cmd::loadgen::synth::Record {
                 topic: engage::vocab::InputKind::Clickstream,
                 key: c.into_bytes(),
                 value: value.to_string().into_bytes(),

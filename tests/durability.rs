@@ -26,7 +26,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
 
     // Crash run: kill -9 five times at pseudo-random moments.
     let crash = run_topics(&broker, &base, "crash").await;
-    let mut rng = engage::synth::SplitMix64::new(7);
+    let mut rng = engage::cmd::loadgen::synth::SplitMix64::new(7);
     for i in 0..5 {
         let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
         // Wait for the group to form and processing to start, then a bit more.

@@ -64,7 +64,7 @@ fn cdnow_expected_holdout_purchases_match_lifetimes_for_every_customer() {
     let dir = tempfile::tempdir().unwrap();
     let (report, out) = evaluate(dir.path(), &[]);
     assert_eq!(report["holdout_days"], 273.0);
-    let customers: HashMap<String, Value> = engage::replay::read_jsonl(&out.join("customers.jsonl"))
+    let customers: HashMap<String, Value> = engage::history::read_jsonl(&out.join("customers.jsonl"))
         .unwrap()
         .into_iter()
         .map(|c| (c["customer_id"].as_str().unwrap().to_string(), c))

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics};
-use engage::synth::Record;
+use engage::cmd::loadgen::synth::Record;
 use engage::vocab::InputKind;
 use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{Value, json};

@@ -43,9 +43,9 @@ use std::time::Duration;
 
 use common::peer::{self, PeerState};
 use common::{Broker, Topics};
+use engage::cmd::loadgen::synth::{Population, Record};
 use engage::config::ScoringConfig;
 use engage::engine::scoring::ScoringRules;
-use engage::synth::{Population, Record};
 use engage::vocab::Dimension;
 use engage::vocab::Format;
 use engage::vocab::InputKind;
@@ -81,7 +81,7 @@ fn replay(input: &Path, out: &Path) -> (i64, BTreeMap<String, (i64, [f64; 5])>) 
     assert!(output.status.success(), "engage replay: {}", String::from_utf8_lossy(&output.stderr));
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     let as_of = summary["as_of"].as_i64().expect("replay reports its as-of time");
-    let states = engage::replay::read_jsonl(&out.join("state.jsonl"))
+    let states = engage::history::read_jsonl(&out.join("state.jsonl"))
         .unwrap()
         .into_iter()
         .map(|s| {

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use engage::replay::read_jsonl;
+use engage::history::read_jsonl;
 use serde_json::{Value, json};
 
 const DAY: i64 = 86_400_000;
@@ -148,7 +148,7 @@ fn without_wall_clock(path: &Path) -> Vec<String> {
 #[test]
 fn csv_files_replay_exactly_as_the_same_events_in_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let records = engage::synth::records(9, 3_000, 200, T0, 20 * 60_000, engage::vocab::Format::Json);
+    let records = engage::cmd::loadgen::synth::records(9, 3_000, 200, T0, 20 * 60_000, engage::vocab::Format::Json);
     let lines: Vec<String> = records.iter().map(|r| String::from_utf8(r.value.clone()).unwrap()).collect();
     let jsonl = dir.path().join("history.jsonl");
     std::fs::write(&jsonl, lines.join("\n") + "\n").unwrap();

@@ -92,7 +92,7 @@ async fn exactly_once_through_five_kill_nines_publishes_every_output_once() {
     let eos = run_topics(&broker, &base, "eos").await;
     let text = eos_config(&broker, &eos, &unique("eos-kill"));
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = engage::synth::SplitMix64::new(11);
+    let mut rng = engage::cmd::loadgen::synth::SplitMix64::new(11);
     let mut landed = Vec::new();
     for i in 0..5 {
         let mut engage = Engage::start(dir.path(), &text);

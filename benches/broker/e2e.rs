@@ -45,11 +45,11 @@ mod peers;
 use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed};
+use engage::cmd::loadgen::{LoadOptions, loadgen};
 use engage::codec::output::CONTENT_TYPE;
 use engage::codec::output::OUTPUT_SCHEMA_VERSION;
 use engage::config::Config;
 use engage::kafka::client::PRODUCER_DEFAULTS;
-use engage::loadgen::{LoadOptions, loadgen};
 use engage::vocab::Format;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -441,12 +441,12 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
     let dir = tempfile::tempdir().unwrap();
     let (topics, http, config_text) = fresh_setup(broker, "").await;
     let now = engage::clock::wall_clock_ms();
-    let records: Vec<engage::synth::Record> = (0..memory_customers)
+    let records: Vec<engage::cmd::loadgen::synth::Record> = (0..memory_customers)
         .map(|i| {
             let id = format!("m-{i:08}");
             let ts = now - 86_400_000 + (i as i64 % 86_400) * 1000;
             let value = format!(r#"{{"event_id":"e{i}","customer_id":"{id}","type":"page_view","ts":{ts}}}"#);
-            engage::synth::Record {
+            engage::cmd::loadgen::synth::Record {
                 topic: engage::vocab::InputKind::Clickstream,
                 key: id.into_bytes(),
                 value: value.into_bytes(),
@@ -618,77 +618,38 @@ async fn end_to_end() {
 /// Two stacked line charts: throughput over time (with the ceiling) and
 /// latency percentiles over time.
 fn svg(throughput: &[(f64, f64)], ceiling: f64, latency: &[(f64, f64, f64, f64)], rate: f64) -> String {
-    let mut out = String::from(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="800" height="640" font-family="sans-serif" font-size="12">"#,
-    );
-    out.push_str(r#"<rect width="800" height="640" fill="white"/>"#);
-    let events: Vec<(f64, f64)> = throughput.to_vec();
-    chart(
-        &mut out,
-        20.0,
-        "engage throughput while processing the backlog (events/s)",
-        &[
-            ("engage", "#1f77b4", events),
-            (
-                "bare consumer ceiling",
-                "#999999",
-                vec![(0.0, ceiling), (throughput.last().map_or(1.0, |t| t.0), ceiling)],
-            ),
-        ],
-    );
+    use engage::charts::{LineChart, Series, line_charts};
+    let end = throughput.last().map_or(1.0, |t| t.0);
     let series = |i: usize| latency.iter().map(|l| (l.0, [l.1, l.2, l.3][i])).collect::<Vec<_>>();
-    chart(
-        &mut out,
-        340.0,
-        &format!("end-to-end latency at {rate:.0} events/s (ms, per second)"),
-        &[("p50", "#2ca02c", series(0)), ("p99", "#ff7f0e", series(1)), ("p99.9", "#d62728", series(2))],
-    );
-    out.push_str("</svg>\n");
-    out
-}
-
-/// One line of a chart: name, colour, (x, y) points.
-type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
-
-fn chart(out: &mut String, top: f64, title: &str, series: &[Series<'_>]) {
-    use std::fmt::Write;
-    let (left, width, height) = (70.0, 700.0, 230.0);
-    let points = series.iter().flat_map(|s| s.2.iter());
-    let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max);
-    let y_max = points.map(|p| p.1).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.1;
-    let y0 = top + 30.0 + height;
-    let _ = write!(out, r#"<text x="{left}" y="{}" font-size="14">{title}</text>"#, top + 15.0);
-    let _ = write!(
-        out,
-        r#"<rect x="{left}" y="{}" width="{width}" height="{height}" fill="none" stroke="black"/>"#,
-        top + 30.0
-    );
-    for i in 0..=4 {
-        let v = y_max * i as f64 / 4.0;
-        let y = y0 - height * i as f64 / 4.0;
-        let _ = write!(
-            out,
-            r##"<text x="{}" y="{y}" text-anchor="end">{v:.0}</text><line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/>"##,
-            left - 5.0,
-            left + width
-        );
-    }
-    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="middle">seconds</text>"#, left + width / 2.0, y0 + 28.0);
-    let _ = write!(out, r#"<text x="{}" y="{}" text-anchor="end">{x_max:.0}</text>"#, left + width, y0 + 14.0);
-    for (i, (name, color, data)) in series.iter().enumerate() {
-        let path: Vec<String> = data
-            .iter()
-            .filter(|p| p.1.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", left + width * x / x_max, y0 - height * y / y_max))
-            .collect();
-        let _ = write!(out, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" fill="{color}">{name}</text>"#,
-            left + 10.0 + 160.0 * i as f64,
-            top + 48.0
-        );
-    }
+    let title = format!("end-to-end latency at {rate:.0} events/s (ms, per second)");
+    line_charts(&[
+        LineChart {
+            title: "engage throughput while processing the backlog (events/s)",
+            x_label: "seconds",
+            series: vec![
+                Series { name: "engage", colour: "#1f77b4", points: throughput.to_vec() },
+                Series {
+                    name: "bare consumer ceiling",
+                    colour: "#999999",
+                    points: vec![(0.0, ceiling), (end, ceiling)],
+                },
+            ],
+            x_categories: None,
+            y_max: None,
+        },
+        LineChart {
+            title: &title,
+            x_label: "seconds",
+            series: vec![
+                Series { name: "p50", colour: "#2ca02c", points: series(0) },
+                Series { name: "p99", colour: "#ff7f0e", points: series(1) },
+                Series { name: "p99.9", colour: "#d62728", points: series(2) },
+            ],
+            x_categories: None,
+            y_max: None,
+        },
+    ])
+    .expect("the benchmark's series are finite")
 }
 
 #[test]

@@ -283,7 +283,7 @@ pub async fn latency(broker: &Broker, system: System, rate: f64, warmup: u64, se
     // seen before this run; ts rewritten to the send time.
     let n = (rate * (warmup + secs) as f64) as usize;
     let warm = (rate * warmup as f64) as usize;
-    let records = engage::synth::records(11, n, 50_000, 0, 0, engage::vocab::Format::Json);
+    let records = engage::cmd::loadgen::synth::records(11, n, 50_000, 0, 0, engage::vocab::Format::Json);
     let started = Instant::now();
     let mut measured_from = i64::MAX;
     for (i, r) in records.iter().enumerate() {
@@ -379,7 +379,7 @@ pub fn table(rows: &[Row], n: u64, customers: usize, memory_customers: usize, ra
 
 /// Horizontal bar charts, one per figure, one bar per system that has it.
 pub fn svg(rows: &[Row]) -> String {
-    use std::fmt::Write;
+    use engage::charts::{Bars, bar_charts};
     type Figure = (&'static str, fn(&Row) -> Option<f64>);
     let figures: [Figure; 5] = [
         ("events/s (higher is better)", |r| r.rate),
@@ -388,43 +388,28 @@ pub fn svg(rows: &[Row]) -> String {
         ("p99 latency at the common rate, ms", |r| r.latency.map(|l| l.1)),
         ("start to first output, s", |r| r.first_output),
     ];
-    let bar_h = 16.0;
-    let panel_h = |k: usize| 30.0 + bar_h * 1.4 * k as f64;
-    let height: f64 =
-        figures.iter().map(|(_, f)| panel_h(rows.iter().filter(|r| f(r).is_some()).count())).sum::<f64>() + 20.0;
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="820" height="{height:.0}" font-family="sans-serif" font-size="12"><rect width="820" height="{height:.0}" fill="white"/>"#
-    );
-    let mut y = 10.0;
-    for (title, f) in figures {
-        // Names without their parenthesised detail, to fit the label column.
-        let bars: Vec<(&str, f64)> =
-            rows.iter().filter_map(|r| f(r).map(|v| (r.name.split(" (").next().unwrap_or_default(), v))).collect();
-        let _ = write!(out, r#"<text x="10" y="{:.0}" font-size="14">{title}</text>"#, y + 16.0);
-        let max = bars.iter().map(|b| b.1).filter(|v| v.is_finite()).fold(1e-9, f64::max);
-        for (i, (name, v)) in bars.iter().enumerate() {
-            let by = y + 26.0 + i as f64 * bar_h * 1.4;
-            let w = if v.is_finite() { 420.0 * v / max } else { 0.0 };
-            let color = if name.starts_with("engage") {
-                "#1f77b4"
-            } else if name.starts_with("Kafka Streams") {
-                "#ff7f0e"
-            } else {
-                "#999999"
-            };
-            let _ = write!(
-                out,
-                r#"<text x="250" y="{:.0}" text-anchor="end">{name}</text><rect x="260" y="{by:.0}" width="{w:.1}" height="{bar_h}" fill="{color}"/><text x="{:.0}" y="{:.0}">{}</text>"#,
-                by + 12.0,
-                265.0 + w,
-                by + 12.0,
-                fmt(Some(*v), if *v < 100.0 { 1 } else { 0 })
-            );
-        }
-        y += panel_h(bars.len());
-    }
-    out.push_str("</svg>\n");
-    out
+    let panels: Vec<Bars<'_>> = figures
+        .iter()
+        .map(|(title, f)| Bars {
+            title,
+            bars: rows
+                .iter()
+                .filter_map(|r| {
+                    // Names without their parenthesised detail, to fit the label column.
+                    let name = r.name.split(" (").next().unwrap_or_default();
+                    let colour = if name.starts_with("engage") {
+                        "#1f77b4"
+                    } else if name.starts_with("Kafka Streams") {
+                        "#ff7f0e"
+                    } else {
+                        "#999999"
+                    };
+                    f(r).map(|v| (name, v, colour))
+                })
+                .collect(),
+        })
+        .collect();
+    bar_charts(&panels).expect("the figures are finite")
 }
 
 #[test]

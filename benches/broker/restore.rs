@@ -59,7 +59,7 @@ async fn restore_speed() {
     // engage bootstrap's writer: every state, then the as-of marker.
     let mut config = Config::default();
     config.kafka.properties.insert("bootstrap.servers".into(), broker.bootstrap.clone());
-    let written = engage::bootstrap::write_states(
+    let written = engage::cmd::bootstrap::write_states(
         &config,
         &topic,
         1,

@@ -518,7 +518,7 @@ mod tests {
     #[test]
     fn generated_traffic_takes_the_fast_path() {
         // If this fails the scan still agrees, but the hot path got slow.
-        for r in crate::synth::records(7, 5_000, 500, 1_767_225_600_000, 500, Format::Json) {
+        for r in crate::cmd::loadgen::synth::records(7, 5_000, 500, 1_767_225_600_000, 500, Format::Json) {
             assert!(agrees(&r.value).unwrap(), "{}", String::from_utf8_lossy(&r.value));
         }
     }

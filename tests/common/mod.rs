@@ -657,7 +657,7 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// Produces `records` to the inputs of `topics` as fast as the broker takes
 /// them; returns how many went to (clickstream, purchases).
-pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::synth::Record]) -> (i64, i64) {
+pub fn feed(broker: &Broker, topics: &Topics, records: &[engage::cmd::loadgen::synth::Record]) -> (i64, i64) {
     use engage::vocab::InputKind;
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> =

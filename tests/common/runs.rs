@@ -19,7 +19,7 @@ pub const PARTITIONS: i32 = 4;
 /// event times in the past. Returns how many went to each input topic.
 pub fn feed_events(broker: &Broker, topics: &Topics, n: usize, customers: u64) -> (i64, i64) {
     let start = engage::clock::wall_clock_ms() - 40 * 86_400_000;
-    super::feed(broker, topics, &engage::synth::records(42, n, customers, start, 10_000, Format::Json))
+    super::feed(broker, topics, &engage::cmd::loadgen::synth::records(42, n, customers, start, 10_000, Format::Json))
 }
 
 /// Output topics and group of one run, so two runs over the same inputs do

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -21,9 +22,9 @@ use rdkafka::{ClientConfig, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::wall_clock_ms;
+use crate::cmd::loadgen::synth::Population;
 use crate::config::Config;
 use crate::engine::store::Store;
-use crate::synth::Population;
 use crate::vocab::Format;
 
 /// What the demo runs.
@@ -69,6 +70,48 @@ pub enum DemoError {
     /// The processor's task panicked.
     #[error("the processor task failed")]
     Task(#[source] tokio::task::JoinError),
+}
+
+/// `engage demo`'s command line.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Stop after this long (e.g. 60s); default: until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Simulated customers.
+    #[arg(long, default_value_t = 2000)]
+    customers: usize,
+    /// Simulated days per second until the present is reached.
+    #[arg(long, default_value_t = 2.0)]
+    days_per_second: f64,
+    /// How many days of history to simulate.
+    #[arg(long, default_value_t = 90.0)]
+    history_days: f64,
+    /// Where to serve /metrics ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:9898")]
+    http: String,
+    /// Seed for the simulated population.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Runs `engage demo` until Ctrl-C or `--duration`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let http = if args.http.is_empty() {
+        None
+    } else {
+        Some(args.http.parse().with_context(|| format!("--http {:?} is not host:port", args.http))?)
+    };
+    let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
+    let opts = DemoOptions {
+        duration: args.duration,
+        customers: args.customers,
+        days_per_second: args.days_per_second,
+        history_days: args.history_days,
+        http,
+        seed: args.seed,
+    };
+    Ok(demo(opts, shutdown).await?)
 }
 
 /// Runs the demo until `duration` or `shutdown`.

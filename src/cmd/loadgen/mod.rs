@@ -10,10 +10,14 @@
 //! `history_days` ago and runs as fast as the target rate needs, never past
 //! the wall clock. An optional fraction of records is replaced by bad ones
 //! (each a docs/model.md "Events" dead-letter case), to exercise the dead-letter path.
-//! Same seed, same records.
+//! Same seed, same records (`synth.rs`, which the demo, benchmarks and
+//! tests draw from too).
+
+pub mod synth;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
@@ -21,9 +25,9 @@ use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::engine::event::DAY_MS;
 use crate::kafka::{KafkaSetupError, enqueue};
-use crate::synth::{Population, Record, SplitMix64};
 use crate::vocab::Format;
 use crate::vocab::InputKind;
+use synth::{Population, Record, SplitMix64};
 
 /// What `engage loadgen` generates.
 #[derive(Clone, Debug)]
@@ -177,6 +181,71 @@ pub async fn loadgen(config: &Config, opts: &LoadOptions, stop: CancellationToke
     summary.seconds = started.elapsed().as_secs_f64();
     summary.rate = summary.records as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// `engage loadgen`'s command line.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (brokers and topic names).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Events per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Simulated customers.
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    /// Stop after this many records.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 10m). Without --count or --duration,
+    /// stops when the simulation reaches the present.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Seed: the same seed gives the same records.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Wire format of the records.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Fraction of records replaced by bad ones (dead letters), 0-1.
+    #[arg(long, default_value_t = 0.0)]
+    bad_fraction: f64,
+    /// Days of simulated history before the present.
+    #[arg(long, default_value_t = 365.0)]
+    history_days: f64,
+    /// Create the input topics (co-partitioned) with this many partitions
+    /// when they do not exist.
+    #[arg(long)]
+    create_topics: Option<i32>,
+}
+
+/// Runs `engage loadgen`: prints a JSON summary, progress on stderr.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    anyhow::ensure!((0.0..=1.0).contains(&args.bad_fraction), "--bad-fraction must be between 0 and 1");
+    anyhow::ensure!(args.rate.is_none_or(|r| r > 0.0), "--rate must be positive");
+    if let Some(partitions) = args.create_topics {
+        let created = crate::kafka::create_input_topics(&config, partitions).await?;
+        if !created.is_empty() {
+            eprintln!("loadgen: created {created:?}");
+        }
+    }
+    let opts = LoadOptions {
+        rate: args.rate,
+        customers: args.customers,
+        count: args.count,
+        duration: args.duration,
+        seed: args.seed,
+        format: args.format,
+        bad_fraction: args.bad_fraction,
+        history_days: args.history_days,
+        progress_every: Duration::from_secs(5),
+    };
+    let stop = crate::shutdown::on_signals().context("installing signal handlers")?;
+    let summary = loadgen(&config, &opts, stop).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -34,9 +35,9 @@ use crate::clock::format_time;
 use crate::codec::state::{BOOTSTRAP_KEY, encode_bootstrap_marker, state_to_proto};
 use crate::config::{Config, UpstreamPartitioner};
 use crate::engine::store::Partition;
+use crate::history::{ReplayError, ReplayOptions, ReplaySummary, replay_keeping_state};
 use crate::kafka::changelog::topic_name;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client};
-use crate::replay::{ReplayError, ReplayOptions, ReplaySummary, replay_keeping_state};
 
 /// What to bootstrap from, and how.
 #[derive(Clone, Debug)]
@@ -429,4 +430,62 @@ fn flush(producer: &ThreadedProducer<Deliveries>) -> Result<(), BootstrapError> 
             Err(BootstrapError::Delivery { failed, first: crate::sync::lock(&ctx.first).clone().unwrap_or_default() })
         }
     }
+}
+
+/// `engage bootstrap`'s command line.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (brokers, topics, group, upstream partitioner).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A file of events from either topic: JSONL, or CSV (`*.csv`) with a
+    /// header row naming the event fields. Repeat for several.
+    #[arg(long = "input", required = true)]
+    inputs: Vec<PathBuf>,
+    /// Apply events up to this RFC 3339 time (default: the last event
+    /// time). The history must be complete up to it.
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Directory for the replay's outputs (scores, alerts, dead letters,
+    /// states).
+    #[arg(long, default_value = "bootstrap-out")]
+    out: PathBuf,
+    /// Event time between churn sweeps (e.g. 1h, 1d).
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    sweep_every: Duration,
+    /// Write even while the group is consuming or the changelog holds state.
+    #[arg(long)]
+    force: bool,
+    /// Records read from the end of each input partition to check
+    /// topics.upstream_partitioner (0: no check).
+    #[arg(long, default_value_t = 200)]
+    check_records: usize,
+}
+
+/// Runs `engage bootstrap`: prints a JSON summary, and one line on stderr.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let opts = BootstrapOptions {
+        inputs: args.inputs,
+        as_of: args.as_of.as_deref().map(crate::clock::parse_time).transpose().context("--as-of")?,
+        out_dir: args.out,
+        sweep_every_ms: args.sweep_every.as_millis() as i64,
+        force: args.force,
+        sample_per_partition: args.check_records,
+    };
+    if config.run.create_topics {
+        crate::kafka::create_output_topics(&config).await?;
+    }
+    let summary = tokio::task::block_in_place(|| bootstrap(&config, &opts))?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    eprintln!(
+        "bootstrap: {} customers as of {} written to {} ({} partitions, {:?} partitioner) at {:.0} customers/s",
+        summary.customers_written,
+        summary.as_of_time,
+        summary.changelog,
+        summary.partitions,
+        summary.partitioner,
+        summary.customers_per_second
+    );
+    Ok(())
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::replay::{ReplayError, ReplaySummary, read_events};
+use anyhow::Context;
+
+use crate::history::{ReplayError, ReplaySummary, read_events};
 
 /// One customer's purchase summary, in the model's time unit.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -355,6 +357,31 @@ fn nelder_mead<const N: usize>(f: impl Fn(&[f64; N]) -> f64, start: [f64; N]) ->
         }
     }
     best
+}
+
+/// `engage fit`'s command line.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Event files, JSONL or CSV (`*.csv`, with a header row); purchase
+    /// and refund events are used. Repeat for several.
+    #[arg(long = "input", required = true)]
+    inputs: Vec<PathBuf>,
+    /// End of the calibration period (RFC 3339); later events are ignored.
+    #[arg(long)]
+    as_of: String,
+    /// Time unit of the parameters: weeks (as in the paper) or days.
+    #[arg(long, value_enum, default_value = "weeks")]
+    time_unit: TimeUnit,
+}
+
+/// Runs `engage fit`: prints the report as JSON, and the `[churn.bgnbd]`
+/// table on stderr.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let as_of = crate::clock::parse_time(&args.as_of).context("--as-of")?;
+    let report = fit_history(&args.inputs, as_of, args.time_unit)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprint!("{}", report.config);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,35 @@
+//! `engage run`: the processor, with its HTTP endpoint, until SIGTERM or
+//! SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::engine::store::Store;
+use crate::pipeline::Status;
+
+/// `engage run`'s command line.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (see engage.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// Runs the pipeline and the HTTP endpoint until a signal or a fatal error.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
+    let store = Arc::new(Store::new());
+    let status = Arc::new(Status::new());
+    let http = crate::http::start(&config, &store, &status, &shutdown).await?;
+    let result = crate::pipeline::run(config, store, status, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(h) = http {
+        let _ = h.await;
+    }
+    result?;
+    Ok(())
+}
