@@ -1,16 +1,21 @@
 //! engage: a real-time customer-engagement processor. It turns clickstream
 //! and purchase events into live engagement scores, lifecycle stages and
 //! churn alerts. What it computes and guarantees is described in
-//! `docs/model.md`; how to run it, in the README.
+//! `docs/model.md`; how to run it, in the README; how to change it, in
+//! CONTRIBUTING.md.
 //!
 //! # Layout
 //!
-//! The engine knows nothing of Kafka: [`engine`] is plain functions over
-//! plain data, and Kafka ([`pipeline`]), files ([`replay`]) and HTTP
-//! ([`http`]) are adapters around it. In the order data flows:
+//! The engine knows nothing of Kafka or wire formats: [`engine`] is plain
+//! functions over plain data, and Kafka ([`pipeline`], [`durability`],
+//! [`kafka`]), files ([`history`]), HTTP ([`http`]) and the encodings
+//! ([`decode`], [`codec`]) are adapters around it. In the order data flows:
 //!
+//! - [`vocab`]: the names everything shares: the inputs and their roles,
+//!   event types, dimensions, signals, wire formats.
 //! - [`config`]: TOML + `ENGAGE__…` environment configuration, one file per
-//!   section, each with its `validate()`.
+//!   section, each with its `validate()`; [`config::Inputs`], the input
+//!   topics as data.
 //! - [`decode`]: JSON / protobuf / Confluent-framed records → an
 //!   [`engine::event::Event`], or a [`decode::DecodeError`] with a stable
 //!   dead-letter reason code (`error.rs`). JSON is read by a one-pass scan
@@ -26,51 +31,60 @@
 //!   - [`engine::churn`]: BG/NBD P(alive), churn signals and health.
 //!   - [`engine::erasure`]: erasure requests, and the cut-off that keeps
 //!     an erased customer's earlier events out.
-//!   - [`engine::state`]: one customer's compact state, exactly-once
-//!     bookkeeping and its persisted (changelog) form; its sets of
-//!     distinct days, exact for late events within the retention
-//!     (`state/days.rs`).
+//!   - [`engine::state`]: one customer's compact state (128 bytes, checked
+//!     at compile time), exactly-once bookkeeping and its persisted facts;
+//!     its sets of distinct days, exact for late events within the
+//!     retention (`state/days.rs`).
 //!   - [`engine::store`]: customer states in sharded maps, by input partition
-//!     (with the partition's bootstrap as-of).
-//!   - [`engine::output`]: score changes and churn alerts, JSON and protobuf.
-//! - [`pipeline`]: `engage run`, the consumer loop driving the engine:
-//!   the main loop (`mod.rs`), per-record and sweep work (`worker.rs`),
-//!   event-time alignment of the two inputs (`align.rs`), the commit path
-//!   shared with the callbacks (`shared.rs`), rebalance callbacks
-//!   (`rebalance.rs`), idle memory release (`memory.rs`).
-//! - [`kafka`]: everything that talks to Kafka besides the consumer loop.
+//!     (with the partition's bootstrap as-of and its erasures in force).
+//!   - [`engine::output`]: score changes, churn alerts and erasure
+//!     confirmations, as plain data.
+//! - [`codec`]: the wire encodings of what engage writes: outputs (JSON,
+//!   protobuf) and the persisted customer state (the changelog's versioned
+//!   records, the bootstrap marker).
+//! - [`pipeline`]: `engage run`'s consumer loop driving the engine: the
+//!   main loop (`mod.rs`), an input record taken up (`record.rs`),
+//!   per-record and sweep work (`worker.rs`), event-time alignment of the
+//!   event inputs as an N-way merge (`align.rs`), rebalance callbacks
+//!   (`rebalance.rs`), what the loop and the callbacks share (`shared.rs`),
+//!   liveness and readiness ([`pipeline::Status`]), idle memory release
+//!   (`memory.rs`).
+//! - [`durability`]: the commit protocol in one place: which offsets may be
+//!   committed, state flushes to the changelog, erasure ordering, the
+//!   `exactly_once` transaction. Its [`durability::Durability`] states the
+//!   invariant; the per-partition [`durability::Ledger`] is the bookkeeping.
+//! - [`kafka`]: everything else that talks to Kafka.
 //!   - [`kafka::client`]: every client and its properties, in one place.
+//!   - [`kafka::sink`]: the producer; every record carries a ticket whose
+//!     acknowledgement goes back to the durability protocol.
+//!   - [`kafka::changelog`]: restoring a partition's customers (and its
+//!     bootstrap as-of) from the changelog on assignment.
 //!   - [`kafka::partitioner`]: where the upstream producers put a key
 //!     (murmur2, CRC-32).
 //!   - co-partitioning check and topic creation (`mod.rs`).
-//!   - [`kafka::sink`]: the idempotent (or transactional) producer.
-//!   - [`kafka::progress`]: which offsets may be committed: the heart of
-//!     the at-least-once guarantee.
-//!   - [`kafka::changelog`]: durable state: flushing changed customers,
-//!     restoring a partition's customers (and its bootstrap as-of) on
-//!     assignment.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
-//! - [`telemetry`]: metric names, the Prometheus recorder, consumer lag from
-//!   librdkafka statistics and the periodic population census.
+//! - [`telemetry`]: metric names, the Prometheus recorder, the pipeline's
+//!   per-record counts (and the run summary read from them), consumer lag
+//!   from librdkafka statistics, the periodic population census; every
+//!   operational event as one struct writing its log line and its metric
+//!   (`events.rs`).
+//! - [`history`]: the engine driven from event files (JSONL or CSV), event
+//!   time only: the one reader `replay`, `fit`, `evaluate` and `bootstrap`
+//!   share.
+//! - [`charts`]: SVG charts for reports and benchmarks.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
-//! - [`clock`]: the wall clock (the engine itself runs on event time).
-//!
-//! The other commands, each an adapter or a tool:
-//!
-//! - [`replay`]: `engage replay`, the engine driven from event files
-//!   (JSONL or CSV; the one reader `fit`, `evaluate` and `bootstrap` share).
-//! - [`bootstrap`]: `engage bootstrap`, customers' state from history
-//!   written into the changelog for `engage run` to restore.
-//! - [`fit`]: `engage fit`, BG/NBD and Gamma-Gamma maximum likelihood.
-//! - [`evaluate`]: `engage evaluate`, the engine's predictions at a
-//!   calibration end judged against what customers did in a holdout.
-//! - [`demo`]: `engage demo`, everything on one machine with no setup.
-//! - [`loadgen`]: `engage loadgen`, simulated traffic into the input topics.
-//! - [`synth`]: deterministic synthetic events for benchmarks and tests.
+//! - [`clock`]: the wall clock (the engine itself runs on event time), and
+//!   times as humans write them.
+//! - [`cmd`]: the commands, one file or folder each: [`cmd::run`],
+//!   [`cmd::demo`], [`cmd::replay`], [`cmd::bootstrap`], [`cmd::fit`],
+//!   [`cmd::evaluate`], [`cmd::loadgen`] (with the simulated population the
+//!   demo, benchmarks and tests draw from, [`cmd::loadgen::synth`]),
+//!   [`cmd::topics`].
 //! - [`proto`]: code generated from `proto/engage/v1`.
 //!
-//! The binary (`main.rs`) parses the command line and calls these; its
-//! `allocator.rs` holds the only `unsafe` code, the allocator hooks.
+//! The binary (`main.rs`) parses the command line, sets up logging and
+//! dispatches to [`cmd`]; its `allocator.rs` holds the only `unsafe` code,
+//! the allocator hooks.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -108,7 +108,7 @@ impl InputKind {
     }
 }
 
-/// Clickstream event types (docs/model.md, "Inputs"). `Unknown` keeps engage forward
+/// Clickstream event types (docs/model.md, "Events"). `Unknown` keeps engage forward
 /// compatible: producers may add types before engage learns to score them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -13,7 +13,7 @@
 //!    with no input offsets applied, to the changelog partition the
 //!    upstream partitioner puts the customer id in; then, once those are
 //!    acknowledged, one bootstrap marker per partition carrying the as-of
-//!    time ([`crate::kafka::changelog::BOOTSTRAP_KEY`]). Restoring a
+//!    time ([`crate::codec::state::BOOTSTRAP_KEY`]). Restoring a
 //!    partition reads the marker back, and `engage run` takes input events
 //!    at or before the as-of as already applied.
 

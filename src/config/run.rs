@@ -55,10 +55,10 @@ pub struct RunConfig {
     /// still raise alerts. docs/model.md "Health": 30 s.
     #[serde(with = "humantime_serde")]
     pub idle_grace: Duration,
-    /// The two inputs' partition *p* are applied in event-time order
-    /// (README "Ordering across the two inputs"). When one input's next
-    /// record has not arrived but that input is not caught up (it has more
-    /// on the broker), the other's records wait for it at most this long;
+    /// The event inputs' partition *p* are applied in event-time order
+    /// (docs/operations.md "Ordering across the inputs"). When one input's
+    /// next record has not arrived but that input is not caught up (it has
+    /// more on the broker), the others' records wait for it at most this long;
     /// then they go on without it until it delivers again, and
     /// `engage_alignment_timeouts_total` counts it. Longer waits keep order
     /// through longer broker hiccups; a wait stalls that partition pair.

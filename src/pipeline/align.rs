@@ -1,4 +1,4 @@
-//! Event-time alignment of the co-partitioned event inputs (README
+//! Event-time alignment of the co-partitioned event inputs (docs/operations.md
 //! "Ordering across the inputs").
 //!
 //! Partition *p* of every event input (the clickstream, the purchases)
