@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use super::{
     ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CONSUMER_ERRORS,
     DELIVERY_ERRORS, EVICTED, FATAL_ERRORS, HTTP_ERRORS, OFFSET_STORE_ERRORS, PAUSE_FAILURES, REBALANCES,
-    RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED, RunSummary,
+    RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED, RunSummary, UPKEEP_MISSING,
 };
 
 /// The consumer group gave this instance partitions, or took them away.
@@ -317,5 +317,19 @@ pub(crate) struct Stopped<'a> {
 impl Stopped<'_> {
     pub(crate) fn emit(&self) {
         info!(summary = ?self.summary, "stopped cleanly");
+    }
+}
+
+/// The metrics upkeep thread could not start: histogram samples pile up
+/// until `/metrics` is scraped.
+pub(crate) struct UpkeepNotStarted<'a> {
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl UpkeepNotStarted<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::gauge!(UPKEEP_MISSING).set(1.0);
+        warn!(error = %self.error, "metrics upkeep thread not started: histogram samples are folded only when /metrics is scraped");
     }
 }

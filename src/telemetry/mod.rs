@@ -119,6 +119,9 @@ pub const CHANGELOG_RETRIES: &str = "engage_changelog_retries_total";
 pub const CHANGELOG_UNREADABLE: &str = "engage_changelog_unreadable_total";
 /// Times the HTTP server stopped with an error.
 pub const HTTP_ERRORS: &str = "engage_http_errors_total";
+/// 1 when the metrics upkeep thread could not start (histogram samples are
+/// then folded only when `/metrics` is scraped).
+pub const UPKEEP_MISSING: &str = "engage_metrics_upkeep_missing";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -178,6 +181,7 @@ pub fn describe() {
     describe_counter!(CHANGELOG_RETRIES, "Changelog requests asked again during restores, by step.");
     describe_counter!(CHANGELOG_UNREADABLE, "Changelog records skipped as unreadable during restores, by what.");
     describe_counter!(HTTP_ERRORS, "Times the HTTP server stopped with an error.");
+    describe_gauge!(UPKEEP_MISSING, "1 when the metrics upkeep thread could not start.");
 }
 
 /// An error with its sources, `: `-separated, for log lines.
@@ -220,7 +224,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         }
     });
     if let Err(e) = spawned {
-        tracing::warn!(error = %e, "metrics upkeep thread not started: histogram samples are folded only when /metrics is scraped");
+        events::UpkeepNotStarted { error: &e }.emit();
     }
     Ok(handle)
 }
