@@ -144,10 +144,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.status.restoring() {
-        0 if s.status.joined() => (StatusCode::OK, "ready").into_response(),
-        0 => (StatusCode::SERVICE_UNAVAILABLE, "not yet assigned partitions by the consumer group").into_response(),
-        n => (StatusCode::SERVICE_UNAVAILABLE, format!("restoring {n} partition(s)")).into_response(),
+    match s.status.not_ready() {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 

@@ -100,7 +100,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("engage: error: {e:#}");
+            // Secrets never reach the message engage writes itself; this
+            // also covers what a library quoted.
+            eprintln!("engage: error: {}", engage::config::redact(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -37,6 +37,7 @@ use crate::config::{Config, UpstreamPartitioner};
 use crate::engine::store::Partition;
 use crate::history::{ReplayError, ReplayOptions, ReplaySummary, replay_keeping_state};
 use crate::kafka::changelog::topic_name;
+use crate::kafka::client::ClientEvents;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, client};
 
 /// What to bootstrap from, and how.
@@ -204,8 +205,9 @@ pub fn bootstrap(config: &Config, opts: &BootstrapOptions) -> Result<BootstrapSu
 /// The refusals that apply (group consuming, changelog not empty): an
 /// error without `force`, else their descriptions.
 fn refusals(config: &Config, topic: &str, partitions: i32, force: bool) -> Result<Vec<String>, BootstrapError> {
-    let admin: BaseConsumer =
-        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let admin: BaseConsumer<ClientEvents> = client::admin(config)
+        .create_with_context(ClientEvents::new("admin"))
+        .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let group = &config.run.group_id;
     let list = admin
         .fetch_group_list(Some(group), REQUEST_TIMEOUT)
@@ -251,8 +253,8 @@ pub fn check_partitioner(
     if per_partition == 0 {
         return Ok(check);
     }
-    let consumer: BaseConsumer = client::sample_consumer(config)
-        .create()
+    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config)
+        .create_with_context(ClientEvents::new("sample"))
         .map_err(|e| KafkaSetupError::client("creating the partitioner-check consumer", e))?;
     let configured = config.topics.upstream_partitioner;
     let other = match configured {

@@ -21,7 +21,7 @@ mod validation_tests;
 pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig};
 pub use http::HttpConfig;
 pub use input::InputConfig;
-pub use kafka::KafkaConfig;
+pub use kafka::{KafkaConfig, REDACTED, is_secret_key, redact};
 pub use lifecycle::LifecycleConfig;
 pub use output::OutputConfig;
 pub use run::{ProcessingGuarantee, RunConfig};
@@ -36,6 +36,9 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 const DAY: u64 = 86_400;
+
+/// Environment variables that set `[kafka]` properties, verbatim.
+const KAFKA_ENV_PREFIX: &str = "ENGAGE__KAFKA__";
 
 /// A configuration that cannot be used. Not retryable: fix the file or the
 /// environment.
@@ -97,7 +100,16 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::from_figment(figment.merge(Env::prefixed("ENGAGE__").split("__")))
+        // `[kafka]` values are librdkafka's strings, taken verbatim: figment
+        // would read `0123456789` as a number and `true` as a boolean.
+        let kafka_env: std::collections::BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let key = k.to_str()?.strip_prefix(KAFKA_ENV_PREFIX)?.to_ascii_lowercase();
+                Some((key, v.into_string().ok()?))
+            })
+            .collect();
+        let env = Env::prefixed("ENGAGE__").split("__").filter(|k| !k.as_str().starts_with("kafka"));
+        Self::from_figment(figment.merge(env).merge(Serialized::default("kafka", kafka_env)))
     }
 
     /// Parses a TOML document over the defaults (no environment), for tests
@@ -107,7 +119,8 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.kafka.read_files()?;
         config.validate()?;
         Ok(config)
     }
@@ -214,6 +227,59 @@ mod tests {
             assert_eq!(c.kafka.properties["bootstrap.servers"], "10.0.0.1:9092");
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    /// Awkward passwords as a Kubernetes Secret would hand them over.
+    const AWKWARD: [&str; 8] = ["0123456789", "true", "1e5", "[x]", "\"quoted\"", "two words", "a#b", "{x = 1}"];
+
+    #[test]
+    // figment::Jail's closure returns figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
+    fn kafka_values_from_the_environment_are_taken_verbatim() {
+        for secret in AWKWARD {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("ENGAGE__KAFKA__SASL_PASSWORD", secret);
+                jail.set_env("ENGAGE__KAFKA__SESSION_TIMEOUT_MS", "045000");
+                jail.set_env("ENGAGE__RUN__MAX_IN_FLIGHT", "1000");
+                let c = Config::load(None).expect("loads");
+                assert_eq!(c.kafka.properties["sasl.password"], secret);
+                assert_eq!(c.kafka.properties["session.timeout.ms"], "045000");
+                assert_eq!(c.run.max_in_flight, 1000, "other sections still parse numbers");
+                assert!(!format!("{c:?}").contains(secret) || secret == "true", "{c:?}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_value_can_be_read_from_a_file_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "s3cret-from-a-file\n").unwrap();
+        let text = format!("[kafka]\n\"sasl.password\" = {{ file = {:?} }}\n", path.display().to_string());
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.kafka.properties["sasl.password"], "s3cret-from-a-file", "one trailing newline stripped");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(redact("auth failed for s3cret-from-a-file!"), "auth failed for [redacted]!");
+        // Any value from a file is secret, whatever its key.
+        std::fs::write(&path, "plain\n\n").unwrap();
+        let text = format!("[kafka]\n\"ssl.certificate.pem\" = {{ file = {:?} }}\n", path.display().to_string());
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.kafka.properties["ssl.certificate.pem"], "plain\n", "only one newline is stripped");
+        assert_eq!(c.kafka.redacted("ssl.certificate.pem"), Some(REDACTED));
+    }
+
+    #[test]
+    fn a_missing_file_names_the_key_and_the_path() {
+        let err = Config::from_toml("[kafka]\n\"sasl.password\" = { file = \"/nonexistent/engage-pw\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kafka.sasl.password") && err.contains("/nonexistent/engage-pw"), "{err}");
     }
 }
 

@@ -38,8 +38,13 @@ pub struct RunConfig {
     /// with transactions (Apache Kafka has them; shown on Kafka 4.4 by
     /// tests/transactions.rs).
     pub processing_guarantee: ProcessingGuarantee,
-    /// `transactional.id` for `exactly_once`; empty means
-    /// `<group_id>-<host name or process id>`. Must be unique per instance.
+    /// `transactional.id` for `exactly_once`. Empty (the default) means
+    /// `<group_id>-<host>-<slot>`: the host name (a Kubernetes pod's name)
+    /// and the lowest slot free on that host, so an instance restarted on
+    /// the same host takes its predecessor's id, fences it and aborts the
+    /// transaction it left open at once (docs/model.md "Guarantees"). Set it
+    /// only to give each instance a fixed id of your own: it must be unique
+    /// per live instance and kept across its restarts.
     pub transactional_id: String,
     /// How often (wall clock) each owned partition is swept for customers
     /// who went quiet (docs/model.md "Health": churn is the absence of events): a full pass
@@ -65,6 +70,18 @@ pub struct RunConfig {
     /// `0s` turns alignment off: records are applied as they arrive.
     #[serde(with = "humantime_serde")]
     pub alignment_wait: Duration,
+    /// How long an error that retrying will not clear (authentication
+    /// failed, an ACL missing, an input topic deleted, input this build
+    /// cannot decompress) may last before engage exits non-zero, naming it.
+    /// Meanwhile the instance is not ready (`/readyz`), and fixing the cause
+    /// (granting the ACL, say) lets it go on without a restart.
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+    /// The progress watchdog: records waiting on the inputs (consumer lag
+    /// above zero) and none taken up for this long makes the instance not
+    /// ready, whatever the cause, until records flow again.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for RunConfig {
@@ -81,6 +98,8 @@ impl Default for RunConfig {
             sweep_slices: 10,
             idle_grace: Duration::from_secs(30),
             alignment_wait: Duration::from_secs(5),
+            give_up_after: default_give_up_after(),
+            stall_timeout: default_stall_timeout(),
         }
     }
 }
@@ -113,20 +132,29 @@ impl RunConfig {
         if r.sweep_slices == 0 {
             return Err(invalid("run.sweep_slices", "must be at least 1"));
         }
+        if r.give_up_after.is_zero() || r.stall_timeout.is_zero() {
+            return Err(invalid("run", "give_up_after and stall_timeout must be longer than zero"));
+        }
         if r.max_in_flight < 1 {
             return Err(invalid("run.max_in_flight", "must be at least 1"));
         }
         Ok(())
     }
+}
 
-    /// The transactional id this instance uses in `exactly_once` mode.
-    pub fn transactional_id(&self) -> String {
-        if !self.transactional_id.is_empty() {
-            return self.transactional_id.clone();
-        }
-        let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string());
-        format!("{}-{instance}", self.group_id)
-    }
+/// Long enough for an operator who is fixing an ACL to do it without a
+/// restart, short enough that a deployment with wrong credentials fails
+/// visibly (a crash loop) within a minute.
+const fn default_give_up_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Well above any pause of a healthy pipeline (a restore holds the loop in
+/// the rebalance callback, not counted; a flush or a full in-flight window
+/// pauses input for seconds at most), well below the 10 minutes of the
+/// `EngageNotReady` alert.
+const fn default_stall_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// 50 000 outputs of ~300 bytes plus librdkafka's per-message overhead is

@@ -45,7 +45,7 @@ use tracing::debug;
 pub use ledger::{Committable, Ledger, Work};
 
 use crate::codec::state::changelog_value;
-use crate::config::{Config, Inputs};
+use crate::config::{Config, Inputs, ProcessingGuarantee};
 use crate::decode::DecodeError;
 use crate::engine::output::Output;
 use crate::engine::store::Store;
@@ -110,6 +110,9 @@ pub enum TransactionError {
 pub struct Durability {
     sink: Sink,
     acks: Arc<Acks>,
+    /// `exactly_once` without a configured `run.transactional_id`: the
+    /// instance identity behind the default one, held while running.
+    _instance: Option<crate::kafka::instance::Instance>,
     staged: StagedQueues,
     dirty: Mutex<Dirty>,
     /// `exactly_once`: the next offset to read per input partition,
@@ -146,10 +149,21 @@ impl Durability {
     /// read from `store` when a flush is taken.
     pub fn new(config: &Config, store: Arc<Store>) -> Result<Durability, KafkaSetupError> {
         let acks = Arc::new(Acks::default());
-        let sink = Sink::new(config, acks.clone())?;
+        let exactly_once = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+        let instance = (exactly_once && config.run.transactional_id.is_empty())
+            .then(|| crate::kafka::instance::claim(&config.run.group_id));
+        let transactional_id = match &instance {
+            Some(i) => Some(i.id.as_str()),
+            None => exactly_once.then_some(config.run.transactional_id.as_str()),
+        };
+        if let Some(id) = transactional_id {
+            tracing::info!(transactional_id = id, "exactly_once: transactional producer");
+        }
+        let sink = Sink::new(config, acks.clone(), transactional_id)?;
         Ok(Durability {
             sink,
             acks,
+            _instance: instance,
             staged: StagedQueues::default(),
             dirty: Mutex::new(Dirty::default()),
             processed: Mutex::new(HashMap::new()),

@@ -14,6 +14,8 @@ use crate::codec::state::{BOOTSTRAP_KEY, read_bootstrap_marker, read_changelog_v
 use crate::config::Config;
 use crate::engine::store::Partition;
 use crate::kafka::KafkaSetupError;
+use crate::kafka::client::ClientEvents;
+use crate::kafka::diagnosis;
 use crate::telemetry::events::{ChangelogRetry, ChangelogUnreadable};
 
 /// The changelog topic: `state.changelog_topic`, or `<group>.engage-state`.
@@ -55,9 +57,17 @@ pub fn restore(
     timeout: Duration,
 ) -> Result<RestoreStats, RestoreError> {
     let start = Instant::now();
-    let consumer: BaseConsumer = crate::kafka::client::restore_consumer(config)
-        .create()
+    let consumer: BaseConsumer<ClientEvents> = crate::kafka::client::restore_consumer(config)
+        .create_with_context(ClientEvents::new("restore"))
         .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
+    // An error retrying will not clear (a missing READ on the changelog,
+    // say) stops the restore at once rather than at its deadline.
+    let blocked = |e: &rdkafka::error::KafkaError| {
+        let reported = consumer.context().errors();
+        std::iter::once((e.clone(), String::new()))
+            .chain(reported)
+            .find_map(|(e, why)| diagnosis::classify(config, &e, &why, Some(topic), "READ"))
+    };
     let p = into.id();
     let deadline = Instant::now() + timeout;
     // One request may be lost to a broker that restarts meanwhile: ask
@@ -66,6 +76,7 @@ pub fn restore(
         let attempt = WATERMARK_ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
         match consumer.fetch_watermarks(topic, p, attempt) {
             Ok(w) => break w,
+            Err(e) if let Some(b) = blocked(&e) => return Err(KafkaSetupError::Blocked(b).into()),
             Err(e) if Instant::now() < deadline => {
                 ChangelogRetry { step: "end", topic, partition: p, error: &e }.emit();
                 // A request that fails at once (an unknown partition) must
@@ -117,7 +128,10 @@ pub fn restore(
                 // Consumer errors (a broker restarting, say) are transient
                 // here: librdkafka reconnects and fetches again; the deadline
                 // bounds it.
-                Err(e) => ChangelogRetry { step: "read", topic, partition: p, error: &e }.emit(),
+                Err(e) => match blocked(&e) {
+                    Some(b) => return Err(KafkaSetupError::Blocked(b).into()),
+                    None => ChangelogRetry { step: "read", topic, partition: p, error: &e }.emit(),
+                },
             }
         }
     }

@@ -3,9 +3,15 @@
 //! applied on top of these defaults, so an operator can override any of
 //! them (security, SASL and TLS settings pass through the same way).
 
-use rdkafka::ClientConfig;
+use std::sync::Mutex;
 
-use crate::config::{Config, ProcessingGuarantee};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::config::{Config, ProcessingGuarantee, redact};
+use crate::telemetry::events::{ClientError, LibrdkafkaLog};
 
 /// How engage's producer delivers, unless `[kafka]` says otherwise:
 /// idempotent, acknowledged by every in-sync replica, lingering 5 ms to
@@ -73,13 +79,13 @@ pub fn input_consumer(config: &Config) -> ClientConfig {
     )
 }
 
-/// The consumer that reads one changelog partition on assignment. It
-/// commits nothing: the changelog is always read from the beginning.
+/// The consumer that reads one changelog partition on assignment. It is
+/// in no group (it assigns the partition itself and commits nothing: the
+/// changelog is always read from the beginning), so it needs no group ACL.
 pub fn restore_consumer(config: &Config) -> ClientConfig {
     client_config(
         config,
         &[
-            ("group.id", "engage-restore"),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
             // A restore waits on an empty fetch when the changelog ends in a
@@ -93,15 +99,25 @@ pub fn restore_consumer(config: &Config) -> ClientConfig {
     )
 }
 
-/// The producer of outputs, dead letters and changelog records; with
-/// `exactly_once`, transactional under `run.transactional_id`.
-pub fn output_producer(config: &Config) -> ClientConfig {
-    let defaults = [PRODUCER_DEFAULTS.as_slice(), &[("statistics.interval.ms", STATISTICS_INTERVAL_MS)]].concat();
-    let mut client = client_config(config, &defaults);
-    if config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce {
-        client.set("transactional.id", config.run.transactional_id());
+/// How long a transaction may stay open before the broker aborts it, unless
+/// `[kafka] "transaction.timeout.ms"` says otherwise: Kafka Streams' value
+/// under exactly-once. A crashed instance's open transaction holds
+/// `read_committed` consumers back at most this long when no restart fences
+/// it sooner; the cost is that a transaction (one flush) must complete
+/// within it, and librdkafka gives each record as long to be acknowledged
+/// (`message.timeout.ms` follows it), so a broker unreachable for longer
+/// makes engage exit (non-zero, nothing committed past the failure) and a
+/// restart resume.
+pub const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// The producer of outputs, dead letters and changelog records; with a
+/// `transactional_id` (`exactly_once`), transactional.
+pub fn output_producer(config: &Config, transactional_id: Option<&str>) -> ClientConfig {
+    let mut defaults = [PRODUCER_DEFAULTS.as_slice(), &[("statistics.interval.ms", STATISTICS_INTERVAL_MS)]].concat();
+    if let Some(id) = transactional_id {
+        defaults.extend([("transactional.id", id), ("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS)]);
     }
-    client
+    client_config(config, &defaults)
 }
 
 /// `engage bootstrap`'s producer of customer states into the changelog:
@@ -113,10 +129,11 @@ pub fn bootstrap_producer(config: &Config) -> ClientConfig {
     client_config(config, &[PRODUCER_DEFAULTS.as_slice(), &batching].concat())
 }
 
-/// A consumer outside any group (it commits nothing) that reads a few
-/// records of the inputs for `engage bootstrap`'s partitioner check.
+/// A consumer in no group (it assigns partitions itself and commits
+/// nothing) that reads a few records of the inputs for `engage bootstrap`'s
+/// partitioner check.
 pub fn sample_consumer(config: &Config) -> ClientConfig {
-    client_config(config, &[("group.id", "engage-bootstrap-check"), ("enable.auto.commit", "false")])
+    client_config(config, &[("enable.auto.commit", "false")])
 }
 
 /// `engage loadgen`'s producer at `rate` events/s: paced traffic is
@@ -140,3 +157,62 @@ pub fn load_producer(config: &Config, rate: Option<f64>) -> ClientConfig {
 pub fn admin(config: &Config) -> ClientConfig {
     client_config(config, &[])
 }
+
+/// Forwards one of librdkafka's log lines, its secrets redacted: warnings
+/// and worse as a warning with a metric ([`LibrdkafkaLog`]: librdkafka logs
+/// passing trouble at error level too, and engage itself says what is an
+/// error), the rest at debug level.
+pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    let message = redact(message);
+    let name = match level {
+        RDKafkaLogLevel::Emerg => "emerg",
+        RDKafkaLogLevel::Alert => "alert",
+        RDKafkaLogLevel::Critical => "critical",
+        RDKafkaLogLevel::Error => "error",
+        RDKafkaLogLevel::Warning => "warning",
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug => {
+            tracing::debug!(target: "librdkafka", facility, "{message}");
+            return;
+        }
+    };
+    LibrdkafkaLog { level: name, facility, message: &message }.emit();
+}
+
+/// The context of engage's short-lived clients (metadata, administration,
+/// restores, sampling): librdkafka's logs forwarded with secrets redacted,
+/// and its errors kept, so a caller whose request failed can ask why
+/// ([`ClientEvents::errors`]): an authentication failure, say, reaches a
+/// client only as an error event, while the request itself just times out.
+#[derive(Debug)]
+pub struct ClientEvents {
+    /// Which client, for the log and the metric.
+    name: &'static str,
+    errors: Mutex<Vec<(KafkaError, String)>>,
+}
+
+impl ClientEvents {
+    /// The context of client `name`.
+    pub fn new(name: &'static str) -> ClientEvents {
+        ClientEvents { name, errors: Mutex::new(Vec::new()) }
+    }
+
+    /// The errors reported so far (librdkafka's error and its reason,
+    /// redacted), oldest first; taken.
+    pub fn errors(&self) -> Vec<(KafkaError, String)> {
+        std::mem::take(&mut *crate::sync::lock(&self.errors))
+    }
+}
+
+impl ClientContext for ClientEvents {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = redact(reason).into_owned();
+        ClientError { client: self.name, error: &error, reason: &reason }.emit();
+        crate::sync::lock(&self.errors).push((error, reason));
+    }
+}
+
+impl ConsumerContext for ClientEvents {}

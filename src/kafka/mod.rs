@@ -3,20 +3,24 @@
 
 pub mod changelog;
 pub mod client;
+pub mod diagnosis;
+pub mod instance;
 pub mod partitioner;
 pub mod sink;
 
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Config, Input, TopicsConfig};
+use client::ClientEvents;
+use diagnosis::{Blocker, Resource};
 
 /// Why engage cannot start or keep running against Kafka. Each variant says
 /// whether retrying helps.
@@ -71,6 +75,10 @@ pub enum KafkaSetupError {
         /// The inputs' partition count.
         inputs: usize,
     },
+    /// An error retrying will not clear: authentication, TLS, a missing
+    /// ACL. Not retryable until the credentials or the ACLs are fixed.
+    #[error(transparent)]
+    Blocked(Blocker),
     /// The brokers could not be reached or refused a request. Retryable.
     #[error("Kafka: {context}: {source}")]
     Client {
@@ -82,8 +90,19 @@ pub enum KafkaSetupError {
 }
 
 impl KafkaSetupError {
-    /// Wraps a client error with what engage was doing.
+    /// Wraps a client error with what engage was doing. A configuration
+    /// error keeps the property's name but never its value, which may be a
+    /// secret (librdkafka's message and rust-rdkafka's both quote it).
     pub fn client(context: impl Into<String>, source: KafkaError) -> Self {
+        let source = match source {
+            KafkaError::ClientConfig(code, description, key, _) => KafkaError::ClientConfig(
+                code,
+                crate::config::redact(&description).into_owned(),
+                key,
+                crate::config::REDACTED.to_string(),
+            ),
+            other => other,
+        };
         KafkaSetupError::Client { context: context.into(), source }
     }
 }
@@ -91,24 +110,73 @@ impl KafkaSetupError {
 /// How long metadata and admin requests may take at start-up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Partition count of `topic`, or `None` if the broker does not know it.
-pub fn partition_count(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>, KafkaSetupError> {
-    let md = consumer
-        .fetch_metadata(Some(topic), SETUP_TIMEOUT)
-        .map_err(|e| KafkaSetupError::client(format!("fetching metadata for {topic:?}"), e))?;
-    Ok(md.topics().iter().find(|t| t.name() == topic).and_then(|t| match t.error() {
-        Some(_) => None,
-        None if t.partitions().is_empty() => None,
-        None => Some(t.partitions().len()),
-    }))
+/// A client for metadata requests at start-up, which knows why a request
+/// failed ([`MetadataClient::partition_count`]).
+pub struct MetadataClient {
+    consumer: BaseConsumer<ClientEvents>,
+    config: Config,
 }
+
+impl MetadataClient {
+    /// A metadata client on `config`'s brokers.
+    pub fn new(config: &Config) -> Result<MetadataClient, KafkaSetupError> {
+        let consumer = client::admin(config)
+            .create_with_context(ClientEvents::new("admin"))
+            .map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+        Ok(MetadataClient { consumer, config: config.clone() })
+    }
+
+    /// Partition count of `topic`, or `None` if the broker does not know it.
+    /// Fails at once on an error retrying will not clear (authentication,
+    /// TLS, no DESCRIBE on the topic), naming it, rather than timing out
+    /// after `SETUP_TIMEOUT` with a bare transport failure.
+    pub fn partition_count(&self, topic: &str) -> Result<Option<usize>, KafkaSetupError> {
+        let deadline = std::time::Instant::now() + SETUP_TIMEOUT;
+        let md = loop {
+            let attempt = METADATA_ATTEMPT.min(deadline.saturating_duration_since(std::time::Instant::now()));
+            match self.consumer.fetch_metadata(Some(topic), attempt) {
+                Ok(md) => break md,
+                Err(e) => {
+                    // Serve the client's events: an authentication failure
+                    // reaches it as an error event, not as the request's.
+                    let _ = self.consumer.poll(Duration::ZERO);
+                    let reported = self.consumer.context().errors();
+                    let blocker = reported
+                        .iter()
+                        .chain(std::iter::once(&(e.clone(), String::new())))
+                        .find_map(|(e, why)| diagnosis::classify(&self.config, e, why, Some(topic), "DESCRIBE"));
+                    if let Some(b) = blocker {
+                        return Err(KafkaSetupError::Blocked(b));
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        let why = reported.last().map(|(_, why)| why.clone()).unwrap_or_default();
+                        return Err(KafkaSetupError::client(format!("fetching metadata for {topic:?}: {why}"), e));
+                    }
+                }
+            }
+        };
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        match t.error().map(RDKafkaErrorCode::from) {
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(KafkaSetupError::Blocked(Blocker::Authorization {
+                operation: "DESCRIBE",
+                resource: Resource::Topic,
+                name: topic.to_string(),
+            })),
+            Some(_) => Ok(None),
+            None if t.partitions().is_empty() => Ok(None),
+            None => Ok(Some(t.partitions().len())),
+        }
+    }
+}
+
+/// How long one metadata request may take before the client's events are
+/// looked at and it is asked again (within `SETUP_TIMEOUT`).
+const METADATA_ATTEMPT: Duration = Duration::from_millis(1000);
 
 /// Checks the changelog exists with the inputs' partition count.
 pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
-    let consumer: BaseConsumer =
-        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
     let topic = crate::kafka::changelog::topic_name(config);
-    match partition_count(&consumer, &topic)? {
+    match MetadataClient::new(config)?.partition_count(&topic)? {
         None => Err(KafkaSetupError::MissingChangelog { topic }),
         Some(n) if n != partitions => {
             Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions })
@@ -121,13 +189,13 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
 /// erasures topic too, when set) exists with the same partition count.
 /// Returns that count.
 pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
-    let consumer: BaseConsumer =
-        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating a metadata client", e))?;
+    let metadata = MetadataClient::new(config)?;
     let mut first: Option<(&Input, usize)> = None;
     let inputs = config.inputs();
     for input in inputs.all() {
         let key = TopicsConfig::input_key(input.kind);
-        let partitions = partition_count(&consumer, &input.name)?
+        let partitions = metadata
+            .partition_count(&input.name)?
             .ok_or_else(|| KafkaSetupError::MissingTopic { topic: input.name.clone(), key })?;
         match first {
             None => first = Some((input, partitions)),
@@ -147,13 +215,59 @@ pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
     Ok(first.map_or(0, |(_, n)| n))
 }
 
+/// Checks that engage may READ each of `topics` (its inputs and the
+/// changelog): a fetch from each, by a consumer in no group. Metadata
+/// needs only DESCRIBE, so a missing READ would otherwise show only once
+/// the group consumes, as a fetch error that names no topic.
+pub fn check_read(config: &Config, topics: &[&str]) -> Result<(), KafkaSetupError> {
+    for topic in topics {
+        if let Some(blocker) = probe_read(config, topic)? {
+            return Err(KafkaSetupError::Blocked(blocker));
+        }
+    }
+    Ok(())
+}
+
+/// Whether engage may READ partition 0 of `topic`: `Some` blocker when it
+/// may not. Takes at most [`READ_PROBE`].
+pub fn probe_read(config: &Config, topic: &str) -> Result<Option<Blocker>, KafkaSetupError> {
+    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config)
+        .create_with_context(ClientEvents::new("probe"))
+        .map_err(|e| KafkaSetupError::client("creating a probe consumer", e))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::End)
+        .and_then(|()| consumer.assign(&tpl))
+        .map_err(|e| KafkaSetupError::client(format!("assigning {topic:?} to the probe"), e))?;
+    let deadline = std::time::Instant::now() + READ_PROBE;
+    while std::time::Instant::now() < deadline {
+        let polled = consumer.poll(Duration::from_millis(50));
+        let reported = consumer.context().errors();
+        let errors = polled.into_iter().filter_map(Result::err).map(|e| (e, String::new())).chain(reported);
+        for (e, why) in errors {
+            if let Some(b) = diagnosis::classify(config, &e, &why, Some(topic), "READ") {
+                return Ok(Some(b));
+            }
+        }
+        // A fetch that came back without an error: READ is granted. Its
+        // statistics are not needed; the position moving past "end" is not
+        // observable for an empty partition, so the probe simply waits out
+        // a few fetches (fetch.wait.max.ms is 500 ms by default).
+    }
+    Ok(None)
+}
+
+/// How long a READ probe waits for a fetch to be refused: a few fetch
+/// round trips.
+const READ_PROBE: Duration = Duration::from_millis(1500);
+
 /// Creates the output topics and the compacted state changelog where they
 /// do not exist yet (`engage topics create`, or `run.create_topics`). The
 /// changelog gets the inputs' partition count when the inputs exist (it
 /// must match them), else `topics.partitions`. Returns the names created.
 pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let admin: AdminClient<ClientEvents> = client::admin(config)
+        .create_with_context(ClientEvents::new("admin"))
+        .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let changelog = crate::kafka::changelog::topic_name(config);
     let changelog_partitions = match check_inputs(config) {
@@ -178,8 +292,9 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
 /// they do not exist yet: for local set-ups and load generation (`engage
 /// loadgen --create-topics`). Returns the names created.
 pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec<String>, KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client::admin(config).create().map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
+    let admin: AdminClient<ClientEvents> = client::admin(config)
+        .create_with_context(ClientEvents::new("admin"))
+        .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let topics: Vec<NewTopic<'_>> = t
         .inputs()
@@ -191,7 +306,7 @@ pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec
 
 /// Creates `topics`, ignoring those that already exist.
 async fn create_missing(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<ClientEvents>,
     topics: &[NewTopic<'_>],
     what: &str,
 ) -> Result<Vec<String>, KafkaSetupError> {

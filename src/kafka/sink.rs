@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientContext, Message};
 
 use crate::codec::output::{CONTENT_TYPE, OUTPUT_SCHEMA_VERSION, content_type, encode_into, message_type};
-use crate::config::{Config, ProcessingGuarantee};
+use crate::config::Config;
 use crate::decode::DecodeError;
 use crate::engine::output::Output;
 use crate::kafka::KafkaSetupError;
@@ -34,9 +34,16 @@ pub struct Ticket {
 
 /// Why a record was not delivered. Fatal to the pipeline: the offsets after
 /// it never become committable, and a restart reprocesses from the last
-/// commit. Retrying helps once the broker or topic is healthy again.
+/// commit. Retrying helps once the broker or topic is healthy again, or the
+/// ACL is granted.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum DeliveryError {
+    /// engage may not write the topic: its WRITE ACL is missing.
+    #[error("not authorized to WRITE topic `{topic}`")]
+    NotAuthorized {
+        /// The topic written to.
+        topic: String,
+    },
     /// The broker refused or never acknowledged the message.
     #[error("delivery to {topic} failed")]
     Failed {
@@ -56,6 +63,18 @@ pub enum DeliveryError {
         #[source]
         source: KafkaError,
     },
+}
+
+impl DeliveryError {
+    /// The failure to deliver to `topic`.
+    fn of(topic: &str, source: KafkaError) -> DeliveryError {
+        match source.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                DeliveryError::NotAuthorized { topic: topic.to_string() }
+            }
+            _ => DeliveryError::Failed { topic: topic.to_string(), source },
+        }
+    }
 }
 
 /// Receives every record's delivery report (on librdkafka's thread).
@@ -89,6 +108,15 @@ pub struct SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::client::forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let reason = crate::config::redact(reason);
+        crate::telemetry::events::ClientError { client: "producer", error: &error, reason: &reason }.emit();
+    }
+
     fn stats(&self, stats: rdkafka::Statistics) {
         metrics::gauge!(telemetry::PRODUCER_QUEUE).set(stats.msg_cnt as f64);
     }
@@ -111,7 +139,7 @@ impl ProducerContext for SinkContext {
             }
             Err((e, m)) => {
                 DeliveryFailed { topic: m.topic(), error: e }.emit();
-                Err(DeliveryError::Failed { topic: m.topic().to_string(), source: e.clone() })
+                Err(DeliveryError::of(m.topic(), e.clone()))
             }
         };
         self.acks.acknowledge(delivery.ticket, result);
@@ -137,19 +165,25 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// The producer on the configured brokers: idempotent, and with
-    /// `exactly_once` transactional, with its first transaction begun.
+    /// The producer on the configured brokers: idempotent, and with a
+    /// `transactional_id` transactional, with its first transaction begun.
     /// Delivery reports go to `acks`.
-    pub fn new(config: &Config, acks: Arc<dyn Acknowledge>) -> Result<Sink, KafkaSetupError> {
-        let transactional = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-        let producer: ThreadedProducer<SinkContext> = crate::kafka::client::output_producer(config)
+    pub fn new(
+        config: &Config,
+        acks: Arc<dyn Acknowledge>,
+        transactional_id: Option<&str>,
+    ) -> Result<Sink, KafkaSetupError> {
+        let transactional = transactional_id.is_some();
+        let producer: ThreadedProducer<SinkContext> = crate::kafka::client::output_producer(config, transactional_id)
             .create_with_context(SinkContext { acks: acks.clone(), latency: LatencyMetrics::new() })
             .map_err(|e| KafkaSetupError::client("creating the producer", e))?;
-        if transactional {
-            producer
-                .init_transactions(Duration::from_secs(30))
-                .and_then(|()| producer.begin_transaction())
-                .map_err(|e| KafkaSetupError::client("initialising transactions (does the broker support them?)", e))?;
+        if let Some(id) = transactional_id {
+            producer.init_transactions(Duration::from_secs(30)).and_then(|()| producer.begin_transaction()).map_err(
+                |e| match crate::kafka::diagnosis::classify(config, &e, "", Some(id), "WRITE") {
+                    Some(blocker) => KafkaSetupError::Blocked(blocker),
+                    None => KafkaSetupError::client("initialising transactions (does the broker support them?)", e),
+                },
+            )?;
         }
         let t = &config.topics;
         let changelog = crate::kafka::changelog::topic_name(config);
@@ -271,7 +305,10 @@ impl Sink {
                 Err((e, r)) => {
                     let ticket = r.delivery_opaque.ticket;
                     DeliveryFailed { topic: r.topic, error: &e }.emit();
-                    let error = DeliveryError::Enqueue { topic: r.topic.to_string(), source: e };
+                    let error = match DeliveryError::of(r.topic, e) {
+                        DeliveryError::Failed { topic, source } => DeliveryError::Enqueue { topic, source },
+                        other => other,
+                    };
                     self.acks.acknowledge(ticket, Err(error));
                     return;
                 }

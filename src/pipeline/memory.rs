@@ -28,6 +28,11 @@ impl IdleRelease {
         IdleRelease { every, release, records: 0, last_record: Instant::now(), last_release: Instant::now() }
     }
 
+    /// How long no record has arrived.
+    pub(super) fn quiet_for(&self) -> Duration {
+        self.last_record.elapsed()
+    }
+
     /// Called on the main loop's tick with the records handled so far.
     pub(super) fn observe(&mut self, records: u64) {
         if records != self.records {

@@ -29,7 +29,7 @@ pub use status::{Restoring, Status};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -46,7 +46,7 @@ use crate::engine::{Engine, Rules, Slice};
 use crate::kafka::changelog::RestoreError;
 use crate::kafka::{KafkaSetupError, check_changelog, check_inputs, create_output_topics};
 use crate::sync;
-use crate::telemetry::events::{Backpressure, ConsumerError, PauseFailed, Stopped};
+use crate::telemetry::events::{Backpressure, PauseFailed, Stopped};
 use crate::telemetry::{LagReporter, PipelineMetrics};
 use crate::vocab::{InputKind, Role};
 use align::Aligner;
@@ -69,6 +69,17 @@ pub enum PipelineError {
     /// could not commit, or shutdown ran out of time.
     #[error(transparent)]
     Durability(#[from] DurabilityError),
+    /// An error retrying did not clear within `run.give_up_after`
+    /// (authentication, a missing ACL, an unknown topic, input that cannot
+    /// be read): engage stops so that the failure is seen (and a restart
+    /// retries, once it is fixed).
+    #[error("gave up after {after:?}: {blocker}")]
+    GaveUp {
+        /// What is wrong.
+        blocker: crate::kafka::diagnosis::Blocker,
+        /// `run.give_up_after`.
+        after: Duration,
+    },
     /// A partition's state could not be restored; processing without it
     /// would double-count, so engage stops. Retryable.
     #[error("state restore of partition {partition} failed")]
@@ -100,6 +111,10 @@ pub async fn run(
         }
     }
     check_changelog(&config, partitions)?;
+    let changelog = crate::kafka::changelog::topic_name(&config);
+    let mut readable: Vec<&str> = inputs.subscribed();
+    readable.push(&changelog);
+    tokio::task::block_in_place(|| crate::kafka::check_read(&config, &readable))?;
     let shared = Arc::new(Shared {
         durability: Durability::new(&config, store.clone())?,
         config: config.clone(),
@@ -110,6 +125,7 @@ pub async fn run(
         generation: AtomicU64::new(0),
         fatal: Mutex::new(None),
         ends: Mutex::new(HashMap::new()),
+        probing: AtomicBool::new(false),
     });
     let durability = &shared.durability;
     let transactional = durability.is_transactional();
@@ -152,6 +168,10 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 status.beat(wall_clock_ms());
+                if let Some(blocker) = status.give_up(config.run.give_up_after) {
+                    return Err(PipelineError::GaveUp { blocker, after: config.run.give_up_after });
+                }
+                status.watch(idle.quiet_for(), config.run.stall_timeout);
                 durability.tick(&consumer)?;
                 worker.metrics.publish();
                 worker.metrics.in_flight.set(durability.in_flight() as f64);
@@ -197,9 +217,11 @@ pub async fn run(
                             aligner.sync_generation(shared.generation.load(Ordering::SeqCst));
                             match inputs.of(m.topic()) {
                                 Some(input) if input.kind.role() == Role::Erasures => {
+                                    status.progressed(&input.name);
                                     worker.erase(&m, input.format, clock)?;
                                 }
                                 Some(input) => {
+                                    status.progressed(&input.name);
                                     let record = Record::decode(&m, input, &worker.limits, clock);
                                     let (p, ts) = (record.partition, record.event_time());
                                     if let Some(record) = aligner.offer(record, ts) {
@@ -213,7 +235,7 @@ pub async fn run(
                                 None => {}
                             }
                         }
-                        Err(e) => ConsumerError { error: &e }.emit(),
+                        Err(e) => shared.client_error(&e, ""),
                     }
                     batch += 1;
                     let full = aligner.take_pause_change();

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeSet;
 
@@ -26,8 +28,25 @@ pub(super) struct PipelineContext {
 }
 
 impl ClientContext for PipelineContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::client::forward_log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.shared.client_error(&error, &crate::config::redact(reason));
+    }
+
     fn stats(&self, stats: rdkafka::Statistics) {
         self.lag.report(&stats);
+        let lag: i64 = stats
+            .topics
+            .iter()
+            .filter(|(topic, _)| self.shared.inputs.of(topic).is_some())
+            .flat_map(|(_, t)| t.partitions.iter())
+            .filter(|(p, s)| **p >= 0 && s.desired && s.consumer_lag >= 0)
+            .map(|(_, s)| s.consumer_lag)
+            .sum();
+        self.shared.status.set_lag(lag);
         let mut ends = sync::lock(&self.shared.ends);
         for (topic, t) in &stats.topics {
             let Some(kind) = self.shared.inputs.of(topic).map(|i| i.kind) else { continue };

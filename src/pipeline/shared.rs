@@ -1,8 +1,11 @@
 //! What the main loop and the consumer callbacks share.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 
 use super::PipelineError;
 use super::align::Ends;
@@ -10,8 +13,9 @@ use super::status::Status;
 use crate::config::{Config, Inputs};
 use crate::durability::Durability;
 use crate::engine::store::Store;
+use crate::kafka::diagnosis;
 use crate::sync;
-use crate::telemetry::events::Fatal;
+use crate::telemetry::events::{ClientError, Fatal};
 use crate::vocab::InputKind;
 
 /// What the main loop and the consumer callbacks share.
@@ -30,11 +34,39 @@ pub(super) struct Shared {
     /// Where each input partition stands on the broker, from the consumer's
     /// statistics (for event-time alignment).
     pub(super) ends: Mutex<HashMap<(InputKind, i32), Ends>>,
+    /// A READ probe is running ([`Shared::client_error`]).
+    pub(super) probing: AtomicBool,
 }
 
 impl Shared {
     pub(super) fn owned(&self) -> Vec<i32> {
         sync::lock(&self.owned).iter().copied().collect()
+    }
+
+    /// An error the input consumer reported (`reason`: librdkafka's text,
+    /// redacted): counted, and when retrying will not clear it, a stall
+    /// (`Status::block`). A refused fetch names no topic: a probe finds
+    /// which input engage may not READ, off the consumer's thread.
+    pub(super) fn client_error(self: &Arc<Self>, error: &KafkaError, reason: &str) {
+        ClientError { client: "consumer", error, reason }.emit();
+        match diagnosis::classify(&self.config, error, reason, None, "READ") {
+            Some(blocker) => self.status.block(blocker),
+            None if error.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                if self.probing.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                let shared = self.clone();
+                std::thread::spawn(move || {
+                    for input in shared.inputs.all() {
+                        if let Ok(Some(blocker)) = crate::kafka::probe_read(&shared.config, &input.name) {
+                            shared.status.block(blocker);
+                        }
+                    }
+                    shared.probing.store(false, Ordering::SeqCst);
+                });
+            }
+            None => {}
+        }
     }
 
     pub(super) fn set_fatal(&self, e: PipelineError) {

@@ -1,8 +1,22 @@
 //! The pipeline's liveness and readiness, which it publishes and the ops
 //! endpoints (`/healthz`, `/readyz`) and the `engage_ready` gauge read.
+//!
+//! Ready means joined, nothing restoring, **and making progress**: an error
+//! that retrying will not clear (a [`Blocker`]: authentication, a missing
+//! ACL, an unknown topic, an input that cannot be decompressed) or input
+//! waiting with nothing taken up for `run.stall_timeout` makes the instance
+//! not ready, with the reason in `/readyz`, one ERROR line and
+//! `engage_stalled{reason}`. A blocker still there after
+//! `run.give_up_after` stops the pipeline ([`Status::give_up`]).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use crate::kafka::diagnosis::Blocker;
+use crate::sync;
+use crate::telemetry::events::{NoProgress, StallCleared, Stalled};
 use crate::telemetry::{READY, RESTORING};
 
 /// Liveness and readiness signals of one running pipeline, shared with the
@@ -12,12 +26,27 @@ pub struct Status {
     heartbeat_ms: AtomicI64,
     joined: AtomicBool,
     restoring: AtomicUsize,
+    /// Blockers in force, and since when.
+    blockers: Mutex<BTreeMap<Blocker, Instant>>,
+    /// `blockers.len()`, read for every record: most of the time there are
+    /// none.
+    blocked: AtomicUsize,
+    /// Blockers already logged: each is logged once, however often it
+    /// comes back.
+    logged: Mutex<BTreeSet<Blocker>>,
+    /// Input waiting and nothing taken up: how many records, since when.
+    no_progress: Mutex<Option<(i64, Instant)>>,
+    /// Records waiting on the input partitions (consumer lag), from the
+    /// consumer's statistics; -1 until known.
+    lag: AtomicI64,
 }
 
 impl Status {
     /// A pipeline that has not started.
     pub fn new() -> Status {
-        Status::default()
+        let status = Status { lag: AtomicI64::new(-1), ..Status::default() };
+        status.publish();
+        status
     }
 
     /// The main loop is alive at `now_ms`.
@@ -54,14 +83,114 @@ impl Status {
         Restoring(self)
     }
 
-    /// Whether `/readyz` answers 200: joined, and nothing restoring.
+    /// Whether `/readyz` answers 200: joined, nothing restoring, nothing
+    /// stalled.
     pub fn ready(&self) -> bool {
-        self.joined() && self.restoring() == 0
+        self.not_ready().is_none()
+    }
+
+    /// Why `/readyz` answers 503, or `None` when ready.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some((blocker, since)) = sync::lock(&self.blockers).iter().min_by_key(|(_, t)| **t) {
+            return Some(format!("{blocker} (for {} s)", since.elapsed().as_secs()));
+        }
+        if let Some((lag, since)) = *sync::lock(&self.no_progress) {
+            return Some(format!(
+                "no progress: {lag} records wait on the inputs and none was taken up for {} s",
+                since.elapsed().as_secs()
+            ));
+        }
+        match self.restoring() {
+            0 if self.joined() => None,
+            0 => Some("not yet assigned partitions by the consumer group".to_string()),
+            n => Some(format!("restoring {n} partition(s)")),
+        }
+    }
+
+    /// Records an error retrying will not clear: not ready from now on,
+    /// logged once.
+    pub fn block(&self, blocker: Blocker) {
+        let mut blockers = sync::lock(&self.blockers);
+        if blockers.contains_key(&blocker) {
+            // Keep the first time it was seen.
+            return;
+        }
+        blockers.insert(blocker.clone(), Instant::now());
+        self.blocked.store(blockers.len(), Ordering::Relaxed);
+        drop(blockers);
+        if sync::lock(&self.logged).insert(blocker.clone()) {
+            Stalled { blocker: &blocker }.emit();
+        }
+        self.publish();
+    }
+
+    /// A record of `topic` was read: the blockers that reading it proves
+    /// gone are cleared (authentication, TLS, the group, and this topic's).
+    pub fn progressed(&self, topic: &str) {
+        if self.blocked.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut blockers = sync::lock(&self.blockers);
+        let before = blockers.len();
+        blockers.retain(|b, _| b.topic().is_some_and(|t| t != topic));
+        self.blocked.store(blockers.len(), Ordering::Relaxed);
+        if blockers.len() != before {
+            drop(blockers);
+            StallCleared { topic }.emit();
+            self.publish();
+        }
+    }
+
+    /// The blocker in force for longer than `after`, if any: the pipeline
+    /// stops on it.
+    pub fn give_up(&self, after: Duration) -> Option<Blocker> {
+        sync::lock(&self.blockers).iter().find(|(_, since)| since.elapsed() >= after).map(|(b, _)| b.clone())
+    }
+
+    /// Records waiting on the input partitions, from the consumer's
+    /// statistics (-1 until known).
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    /// The watchdog: `idle` is how long nothing has been taken up from the
+    /// inputs; with records waiting and `idle` at least `timeout`, the
+    /// pipeline is stalled, whatever the cause.
+    pub fn watch(&self, idle: Duration, timeout: Duration) {
+        let lag = self.lag.load(Ordering::Relaxed);
+        let stalled = lag > 0 && idle >= timeout;
+        let mut no_progress = sync::lock(&self.no_progress);
+        match (stalled, no_progress.is_some()) {
+            (true, false) => {
+                *no_progress = Some((lag, Instant::now() - idle));
+                drop(no_progress);
+                NoProgress { lag, idle }.emit();
+                self.publish();
+            }
+            (true, true) => {
+                if let Some((waiting, _)) = no_progress.as_mut() {
+                    *waiting = lag;
+                }
+            }
+            (false, true) => {
+                *no_progress = None;
+                drop(no_progress);
+                self.publish();
+            }
+            (false, false) => {}
+        }
     }
 
     fn publish(&self) {
         metrics::gauge!(READY).set(if self.ready() { 1.0 } else { 0.0 });
         metrics::gauge!(RESTORING).set(self.restoring() as f64);
+        let blockers = sync::lock(&self.blockers);
+        for reason in Blocker::REASONS {
+            let on = blockers.keys().any(|b| b.reason() == reason);
+            metrics::gauge!(crate::telemetry::STALLED, "reason" => reason).set(if on { 1.0 } else { 0.0 });
+        }
+        let idle = sync::lock(&self.no_progress).is_some();
+        metrics::gauge!(crate::telemetry::STALLED, "reason" => "no_progress").set(if idle { 1.0 } else { 0.0 });
     }
 }
 
@@ -79,6 +208,46 @@ impl Drop for Restoring<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::diagnosis::Resource;
+
+    fn read(topic: &str) -> Blocker {
+        Blocker::Authorization { operation: "READ", resource: Resource::Topic, name: topic.into() }
+    }
+
+    #[test]
+    fn a_blocker_makes_it_not_ready_until_its_topic_delivers_and_gives_up_after_the_bound() {
+        let status = Status::new();
+        status.set_joined();
+        status.block(read("clickstream"));
+        status.block(read("clickstream"));
+        let why = status.not_ready().unwrap();
+        assert!(why.starts_with("not authorized to READ topic `clickstream` (for 0 s)"), "{why}");
+        assert_eq!(status.give_up(Duration::from_secs(60)), None);
+        assert_eq!(status.give_up(Duration::ZERO), Some(read("clickstream")));
+        status.progressed("purchases");
+        assert!(!status.ready(), "another topic's record does not clear it");
+        status.progressed("clickstream");
+        assert!(status.ready());
+    }
+
+    #[test]
+    fn input_waiting_with_nothing_taken_up_is_a_stall_whatever_the_cause() {
+        let status = Status::new();
+        status.set_joined();
+        let timeout = Duration::from_secs(60);
+        status.watch(Duration::from_secs(120), timeout);
+        assert!(status.ready(), "lag unknown: no judgement");
+        status.set_lag(0);
+        status.watch(Duration::from_secs(120), timeout);
+        assert!(status.ready(), "nothing waiting: idle is fine");
+        status.set_lag(42);
+        status.watch(Duration::from_secs(59), timeout);
+        assert!(status.ready());
+        status.watch(Duration::from_secs(61), timeout);
+        assert!(status.not_ready().unwrap().starts_with("no progress: 42 records wait"), "{:?}", status.not_ready());
+        status.watch(Duration::ZERO, timeout);
+        assert!(status.ready(), "records taken up again");
+    }
 
     #[test]
     fn ready_once_joined_and_while_nothing_restores() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::{
-    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CONSUMER_ERRORS,
+    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CLIENT_ERRORS,
     DELIVERY_ERRORS, EVICTED, FATAL_ERRORS, HTTP_ERRORS, OFFSET_STORE_ERRORS, PAUSE_FAILURES, REBALANCES,
     RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED, RunSummary, UPKEEP_MISSING,
 };
@@ -141,18 +141,25 @@ impl AlignmentTimeout<'_> {
     }
 }
 
-/// The consumer reported an error (a broker connection dropped, a fetch
-/// failed). librdkafka retries on its own; the count shows how often.
-pub(crate) struct ConsumerError<'a> {
+/// A Kafka client reported an error (a broker connection dropped, a fetch
+/// failed, a credential refused). librdkafka retries on its own; the count
+/// shows how often, and errors retrying will not clear also stall the
+/// pipeline (`Stalled`).
+pub(crate) struct ClientError<'a> {
+    /// Which client: consumer, producer, admin, restore, …
+    pub client: &'static str,
     /// librdkafka's error.
     pub error: &'a rdkafka::error::KafkaError,
+    /// librdkafka's reason, redacted (may be empty).
+    pub reason: &'a str,
 }
 
-impl ConsumerError<'_> {
+impl ClientError<'_> {
     pub(crate) fn emit(&self) {
         let code = self.error.rdkafka_error_code().map_or_else(|| "other".to_string(), |c| format!("{c:?}"));
-        metrics::counter!(CONSUMER_ERRORS, "code" => code).increment(1);
-        warn!(error = %self.error, "consumer error");
+        metrics::counter!(CLIENT_ERRORS, "client" => self.client, "code" => code).increment(1);
+        let error = crate::config::redact(&self.error.to_string()).into_owned();
+        warn!(client = self.client, error, reason = self.reason, "Kafka client error");
     }
 }
 
@@ -331,5 +338,67 @@ impl UpkeepNotStarted<'_> {
     pub(crate) fn emit(&self) {
         metrics::gauge!(UPKEEP_MISSING).set(1.0);
         warn!(error = %self.error, "metrics upkeep thread not started: histogram samples are folded only when /metrics is scraped");
+    }
+}
+
+/// An error retrying will not clear stalls the pipeline: not ready until
+/// it clears, stopped after `run.give_up_after`. Logged once per cause.
+/// (The `engage_stalled` gauge is set by `pipeline::Status`.)
+pub(crate) struct Stalled<'a> {
+    /// What is wrong.
+    pub blocker: &'a crate::kafka::diagnosis::Blocker,
+}
+
+impl Stalled<'_> {
+    pub(crate) fn emit(&self) {
+        error!(reason = self.blocker.reason(), "{}: not ready until it is fixed", self.blocker);
+    }
+}
+
+/// Records were read again from a topic a blocker was about: it cleared.
+pub(crate) struct StallCleared<'a> {
+    /// The topic read.
+    pub topic: &'a str,
+}
+
+impl StallCleared<'_> {
+    pub(crate) fn emit(&self) {
+        info!(topic = self.topic, "records read again: stall cleared");
+    }
+}
+
+/// Records wait on the inputs and none was taken up for
+/// `run.stall_timeout`: not ready, whatever the cause.
+pub(crate) struct NoProgress {
+    /// Records waiting.
+    pub lag: i64,
+    /// How long nothing was taken up.
+    pub idle: Duration,
+}
+
+impl NoProgress {
+    pub(crate) fn emit(&self) {
+        // The engage_stalled{reason="no_progress"} gauge is set by the status.
+        warn!(lag = self.lag, idle = ?self.idle, "no progress: records wait on the inputs and none is taken up");
+    }
+}
+
+/// A librdkafka log line at warning level or above, forwarded with its
+/// secrets redacted. librdkafka logs transient trouble (a connection
+/// dropped, a broker restarting) at error level too; engage decides what
+/// is an error (`Stalled`, `Fatal`), so these go out as warnings.
+pub(crate) struct LibrdkafkaLog<'a> {
+    /// librdkafka's level name.
+    pub level: &'static str,
+    /// Its facility (`FAIL`, `REQTMOUT`, …).
+    pub facility: &'a str,
+    /// The line, redacted.
+    pub message: &'a str,
+}
+
+impl LibrdkafkaLog<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(super::LIBRDKAFKA_LOG, "level" => self.level).increment(1);
+        warn!(target: "librdkafka", facility = self.facility, level = self.level, "{}", self.message);
     }
 }

@@ -99,8 +99,9 @@ pub const ERASURES: &str = "engage_erasures_total";
 /// Events ignored because their customer was erased after them.
 pub const BEFORE_ERASURE: &str = "engage_events_before_erasure_total";
 
-/// Consumer errors reported by librdkafka, by error `code`.
-pub const CONSUMER_ERRORS: &str = "engage_consumer_errors_total";
+/// Errors Kafka clients reported, by `client` (consumer, producer, admin,
+/// restore, …) and librdkafka error `code`.
+pub const CLIENT_ERRORS: &str = "engage_kafka_client_errors_total";
 /// Times pausing or resuming input partitions failed (tried again).
 pub const PAUSE_FAILURES: &str = "engage_pause_failures_total";
 /// Revoked partitions that could not be finished (their next owner
@@ -122,6 +123,12 @@ pub const HTTP_ERRORS: &str = "engage_http_errors_total";
 /// 1 when the metrics upkeep thread could not start (histogram samples are
 /// then folded only when `/metrics` is scraped).
 pub const UPKEEP_MISSING: &str = "engage_metrics_upkeep_missing";
+
+/// 1 while the pipeline is stalled for `reason` (authentication, tls,
+/// authorization, unknown_topic, unsupported, no_progress), else 0.
+pub const STALLED: &str = "engage_stalled";
+/// librdkafka's own log lines at warning level or above, by `level`.
+pub const LIBRDKAFKA_LOG: &str = "engage_librdkafka_log_lines_total";
 
 /// Describes every metric (help text in `/metrics`).
 pub fn describe() {
@@ -172,7 +179,7 @@ pub fn describe() {
     describe_gauge!(ALIGNMENT_HELD, "Input records held to be applied in event-time order across the two inputs.");
     describe_counter!(ERASURES, "Erasure requests applied: customers whose state was dropped.");
     describe_counter!(BEFORE_ERASURE, "Events ignored because their customer was erased after them.");
-    describe_counter!(CONSUMER_ERRORS, "Consumer errors reported by librdkafka, by error code.");
+    describe_counter!(CLIENT_ERRORS, "Errors Kafka clients reported, by client and librdkafka error code.");
     describe_counter!(PAUSE_FAILURES, "Times pausing or resuming input partitions failed (tried again).");
     describe_counter!(REVOKE_UNFINISHED, "Revoked partitions that could not be flushed and committed.");
     describe_counter!(OFFSET_STORE_ERRORS, "Committable offsets that could not be stored for commit.");
@@ -182,6 +189,8 @@ pub fn describe() {
     describe_counter!(CHANGELOG_UNREADABLE, "Changelog records skipped as unreadable during restores, by what.");
     describe_counter!(HTTP_ERRORS, "Times the HTTP server stopped with an error.");
     describe_gauge!(UPKEEP_MISSING, "1 when the metrics upkeep thread could not start.");
+    describe_gauge!(STALLED, "1 while the pipeline is stalled for this reason (see /readyz for the cause).");
+    describe_counter!(LIBRDKAFKA_LOG, "librdkafka's own log lines at warning level or above, by level.");
 }
 
 /// An error with its sources, `: `-separated, for log lines.
