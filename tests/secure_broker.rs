@@ -507,7 +507,7 @@ async fn revoking_read_from_a_running_consumer() {
     );
     assert!(quiet.records.is_empty(), "no record without READ");
     assert!(quiet.errors.is_empty(), "librdkafka reports the failure once, then retries silently");
-    assert!(denials >= 3, "the consumer kept fetching (every 5 s): {denials} denials");
+    assert!(denials >= 2, "the consumer kept fetching (every 5 s): {denials} denials");
 
     let regranted = Instant::now();
     secure.grant(std::slice::from_ref(&read));
@@ -545,6 +545,18 @@ async fn mtls_with_a_certificate_from_another_ca_is_refused() {
     let (md, _, report) = metadata_only(&secure.mtls_pem_config(&other));
     eprintln!("FACT mTLS with a certificate of an unknown CA\n{report}");
     assert_eq!(md.unwrap_err().rdkafka_error_code(), Some(RDKafkaErrorCode::BrokerTransportFailure));
+}
+
+/// The `[kafka]` lines an engage test gets from a client configuration:
+/// quoted, escaped and sorted, digits staying a string.
+#[test]
+fn kafka_toml_renders_quoted_sorted_lines() {
+    let mut c = ClientConfig::new();
+    c.set("sasl.password", "0123\"x").set("bootstrap.servers", "127.0.0.1:9093");
+    assert_eq!(
+        common::secure::kafka_toml(&c),
+        "\"bootstrap.servers\" = \"127.0.0.1:9093\"\n\"sasl.password\" = \"0123\\\"x\"\n"
+    );
 }
 
 /// librdkafka's `builtin.features` as this build has them, and the codecs

@@ -441,6 +441,19 @@ impl Drop for SecureBroker {
     }
 }
 
+/// `config`'s properties as lines of engage's `[kafka]` table (sorted
+/// `"key" = "value"` TOML lines), so an engage test on the secured broker
+/// runs with exactly the client settings `tests/secure_broker.rs` proves.
+pub fn kafka_toml(config: &ClientConfig) -> String {
+    let mut lines: Vec<String> = config
+        .config_map()
+        .iter()
+        .map(|(k, v)| format!("{} = {}\n", serde_json::Value::from(k.as_str()), serde_json::Value::from(v.as_str())))
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
 /// A client certificate for the SSL listener, in the two forms librdkafka
 /// reads: PEM files (`ssl.certificate.location`, `ssl.key.location` with
 /// `ssl.key.password`) and a PKCS12 key store (`ssl.keystore.location`,
