@@ -7,6 +7,7 @@
 
 pub mod peer;
 pub mod runs;
+pub mod secure;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
