@@ -161,7 +161,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Runs a bootstrap (see the module docs). Blocks.
 pub fn bootstrap(config: &Config, opts: &BootstrapOptions) -> Result<BootstrapSummary, BootstrapError> {
-    let partitions = check_inputs(config)? as i32;
+    let partitions = check_inputs(config, "READ")? as i32;
     check_changelog(config, partitions as usize)?;
     let topic = topic_name(config);
     let mut forced = refusals(config, &topic, partitions, opts.force)?;
@@ -253,7 +253,7 @@ pub fn check_partitioner(
     if per_partition == 0 {
         return Ok(check);
     }
-    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config)
+    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config, "bootstrap-check")
         .create_with_context(ClientEvents::new("sample"))
         .map_err(|e| KafkaSetupError::client("creating the partitioner-check consumer", e))?;
     let configured = config.topics.upstream_partitioner;

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, ClientContext};
 
@@ -79,13 +79,23 @@ pub fn input_consumer(config: &Config) -> ClientConfig {
     )
 }
 
-/// The consumer that reads one changelog partition on assignment. It is
-/// in no group (it assigns the partition itself and commits nothing: the
-/// changelog is always read from the beginning), so it needs no group ACL.
+/// The group id of an engage client that assigns its partitions itself
+/// and commits nothing (`<run.group_id>.<purpose>`). librdkafka needs one to
+/// assign partitions, and looks its coordinator up (DESCRIBE on the group);
+/// under `run.group_id`'s prefix, the group ACL engage already has covers it.
+pub fn helper_group(config: &Config, purpose: &str) -> String {
+    format!("{}.{purpose}", config.run.group_id)
+}
+
+/// The consumer that reads one changelog partition on assignment. It
+/// assigns the partition itself and commits nothing (the changelog is
+/// always read from the beginning); its group is `<run.group_id>.restore`.
 pub fn restore_consumer(config: &Config) -> ClientConfig {
+    let group = helper_group(config, "restore");
     client_config(
         config,
         &[
+            ("group.id", group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.partition.eof", "false"),
             // A restore waits on an empty fetch when the changelog ends in a
@@ -129,11 +139,13 @@ pub fn bootstrap_producer(config: &Config) -> ClientConfig {
     client_config(config, &[PRODUCER_DEFAULTS.as_slice(), &batching].concat())
 }
 
-/// A consumer in no group (it assigns partitions itself and commits
-/// nothing) that reads a few records of the inputs for `engage bootstrap`'s
-/// partitioner check.
-pub fn sample_consumer(config: &Config) -> ClientConfig {
-    client_config(config, &[("enable.auto.commit", "false")])
+/// A consumer that assigns partitions itself and commits nothing, in group
+/// `<run.group_id>.<purpose>`: it reads a few records of the inputs for
+/// `engage bootstrap`'s partitioner check, or probes that engage may READ a
+/// topic.
+pub fn sample_consumer(config: &Config, purpose: &str) -> ClientConfig {
+    let group = helper_group(config, purpose);
+    client_config(config, &[("group.id", group.as_str()), ("enable.auto.commit", "false")])
 }
 
 /// `engage loadgen`'s producer at `rate` events/s: paced traffic is
@@ -164,6 +176,12 @@ pub fn admin(config: &Config) -> ClientConfig {
 /// error), the rest at debug level.
 pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     let message = redact(message);
+    // "Configuration property X is a consumer property and will be ignored
+    // by this producer instance": `[kafka]` reaches every client on purpose.
+    if facility == "CONFWARN" {
+        tracing::debug!(target: "librdkafka", facility, "{message}");
+        return;
+    }
     let name = match level {
         RDKafkaLogLevel::Emerg => "emerg",
         RDKafkaLogLevel::Alert => "alert",
@@ -201,6 +219,21 @@ impl ClientEvents {
     pub fn errors(&self) -> Vec<(KafkaError, String)> {
         std::mem::take(&mut *crate::sync::lock(&self.errors))
     }
+
+    /// Serves `consumer`'s pending events without waiting, and returns
+    /// every error among them and every error reported through the context
+    /// since the last call: a consumer learns of an authentication failure,
+    /// say, only from its events.
+    pub fn drain(consumer: &BaseConsumer<ClientEvents>) -> Vec<(KafkaError, String)> {
+        let mut errors = Vec::new();
+        while let Some(polled) = consumer.poll(std::time::Duration::ZERO) {
+            if let Err(e) = polled {
+                errors.push((e, String::new()));
+            }
+        }
+        errors.extend(consumer.context().errors());
+        errors
+    }
 }
 
 impl ClientContext for ClientEvents {
@@ -210,9 +243,16 @@ impl ClientContext for ClientEvents {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let reason = redact(reason).into_owned();
-        ClientError { client: self.name, error: &error, reason: &reason }.emit();
+        // The end of a partition is news, not an error (a probe waits for it).
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            ClientError { client: self.name, error: &error, reason: &reason }.emit();
+        }
         crate::sync::lock(&self.errors).push((error, reason));
     }
+
+    /// Short-lived clients' statistics are not used (`[kafka]
+    /// statistics.interval.ms` reaches them too).
+    fn stats(&self, _: rdkafka::Statistics) {}
 }
 
 impl ConsumerContext for ClientEvents {}

@@ -147,7 +147,7 @@ pub fn classify(
     let detail = || crate::config::redact(if reason.is_empty() { "" } else { reason }).into_owned();
     let text = if reason.is_empty() { error.to_string() } else { reason.to_string() };
     match code {
-        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed if !is_transient(&text) => {
             Some(Blocker::Authentication {
                 principal: principal(config),
                 detail: crate::config::redact(&text).into_owned(),
@@ -187,6 +187,14 @@ pub fn classify(
         }
         _ => None,
     }
+}
+
+/// Whether an authentication error is a connection lost during the
+/// exchange ("SASL authentication error: SaslAuthenticateRequest failed:
+/// Local: Broker transport failure"), which the next connection retries,
+/// rather than credentials refused.
+fn is_transient(text: &str) -> bool {
+    ["Broker transport failure", "Timed out", "Connection refused", "Disconnected"].iter().any(|s| text.contains(s))
 }
 
 /// Whether a transport failure is a TLS refusal (a certificate), which a
@@ -244,6 +252,14 @@ mod tests {
             classify(&c, &group, "", None, "READ").unwrap().to_string(),
             "not authorized to READ group `engage`"
         );
+    }
+
+    #[test]
+    fn a_connection_lost_during_authentication_is_not_a_refusal() {
+        let e = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        let reason = "sasl_ssl://127.0.0.1:1/1: SASL authentication error: SaslAuthenticateRequest failed: \
+                      Local: Broker transport failure";
+        assert_eq!(classify(&Config::default(), &e, reason, None, "READ"), None);
     }
 
     #[test]

@@ -128,9 +128,11 @@ impl MetadataClient {
 
     /// Partition count of `topic`, or `None` if the broker does not know it.
     /// Fails at once on an error retrying will not clear (authentication,
-    /// TLS, no DESCRIBE on the topic), naming it, rather than timing out
-    /// after `SETUP_TIMEOUT` with a bare transport failure.
-    pub fn partition_count(&self, topic: &str) -> Result<Option<usize>, KafkaSetupError> {
+    /// TLS, the topic not even described), naming it, rather than timing
+    /// out after `SETUP_TIMEOUT` with a bare transport failure. `operation`
+    /// is what engage needs on the topic (READ, WRITE, DESCRIBE): the
+    /// permission a refusal names, since each implies DESCRIBE.
+    pub fn partition_count(&self, topic: &str, operation: &'static str) -> Result<Option<usize>, KafkaSetupError> {
         let deadline = std::time::Instant::now() + SETUP_TIMEOUT;
         let md = loop {
             let attempt = METADATA_ATTEMPT.min(deadline.saturating_duration_since(std::time::Instant::now()));
@@ -139,12 +141,11 @@ impl MetadataClient {
                 Err(e) => {
                     // Serve the client's events: an authentication failure
                     // reaches it as an error event, not as the request's.
-                    let _ = self.consumer.poll(Duration::ZERO);
-                    let reported = self.consumer.context().errors();
+                    let reported = ClientEvents::drain(&self.consumer);
                     let blocker = reported
                         .iter()
                         .chain(std::iter::once(&(e.clone(), String::new())))
-                        .find_map(|(e, why)| diagnosis::classify(&self.config, e, why, Some(topic), "DESCRIBE"));
+                        .find_map(|(e, why)| diagnosis::classify(&self.config, e, why, Some(topic), operation));
                     if let Some(b) = blocker {
                         return Err(KafkaSetupError::Blocked(b));
                     }
@@ -158,7 +159,7 @@ impl MetadataClient {
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
         match t.error().map(RDKafkaErrorCode::from) {
             Some(RDKafkaErrorCode::TopicAuthorizationFailed) => Err(KafkaSetupError::Blocked(Blocker::Authorization {
-                operation: "DESCRIBE",
+                operation,
                 resource: Resource::Topic,
                 name: topic.to_string(),
             })),
@@ -176,7 +177,7 @@ const METADATA_ATTEMPT: Duration = Duration::from_millis(1000);
 /// Checks the changelog exists with the inputs' partition count.
 pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSetupError> {
     let topic = crate::kafka::changelog::topic_name(config);
-    match MetadataClient::new(config)?.partition_count(&topic)? {
+    match MetadataClient::new(config)?.partition_count(&topic, "READ")? {
         None => Err(KafkaSetupError::MissingChangelog { topic }),
         Some(n) if n != partitions => {
             Err(KafkaSetupError::ChangelogPartitions { topic, partitions: n, inputs: partitions })
@@ -187,15 +188,16 @@ pub fn check_changelog(config: &Config, partitions: usize) -> Result<(), KafkaSe
 
 /// Checks docs/model.md "Events"'s co-partitioning: every input (the
 /// erasures topic too, when set) exists with the same partition count.
-/// Returns that count.
-pub fn check_inputs(config: &Config) -> Result<usize, KafkaSetupError> {
+/// Returns that count. `operation` is what the caller needs on the inputs
+/// (READ to consume them, DESCRIBE to look at them, WRITE to produce).
+pub fn check_inputs(config: &Config, operation: &'static str) -> Result<usize, KafkaSetupError> {
     let metadata = MetadataClient::new(config)?;
     let mut first: Option<(&Input, usize)> = None;
     let inputs = config.inputs();
     for input in inputs.all() {
         let key = TopicsConfig::input_key(input.kind);
         let partitions = metadata
-            .partition_count(&input.name)?
+            .partition_count(&input.name, operation)?
             .ok_or_else(|| KafkaSetupError::MissingTopic { topic: input.name.clone(), key })?;
         match first {
             None => first = Some((input, partitions)),
@@ -229,9 +231,11 @@ pub fn check_read(config: &Config, topics: &[&str]) -> Result<(), KafkaSetupErro
 }
 
 /// Whether engage may READ partition 0 of `topic`: `Some` blocker when it
-/// may not. Takes at most [`READ_PROBE`].
+/// may not. A fetch at the partition's end either is refused or reports the
+/// end (`enable.partition.eof`); at most [`READ_PROBE`].
 pub fn probe_read(config: &Config, topic: &str) -> Result<Option<Blocker>, KafkaSetupError> {
-    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config)
+    let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config, "probe")
+        .set("enable.partition.eof", "true")
         .create_with_context(ClientEvents::new("probe"))
         .map_err(|e| KafkaSetupError::client("creating a probe consumer", e))?;
     let mut tpl = TopicPartitionList::new();
@@ -240,25 +244,32 @@ pub fn probe_read(config: &Config, topic: &str) -> Result<Option<Blocker>, Kafka
         .map_err(|e| KafkaSetupError::client(format!("assigning {topic:?} to the probe"), e))?;
     let deadline = std::time::Instant::now() + READ_PROBE;
     while std::time::Instant::now() < deadline {
-        let polled = consumer.poll(Duration::from_millis(50));
-        let reported = consumer.context().errors();
-        let errors = polled.into_iter().filter_map(Result::err).map(|e| (e, String::new())).chain(reported);
-        for (e, why) in errors {
+        if let Some(polled) = consumer.poll(Duration::from_millis(50)) {
+            match polled {
+                // A fetch answered: READ is granted.
+                Err(KafkaError::PartitionEOF(_)) | Ok(_) => return Ok(None),
+                Err(e) => {
+                    if let Some(b) = diagnosis::classify(config, &e, "", Some(topic), "READ") {
+                        return Ok(Some(b));
+                    }
+                }
+            }
+        }
+        for (e, why) in consumer.context().errors() {
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+                return Ok(None);
+            }
             if let Some(b) = diagnosis::classify(config, &e, &why, Some(topic), "READ") {
                 return Ok(Some(b));
             }
         }
-        // A fetch that came back without an error: READ is granted. Its
-        // statistics are not needed; the position moving past "end" is not
-        // observable for an empty partition, so the probe simply waits out
-        // a few fetches (fetch.wait.max.ms is 500 ms by default).
     }
+    // No answer in time (a slow broker): the group's own fetches will say.
     Ok(None)
 }
 
-/// How long a READ probe waits for a fetch to be refused: a few fetch
-/// round trips.
-const READ_PROBE: Duration = Duration::from_millis(1500);
+/// How long a READ probe waits for its fetch to be answered.
+const READ_PROBE: Duration = Duration::from_secs(10);
 
 /// Creates the output topics and the compacted state changelog where they
 /// do not exist yet (`engage topics create`, or `run.create_topics`). The
@@ -270,7 +281,7 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
         .map_err(|e| KafkaSetupError::client("creating an admin client", e))?;
     let t = &config.topics;
     let changelog = crate::kafka::changelog::topic_name(config);
-    let changelog_partitions = match check_inputs(config) {
+    let changelog_partitions = match check_inputs(config, "DESCRIBE") {
         Ok(n) => n as i32,
         Err(_) => t.partitions,
     };
@@ -327,8 +338,16 @@ async fn create_missing(
     let deadline = std::time::Instant::now() + SETUP_TIMEOUT;
     for name in &created {
         while std::time::Instant::now() < deadline {
+            // Without DESCRIBE on it (CREATE does not imply it), a topic
+            // that exists is refused rather than unknown: visible enough.
             let visible = admin.inner().fetch_metadata(Some(name), SETUP_TIMEOUT).is_ok_and(|md| {
-                md.topics().iter().any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+                md.topics().iter().any(|t| {
+                    t.name() == name
+                        && match t.error().map(RDKafkaErrorCode::from) {
+                            None => !t.partitions().is_empty(),
+                            Some(code) => code == RDKafkaErrorCode::TopicAuthorizationFailed,
+                        }
+                })
             });
             if visible {
                 break;

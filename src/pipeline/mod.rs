@@ -102,7 +102,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
     let inputs = config.inputs();
-    let partitions = check_inputs(&config)?;
+    let partitions = check_inputs(&config, "READ")?;
     info!(partitions, inputs = %inputs, "inputs are co-partitioned");
     if config.run.create_topics {
         let created = create_output_topics(&config).await?;
