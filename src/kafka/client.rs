@@ -239,6 +239,21 @@ impl ClientEvents {
 impl ClientContext for ClientEvents {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         forward_log(level, facility, message);
+        // A client in no group hears of a refused login or handshake only
+        // from this log line (measured: its error event never arrives while
+        // it waits for metadata): keep it as the error it is.
+        if facility == "FAIL" {
+            let code = if message.contains("SASL authentication error") {
+                Some(rdkafka::types::RDKafkaErrorCode::Authentication)
+            } else if message.contains("SSL") {
+                Some(rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure)
+            } else {
+                None
+            };
+            if let Some(code) = code {
+                crate::sync::lock(&self.errors).push((KafkaError::Global(code), redact(message).into_owned()));
+            }
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

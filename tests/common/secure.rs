@@ -188,6 +188,12 @@ impl SecureBroker {
         self.dir.join("certs/ca.pem")
     }
 
+    /// The broker's log directory: `<topic>-<partition>/` segments, to
+    /// check how records are stored (their compression, say).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// The last lines of the broker's log, for a failure message.
     pub fn logs(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
