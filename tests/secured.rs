@@ -121,6 +121,38 @@ fn stable_and_high(secure: &SecureBroker, topic: &str) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// Kills `engage` with SIGKILL while one of its transactions holds output
+/// records, and returns each output partition's (last stable offset, high
+/// watermark) at the kill. A transaction is open only for the moment of a
+/// flush, so the process is frozen (SIGSTOP) at short intervals and killed
+/// only when an output partition's last stable offset trails its high
+/// watermark, twice, 300 ms apart (a commit already on its way would have
+/// moved it); otherwise it is thawed and frozen again a little later.
+fn kill_inside_transaction(secure: &SecureBroker, t: &Topics, engage: &mut Engage) -> Vec<Vec<(i64, i64)>> {
+    let signal = |name: &str| {
+        let pid = engage.child.id().to_string();
+        assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
+    };
+    let outputs =
+        || -> Vec<Vec<(i64, i64)>> { [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect() };
+    let open = |at: &Vec<Vec<(i64, i64)>>| at.iter().flatten().any(|(stable, high)| stable < high);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "never caught a transaction open\n{}", engage.log());
+        signal("-STOP");
+        if open(&outputs()) {
+            std::thread::sleep(Duration::from_millis(300));
+            let at_kill = outputs();
+            if open(&at_kill) {
+                engage.kill9();
+                return at_kill;
+            }
+        }
+        signal("-CONT");
+        std::thread::sleep(Duration::from_millis(15));
+    }
+}
+
 /// SCRAM-SHA-512 with exactly the README's ACLs, under `guarantee`: a run
 /// killed with `kill -9` a third of the way through and restarted (its
 /// partitions restored from a non-empty changelog) ends with the facts of
@@ -158,21 +190,28 @@ async fn scram_run_survives_kill_nine(exactly_once: bool) {
         assert!(Instant::now() < deadline && engage.child.try_wait().unwrap().is_none(), "{}", engage.log());
         std::thread::sleep(Duration::from_millis(20));
     }
-    engage.kill9();
+    let high_at_kill = if exactly_once {
+        kill_inside_transaction(secure, &t, &mut engage)
+    } else {
+        engage.kill9();
+        [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect()
+    };
     let at_kill = committed_fraction(secure, &t, want);
     assert!(at_kill < 0.9, "the kill must land while work remains ({at_kill:.2} committed)");
-    let high_at_kill: Vec<Vec<(i64, i64)>> =
-        [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect();
     let first_log = engage.log();
 
     let restarted = Instant::now();
     let mut engage = start(dir.path(), &config, &[]);
     if exactly_once {
+        let open = high_at_kill.iter().flatten().any(|(stable, high)| stable < high);
+        assert!(open, "no transaction with records was open at the kill: the check proves nothing ({high_at_kill:?})");
         // The restarted instance takes its predecessor's transactional id,
         // which aborts the transaction the kill left open: read_committed
-        // readers see everything up to the kill's high watermark at once,
-        // not after transaction.timeout.ms.
-        let deadline = restarted + Duration::from_secs(15);
+        // readers see everything up to the kill's high watermark at once
+        // (measured: under a second), not after transaction.timeout.ms and
+        // the broker's next expiry check (10 s each by default, so 10-20 s).
+        // The issue asks for 15 s; 8 s tells the two apart.
+        let deadline = restarted + Duration::from_secs(8);
         loop {
             let now: Vec<Vec<(i64, i64)>> = [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect();
             let past = now.iter().zip(&high_at_kill).all(|(n, k)| n.iter().zip(k).all(|(n, k)| n.0 >= k.1));

@@ -171,7 +171,7 @@ pub fn admin(config: &Config) -> ClientConfig {
 }
 
 /// Forwards one of librdkafka's log lines, its secrets redacted: warnings
-/// and worse as a warning with a metric ([`LibrdkafkaLog`]: librdkafka logs
+/// and worse as a warning with a metric (the librdkafka_log metric: librdkafka logs
 /// passing trouble at error level too, and engage itself says what is an
 /// error), the rest at debug level.
 pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {

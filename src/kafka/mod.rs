@@ -232,7 +232,7 @@ pub fn check_read(config: &Config, topics: &[&str]) -> Result<(), KafkaSetupErro
 
 /// Whether engage may READ partition 0 of `topic`: `Some` blocker when it
 /// may not. A fetch at the partition's end either is refused or reports the
-/// end (`enable.partition.eof`); at most [`READ_PROBE`].
+/// end (`enable.partition.eof`); at most `READ_PROBE`.
 pub fn probe_read(config: &Config, topic: &str) -> Result<Option<Blocker>, KafkaSetupError> {
     let consumer: BaseConsumer<ClientEvents> = client::sample_consumer(config, "probe")
         .set("enable.partition.eof", "true")
