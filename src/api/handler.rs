@@ -60,6 +60,10 @@ pub struct Service {
     pub peers: Peers,
     /// Lists served at once (`api.max_concurrent_lists`).
     pub lists: Semaphore,
+    /// Forwarded parts of other instances' lists served at once (as many
+    /// again). Apart from `lists`, so that two instances whose lists ask
+    /// each other never wait on each other's permits.
+    pub forwarded_lists: Semaphore,
     /// `api.request_timeout`.
     pub request_timeout: std::time::Duration,
 }
@@ -337,16 +341,10 @@ async fn list(svc: &Arc<Service>, q: ListQuery, authorization: Option<&HeaderVal
         None => (0..n).collect(),
     };
     // Bounds the memory of lists at once; waiting counts against
-    // api.request_timeout. A forwarded part takes none: the forwarder holds
-    // one of its own (so the permits of two instances asking each other
-    // never wait on each other), which bounds them as well.
-    let _permit = if forwarded {
-        None
-    } else {
-        match svc.lists.acquire().await {
-            Ok(permit) => Some(permit),
-            Err(_) => return unavailable("the API is stopping", false),
-        }
+    // api.request_timeout.
+    let permits = if forwarded { &svc.forwarded_lists } else { &svc.lists };
+    let Ok(_permit) = permits.acquire().await else {
+        return unavailable("the API is stopping", false);
     };
     let now = wall_clock_ms();
     let (mut here, mut missing, mut remote) = (Vec::new(), Vec::new(), BTreeMap::<Arc<str>, Vec<i32>>::new());

@@ -178,6 +178,7 @@ pub fn start(
         routing: Arc::new(Routing::new(&url, config.topics.upstream_partitioner, status)),
         peers: Peers::new(tls.clone(), api.peer_timeout),
         lists: Semaphore::new(api.max_concurrent_lists),
+        forwarded_lists: Semaphore::new(api.max_concurrent_lists),
         request_timeout: api.request_timeout,
     });
     info!(

@@ -205,8 +205,11 @@ impl Observer {
         }
         let (_, held) = routing.status.partitions_held();
         if let Some(n) = routing.partitions() {
+            // Until its first assignment the instance knows nothing the
+            // group could correct; once it holds every partition (a single
+            // instance, the demo) there is nobody to forward to.
             let all_here = (0..n).all(|p| held.iter().any(|(q, _)| *q == p));
-            if !all_here {
+            if routing.status.joined() && !all_here {
                 match self.consumer.fetch_group_list(Some(&self.group), KAFKA_TIMEOUT) {
                     Ok(list) => {
                         if let Some(owners) = owners(&list, &self.group, &self.inputs[0]) {

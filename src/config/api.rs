@@ -73,9 +73,10 @@ pub struct ApiConfig {
     /// closed. Bounds the API's memory (each connection buffers at most
     /// 16 KiB of request).
     pub max_connections: usize,
-    /// List requests (`GET /v1/customers`) served at once, forwarded parts
-    /// included: each holds up to `limit` customers per owner in memory.
-    /// Further ones wait, up to `request_timeout`.
+    /// List requests (`GET /v1/customers`) served at once: each holds up
+    /// to `limit` customers per owner in memory. Further ones wait, up to
+    /// `request_timeout`. As many parts of other instances' lists are
+    /// served at once besides.
     pub max_concurrent_lists: usize,
     /// Threads of the API's own runtime. The API never runs on the
     /// pipeline's threads, so a flood of requests slows the API, not the
