@@ -355,6 +355,11 @@ fn server_cert(dir: &Path, serial: &str) {
 /// `GET path` over TLS trusting `ca`; the answer and the serial number
 /// (hex) of the certificate the server presented.
 fn get_tls(addr: &str, ca: &Path, path: &str, token: &str) -> Result<(Reply, String), String> {
+    get_tls_with(addr, ca, path, token, "")
+}
+
+/// [`get_tls`] with extra header lines.
+fn get_tls_with(addr: &str, ca: &Path, path: &str, token: &str, extra: &str) -> Result<(Reply, String), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -371,8 +376,11 @@ fn get_tls(addr: &str, ca: &Path, path: &str, token: &str) -> Result<(Reply, Str
     let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     match tls.read_to_end(&mut bytes) {
         Ok(_) => {}
@@ -430,9 +438,25 @@ async fn the_tls_api_is_reachable_with_the_ca_forwards_over_tls_and_takes_a_rene
         instances.push((Engage::start(dir.path(), &config(&broker, &topics, &ops, &section)), api));
     }
     let api = instances[0].1.clone();
-    // Every customer through the first instance: half are the second's,
-    // forwarded over TLS.
-    eventually("every customer over TLS", Duration::from_secs(120), || {
+    // Both instances hold a partition (each answers for its own, asked
+    // directly with the forwarded mark) and every list is whole.
+    eventually("both instances serving, lists whole", Duration::from_secs(120), || {
+        instances.iter().all(|(_, api)| {
+            let own = get_tls_with(
+                api,
+                &certs.ca,
+                "/v1/customers?health=active&limit=100&partitions=0,1",
+                TOKEN,
+                "engage-forwarded: 1\r\n",
+            );
+            let all = get_tls(api, &certs.ca, "/v1/customers?health=active&limit=100", TOKEN);
+            own.is_ok_and(|(r, _)| r.status == 200 && !ids(&r.json()).is_empty())
+                && all.is_ok_and(|(r, _)| r.status == 200 && ids(&r.json()).len() == customers.len())
+        })
+    });
+    // Every customer through the first instance: those of the second's
+    // partition forwarded over TLS.
+    eventually("every customer over TLS", Duration::from_secs(60), || {
         customers
             .iter()
             .all(|c| get_tls(&api, &certs.ca, &format!("/v1/customers/{c}"), TOKEN).is_ok_and(|(r, _)| r.status == 200))
