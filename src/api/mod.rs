@@ -29,7 +29,7 @@
 mod auth;
 mod handler;
 mod peers;
-pub mod routing;
+mod routing;
 mod stall;
 mod tls;
 mod view;

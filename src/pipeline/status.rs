@@ -117,7 +117,7 @@ impl Status {
     /// pipeline calls this before it starts dropping or restoring the
     /// partition's customers, and once they are restored. A partition
     /// going from restoring to serving stays the same assignment.
-    pub fn set_partition_phase(&self, p: i32, phase: Option<PartitionPhase>) {
+    pub(crate) fn set_partition_phase(&self, p: i32, phase: Option<PartitionPhase>) {
         let mut held = crate::sync::write(&self.partitions);
         let generation = self.partitions_generation.load(Ordering::SeqCst) + 1;
         match phase {
