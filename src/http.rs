@@ -1,30 +1,22 @@
-//! The HTTP endpoint ops and services talk to (README "Operating engage"): `/metrics`
-//! (Prometheus), `/healthz` (the process is alive and its main loop is
-//! making progress), `/readyz` (the consumer has joined its group and every
-//! assigned partition is restored), and the customer query API, served from
-//! this instance's state.
+//! The ops endpoint (README "Operating engage"): `/metrics` (Prometheus),
+//! `/healthz` (the process is alive and its main loop is making progress),
+//! `/readyz` (the consumer has joined its group and every assigned
+//! partition is restored). Nothing here shows customer data: the customer
+//! API is [`crate::api`], on a listener of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::wall_clock_ms;
-use crate::engine::Engine;
-use crate::engine::churn::Health;
-use crate::engine::lifecycle::Stage;
-use crate::engine::output::Dimensions;
-use crate::engine::scoring::Driver;
-use crate::engine::store::Store;
 use crate::pipeline::Status;
 
 /// How stale the main loop's heartbeat may be before `/healthz` fails: the
@@ -34,23 +26,14 @@ const HEARTBEAT_LIMIT: Duration = Duration::from_secs(30);
 /// What the handlers need.
 #[derive(Clone)]
 pub struct AppState {
-    store: Arc<Store>,
     status: Arc<Status>,
-    engine: Engine,
     metrics: Option<PrometheusHandle>,
-    customer_api: bool,
 }
 
 impl AppState {
     /// State for the server; `metrics` renders `/metrics` when present.
-    pub fn new(
-        store: Arc<Store>,
-        status: Arc<Status>,
-        engine: Engine,
-        metrics: Option<PrometheusHandle>,
-        customer_api: bool,
-    ) -> Self {
-        AppState { store, status, engine, metrics, customer_api }
+    pub fn new(status: Arc<Status>, metrics: Option<PrometheusHandle>) -> Self {
+        AppState { status, metrics }
     }
 }
 
@@ -60,8 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/customers", get(list_customers))
-        .route("/v1/customers/{id}", get(get_customer))
+        .route("/v1/{*rest}", get(moved))
         .with_state(state)
 }
 
@@ -89,16 +71,14 @@ pub enum HttpError {
 /// `shutdown`.
 pub async fn start(
     config: &crate::config::Config,
-    store: &Arc<Store>,
     status: &Arc<Status>,
     shutdown: &CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, HttpError> {
     let Some(addr) = config.http.address() else { return Ok(None) };
     let metrics = crate::telemetry::install()?;
-    let engine = Engine::new(crate::engine::Rules::new(config));
-    let state = AppState::new(store.clone(), status.clone(), engine, Some(metrics), config.http.customer_api);
+    let state = AppState::new(status.clone(), Some(metrics));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
-    tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
+    tracing::info!(%addr, "HTTP: /metrics /healthz /readyz");
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {
         if let Err(e) = serve_on(listener, state, shutdown).await {
@@ -150,118 +130,18 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// `GET /v1/customers/{id}`: a customer as of now.
-#[derive(Serialize)]
-pub struct CustomerView {
-    customer_id: String,
-    /// Input partition that owns the customer.
-    partition: i32,
-    /// Composite score now (decayed to the current time).
-    score: f64,
-    dimensions: Dimensions,
-    /// Dimensions that moved the score since the last published one.
-    drivers: Vec<Driver>,
-    stage: Stage,
-    health: Health,
-    p_alive: f64,
-    cadence_days: f64,
-    idle_days: f64,
-    /// Event time (epoch ms) of the latest activity.
-    last_seen: i64,
-    first_seen: i64,
-    active_days: u16,
-    purchase_days: u16,
-    /// BG/NBD expected purchase days in the next 90 days.
-    expected_purchases_90d: Option<f64>,
-    /// Expected spend in the next 90 days.
-    expected_value_90d: Option<f64>,
-    seq: u32,
-}
-
-fn view(s: &AppState, id: &str, partition: i32, state: &crate::engine::state::CustomerState) -> CustomerView {
-    let snap = s.engine.snapshot(state, wall_clock_ms().max(state.last_seen));
-    let drivers = s.engine.rules().scoring.drivers(&state.published_dimension_scores(), &snap.dimensions);
-    let value = s.engine.value_90d(state, &snap);
-    CustomerView {
-        customer_id: id.to_string(),
-        partition,
-        score: snap.score,
-        dimensions: snap.dimensions.into(),
-        drivers: drivers.as_slice().to_vec(),
-        stage: state.stage,
-        health: state.health,
-        p_alive: snap.signals.p_alive,
-        cadence_days: snap.signals.cadence_days,
-        idle_days: snap.signals.idle_days,
-        last_seen: state.last_seen,
-        first_seen: state.first_seen,
-        active_days: state.active_days,
-        purchase_days: state.purchase_days(),
-        expected_purchases_90d: value.map(|v| v.expected_purchases),
-        expected_value_90d: value.map(|v| v.expected_value),
-        seq: state.seq,
-    }
-}
-
-async fn get_customer(State(s): State<AppState>, Path(id): Path<String>) -> Response {
-    if !s.customer_api {
-        return (StatusCode::NOT_FOUND, "the customer API is disabled (http.customer_api)").into_response();
-    }
-    match s.store.find(&id) {
-        Some((partition, state)) => Json(view(&s, &id, partition, &state)).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("customer {id:?} is not held by this instance")).into_response(),
-    }
-}
-
-/// `GET /v1/customers?health=at_risk&limit=N`.
-#[derive(Deserialize)]
-pub struct ListQuery {
-    health: Option<String>,
-    limit: Option<usize>,
-}
-
-async fn list_customers(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    if !s.customer_api {
-        return (StatusCode::NOT_FOUND, "the customer API is disabled (http.customer_api)").into_response();
-    }
-    let wanted = match q.health.as_deref() {
-        None | Some("at_risk") => Health::AtRisk,
-        Some("dormant") => Health::Dormant,
-        Some("active") => Health::Active,
-        Some(other) => {
-            return (StatusCode::BAD_REQUEST, format!("health={other:?}; use active, at_risk or dormant"))
-                .into_response();
-        }
-    };
-    let limit = q.limit.unwrap_or(100).min(10_000);
-    let mut found = Vec::new();
-    for p in s.store.partitions() {
-        p.for_each(|id, state| {
-            if state.health == wanted {
-                found.push(view(&s, id, p.id(), state));
-            }
-        });
-    }
-    // Lowest P(alive) first: the customers most likely lost.
-    found.sort_by(|a, b| a.p_alive.total_cmp(&b.p_alive).then_with(|| a.customer_id.cmp(&b.customer_id)));
-    found.truncate(limit);
-    Json(found).into_response()
+/// Anything under `/v1/`: the customer API moved to its own listener.
+async fn moved() -> Response {
+    (StatusCode::NOT_FOUND, "the customer API is served on its own listener (api.listen), not on the ops port\n")
+        .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::engine::Rules;
 
     fn state() -> AppState {
-        AppState::new(
-            Arc::new(Store::new()),
-            Arc::new(Status::new()),
-            Engine::new(Rules::new(&Config::default())),
-            None,
-            true,
-        )
+        AppState::new(Arc::new(Status::new()), None)
     }
 
     #[tokio::test]

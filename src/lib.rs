@@ -8,7 +8,7 @@
 //!
 //! The engine knows nothing of Kafka or wire formats: [`engine`] is plain
 //! functions over plain data, and Kafka ([`pipeline`], [`durability`],
-//! [`kafka`]), files ([`history`]), HTTP ([`http`]) and the encodings
+//! [`kafka`]), files ([`history`]), HTTP ([`http`], [`api`]) and the encodings
 //! ([`decode`], [`codec`]) are adapters around it. In the order data flows:
 //!
 //! - [`vocab`]: the names everything shares: the inputs and their roles,
@@ -62,7 +62,13 @@
 //!   - [`kafka::partitioner`]: where the upstream producers put a key
 //!     (murmur2, CRC-32).
 //!   - co-partitioning check and topic creation (`mod.rs`).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the customer API.
+//! - [`http`]: the ops endpoint: `/metrics`, `/healthz`, `/readyz`.
+//! - [`api`]: the customer API on its own listener: bearer tokens
+//!   (`auth.rs`), TLS (`tls.rs`), requests (`handler.rs`), answers from
+//!   local state (`view.rs`), partition owners from the consumer group and
+//!   when an owner has caught up (`routing.rs`), one-hop forwarding
+//!   (`peers.rs`), slow-client and file-reload helpers (`stall.rs`,
+//!   `watch.rs`).
 //! - [`telemetry`]: metric names, the Prometheus recorder, the pipeline's
 //!   per-record counts (and the run summary read from them), consumer lag
 //!   from librdkafka statistics, the periodic population census; every
@@ -89,6 +95,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod charts;
 pub mod clock;
 pub mod cmd;

@@ -166,7 +166,8 @@ impl Setup {
     }
 
     fn config(&self, addr: &str, flush: &str) -> String {
-        self.t
+        let config = self
+            .t
             .config(
                 &self.broker,
                 &format!("processing_guarantee = \"{}\"\n[state]\nflush_interval = \"{flush}\"\n", self.guarantee),
@@ -178,7 +179,8 @@ impl Setup {
                     self.erasures, self.confirmations
                 ),
             )
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+        common::with_api(&config, addr)
     }
 
     fn start_engage(&self, flush: &str) -> (Engage, String) {
@@ -426,7 +428,7 @@ fn plain(log: &str) -> String {
 }
 
 fn status(addr: &str, id: &str) -> u16 {
-    http_get(addr, &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
+    common::api_get(addr, &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
 }
 
 fn stop(mut engage: Engage) -> String {

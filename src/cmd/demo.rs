@@ -40,6 +40,8 @@ pub struct DemoOptions {
     pub history_days: f64,
     /// Where `/metrics` is served, if anywhere.
     pub http: Option<SocketAddr>,
+    /// Where the customer API is served (without tokens), if anywhere.
+    pub api: Option<SocketAddr>,
     /// Seed of the simulated population.
     pub seed: u64,
 }
@@ -64,6 +66,9 @@ pub enum DemoError {
     /// The HTTP endpoint could not start (is the port taken? see --http).
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// The customer API could not start (is the port taken? see --api).
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiError),
     /// The processor stopped with an error.
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
@@ -90,6 +95,9 @@ pub struct Args {
     /// Where to serve /metrics ("" to disable).
     #[arg(long, default_value = "127.0.0.1:9898")]
     http: String,
+    /// Where to serve the customer API, without tokens ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:9899")]
+    api: String,
     /// Seed for the simulated population.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -97,11 +105,14 @@ pub struct Args {
 
 /// Runs `engage demo` until Ctrl-C or `--duration`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let http = if args.http.is_empty() {
-        None
-    } else {
-        Some(args.http.parse().with_context(|| format!("--http {:?} is not host:port", args.http))?)
+    let address = |flag: &str, value: &str| -> anyhow::Result<Option<SocketAddr>> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(value.parse().with_context(|| format!("{flag} {value:?} is not host:port"))?))
     };
+    let http = address("--http", &args.http)?;
+    let api = address("--api", &args.api)?;
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
     let opts = DemoOptions {
         duration: args.duration,
@@ -109,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         days_per_second: args.days_per_second,
         history_days: args.history_days,
         http,
+        api,
         seed: args.seed,
     };
     Ok(demo(opts, shutdown).await?)
@@ -150,9 +162,17 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), 
     let status = Arc::new(crate::pipeline::Status::new());
     let stop = shutdown.child_token();
     config.http.listen = opts.http.map(|a| a.to_string()).unwrap_or_default();
-    config.http.customer_api = true;
-    if crate::http::start(&config, &store, &status, &stop).await?.is_some() {
-        println!("  HTTP: http://{}/metrics, /readyz, /v1/customers?health=at_risk", config.http.listen);
+    if crate::http::start(&config, &status, &stop).await?.is_some() {
+        println!("  HTTP: http://{}/metrics, /readyz", config.http.listen);
+    }
+    // One instance on this machine: its API needs no tokens and owns every
+    // partition.
+    config.api.listen = opts.api.map(|a| a.to_string()).unwrap_or_default();
+    config.api.allow_unauthenticated = true;
+    let api = crate::api::start(&config, store.clone(), status.clone(), stop.clone())?;
+    if let Some(api) = &api {
+        config.api.advertised_url = api.advertised_url().to_string();
+        println!("  API: http://{}/v1/customers?health=at_risk, /v1/customers/{{id}}", api.listen());
     }
     println!(
         "  {} simulated customers, starting {} days ago at {} days/s; Ctrl-C stops\n",
@@ -175,6 +195,9 @@ pub async fn demo(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), 
     let _ = generator.await;
     let _ = watcher.await;
     let summary = pipeline.await.map_err(DemoError::Task)??;
+    if let Some(api) = api {
+        api.stopped().await;
+    }
     println!(
         "\nstopped: {} records in, {} applied, {} dead letters, {} outputs, {} customers",
         summary.records, summary.applied, summary.dead_letters, summary.outputs, customers

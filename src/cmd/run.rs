@@ -1,5 +1,5 @@
-//! `engage run`: the processor, with its HTTP endpoint, until SIGTERM or
-//! SIGINT.
+//! `engage run`: the processor, with its ops endpoint and the customer
+//! API, until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,17 +18,27 @@ pub struct Args {
     config: Option<PathBuf>,
 }
 
-/// Runs the pipeline and the HTTP endpoint until a signal or a fatal error.
+/// Runs the pipeline, the ops endpoint and the customer API until a
+/// signal or a fatal error.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(args.config.as_deref())?;
+    let mut config = Config::load(args.config.as_deref())?;
     let shutdown = crate::shutdown::on_signals().context("installing signal handlers")?;
     let store = Arc::new(Store::new());
     let status = Arc::new(Status::new());
-    let http = crate::http::start(&config, &store, &status, &shutdown).await?;
+    let http = crate::http::start(&config, &status, &shutdown).await?;
+    let api = crate::api::start(&config, store.clone(), status.clone(), shutdown.clone())
+        .context("starting the customer API ([api])")?;
+    if let Some(api) = &api {
+        // The input consumer publishes it to the other instances.
+        config.api.advertised_url = api.advertised_url().to_string();
+    }
     let result = crate::pipeline::run(config, store, status, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(h) = http {
         let _ = h.await;
+    }
+    if let Some(api) = api {
+        api.stopped().await;
     }
     result?;
     Ok(())

@@ -5,6 +5,7 @@
 //! The field docs here are the user documentation; `engage.example.toml`
 //! mirrors them.
 
+mod api;
 mod churn;
 mod http;
 mod input;
@@ -18,6 +19,7 @@ mod topics;
 #[cfg(test)]
 mod validation_tests;
 
+pub use api::ApiConfig;
 pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig};
 pub use http::HttpConfig;
 pub use input::InputConfig;
@@ -74,8 +76,10 @@ pub struct Config {
     pub run: RunConfig,
     /// Output formats.
     pub output: OutputConfig,
-    /// The HTTP endpoint (Prometheus metrics).
+    /// The ops endpoint (Prometheus metrics, probes).
     pub http: HttpConfig,
+    /// The customer API: its listener, tokens, TLS and routing.
+    pub api: ApiConfig,
     /// Durable state: changelog, flushing, retention.
     pub state: StateConfig,
     /// What counts as bad input (docs/model.md "Events"), and the input formats.
@@ -138,6 +142,13 @@ impl Config {
         self.run.validate()?;
         self.state.validate()?;
         self.http.validate()?;
+        self.api.validate()?;
+        if self.api.enabled() && self.api.address() == self.http.address() {
+            return Err(invalid(
+                "api.listen",
+                "must differ from http.listen: customer data and ops get separate ports",
+            ));
+        }
         self.input.validate()?;
         self.scoring.validate()?;
         self.churn.validate()?;

@@ -203,6 +203,11 @@ impl Store {
         w.entry(id).or_insert_with(|| Arc::new(Partition::new(id))).clone()
     }
 
+    /// The partition `id` if it is held; never creates one (the query path).
+    pub fn held(&self, id: i32) -> Option<Arc<Partition>> {
+        crate::sync::read(&self.partitions).get(&id).cloned()
+    }
+
     /// Drops partition `id` and all its customers (revocation).
     pub fn remove_partition(&self, id: i32) -> Option<Arc<Partition>> {
         crate::sync::write(&self.partitions).remove(&id)

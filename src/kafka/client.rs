@@ -51,7 +51,7 @@ pub fn client_config(config: &Config, defaults: &[(&str, &str)]) -> ClientConfig
 /// The pipeline's consumer of both inputs, a member of `run.group_id`.
 pub fn input_consumer(config: &Config) -> ClientConfig {
     let exactly_once = config.run.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-    client_config(
+    let mut c = client_config(
         config,
         &[
             ("group.id", config.run.group_id.as_str()),
@@ -76,7 +76,13 @@ pub fn input_consumer(config: &Config) -> ClientConfig {
             ("queued.min.messages", "20000"),
             ("queued.max.messages.kbytes", "16384"),
         ],
-    )
+    );
+    // With the customer API on, the member publishes where its API is
+    // (crate::api::routing): the other instances read it from the group.
+    if let Some(id) = crate::api::member_client_id(config) {
+        c.set("client.id", id);
+    }
+    c
 }
 
 /// The group id of an engage client that assigns its partitions itself
@@ -271,3 +277,15 @@ impl ClientContext for ClientEvents {
 }
 
 impl ConsumerContext for ClientEvents {}
+
+/// The customer API's observer of `run.group_id`: it describes the group
+/// (members, their advertised URLs, their assignments) and reads its
+/// committed offsets. It never subscribes, so it never joins the group or
+/// commits, and needs no ACL beyond the pipeline's (READ on the group
+/// implies the DESCRIBE that describing it takes).
+pub fn group_observer(config: &Config) -> ClientConfig {
+    client_config(
+        config,
+        &[("group.id", config.run.group_id.as_str()), ("enable.auto.commit", "false"), ("client.id", "engage-api")],
+    )
+}

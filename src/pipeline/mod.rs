@@ -24,7 +24,7 @@ mod status;
 mod worker;
 
 pub use memory::set_memory_release;
-pub use status::{Restoring, Status};
+pub use status::{Held, PartitionPhase, Restoring, Status};
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use super::PipelineError;
 use super::align::Ends;
 use super::shared::Shared;
+use super::status::PartitionPhase;
 use crate::kafka::changelog;
 use crate::sync;
 use crate::telemetry::LagReporter;
@@ -68,6 +69,10 @@ impl ConsumerContext for PipelineContext {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         let s = &self.shared;
         s.generation.fetch_add(1, Ordering::SeqCst);
+        // The API stops answering for them before they start to go.
+        for p in partitions_of(tpl) {
+            s.status.set_partition_phase(p, None);
+        }
         let partitions: Vec<i32> =
             partitions_of(tpl).into_iter().filter(|p| sync::lock(&s.owned).contains(p)).collect();
         if let Err(e) = s.durability.finish(consumer, &partitions) {
@@ -92,6 +97,7 @@ impl ConsumerContext for PipelineContext {
             if sync::lock(&s.owned).contains(&p) {
                 continue;
             }
+            s.status.set_partition_phase(p, Some(PartitionPhase::Restoring));
             s.store.remove_partition(p);
             let partition = s.store.partition(p);
             let _restoring = s.status.begin_restore();
@@ -110,6 +116,7 @@ impl ConsumerContext for PipelineContext {
                     }
                     .emit();
                     sync::lock(&s.owned).insert(p);
+                    s.status.set_partition_phase(p, Some(PartitionPhase::Serving));
                 }
                 Err(source) => s.set_fatal(PipelineError::Restore { partition: p, source }),
             }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use super::{
-    ALIGNMENT_TIMEOUTS, ASSIGNED_PARTITIONS, BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CLIENT_ERRORS,
-    DELIVERY_ERRORS, EVICTED, FATAL_ERRORS, HTTP_ERRORS, OFFSET_STORE_ERRORS, PAUSE_FAILURES, REBALANCES,
-    RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED, RunSummary, UPKEEP_MISSING,
+    ALIGNMENT_TIMEOUTS, API_MEMBERSHIP_ERRORS, API_PARTITIONER_MISMATCHES, API_RELOAD_ERRORS, ASSIGNED_PARTITIONS,
+    BACKPRESSURE, CHANGELOG_RETRIES, CHANGELOG_UNREADABLE, CLIENT_ERRORS, DELIVERY_ERRORS, EVICTED, FATAL_ERRORS,
+    HTTP_ERRORS, OFFSET_STORE_ERRORS, PAUSE_FAILURES, REBALANCES, RESTORE_DURATION, RESTORE_RECORDS, REVOKE_UNFINISHED,
+    RunSummary, UPKEEP_MISSING,
 };
 
 /// The consumer group gave this instance partitions, or took them away.
@@ -400,5 +401,83 @@ impl LibrdkafkaLog<'_> {
     pub(crate) fn emit(&self) {
         metrics::counter!(super::LIBRDKAFKA_LOG, "level" => self.level).increment(1);
         warn!(target: "librdkafka", facility = self.facility, level = self.level, "{}", self.message);
+    }
+}
+
+/// The API could not read the consumer group's members and assignments.
+/// Requests for partitions held elsewhere keep going to the owners last
+/// seen; where those moved the answer is 503. Logged when it starts
+/// failing; every failure is counted.
+pub(crate) struct MembershipUnavailable<'a> {
+    /// Why.
+    pub error: &'a str,
+    /// Whether this is the first failure since it last worked.
+    pub first: bool,
+}
+
+impl MembershipUnavailable<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(API_MEMBERSHIP_ERRORS).increment(1);
+        if self.first {
+            warn!(
+                error = self.error,
+                "customer API: cannot read the consumer group's members; requests for other instances' \
+                 partitions may get 503 until it can (engage_api_membership_errors_total counts the failures)"
+            );
+        }
+    }
+}
+
+/// The group's members are readable again after [`MembershipUnavailable`].
+pub(crate) struct MembershipBack;
+
+impl MembershipBack {
+    pub(crate) fn emit(&self) {
+        info!("customer API: the consumer group's members are readable again");
+    }
+}
+
+/// A token or TLS file changed and could not be used; the previous tokens
+/// or certificate stay in use until it is fixed.
+pub(crate) struct ApiReloadFailed<'a> {
+    /// `tokens` or `tls`.
+    pub file: &'static str,
+    /// Why (names the file and line, never a token).
+    pub error: &'a dyn Display,
+}
+
+impl ApiReloadFailed<'_> {
+    pub(crate) fn emit(&self) {
+        metrics::counter!(API_RELOAD_ERRORS, "file" => self.file).increment(1);
+        warn!(file = self.file, error = %self.error, "customer API: a changed file could not be used; keeping the previous one");
+    }
+}
+
+/// The API found a customer in another input partition than
+/// `topics.upstream_partitioner` puts its id in: the setting does not match
+/// the input's producers (or they key by something else than the customer
+/// id). This instance answered from the partition it holds, but a lookup
+/// through another instance goes to the wrong owner and misses the
+/// customer. Logged once per process; every case is counted.
+pub(crate) struct PartitionerMismatch {
+    /// Where the partitioner says the customer is.
+    pub expected: i32,
+    /// Where it was found.
+    pub found: i32,
+}
+
+impl PartitionerMismatch {
+    pub(crate) fn emit(&self) {
+        static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        metrics::counter!(API_PARTITIONER_MISMATCHES).increment(1);
+        if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(
+                expected = self.expected,
+                found = self.found,
+                "customer API: a customer is held in another partition than topics.upstream_partitioner puts \
+                 its id in; set it to the input producers' partitioner, or lookups through other instances \
+                 miss customers (engage_api_partitioner_mismatches_total counts them)"
+            );
+        }
     }
 }

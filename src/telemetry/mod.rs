@@ -123,6 +123,27 @@ pub const HTTP_ERRORS: &str = "engage_http_errors_total";
 /// 1 when the metrics upkeep thread could not start (histogram samples are
 /// then folded only when `/metrics` is scraped).
 pub const UPKEEP_MISSING: &str = "engage_metrics_upkeep_missing";
+/// Customer API requests answered, by `route` (customer, list, other) and
+/// status `code`.
+pub const API_REQUESTS: &str = "engage_api_requests_total";
+/// Customer API request duration, by `route`.
+pub const API_DURATION: &str = "engage_api_request_duration_seconds";
+/// Requests this instance forwarded to a partition's owner, by `outcome`
+/// (answered, unreachable, timeout, token_refused).
+pub const API_FORWARDS: &str = "engage_api_forwards_total";
+/// Connections refused because `api.max_connections` were open.
+pub const API_REFUSED_CONNECTIONS: &str = "engage_api_refused_connections_total";
+/// Failed reads of the consumer group's members and assignments.
+pub const API_MEMBERSHIP_ERRORS: &str = "engage_api_membership_errors_total";
+/// Input partitions whose owner the API knows (from the group's latest
+/// stable assignment, with an advertised URL).
+pub const API_ROUTABLE_PARTITIONS: &str = "engage_api_routable_partitions";
+/// Customers the API found in another input partition than
+/// `topics.upstream_partitioner` puts their id in.
+pub const API_PARTITIONER_MISMATCHES: &str = "engage_api_partitioner_mismatches_total";
+/// Token or TLS files that could not be read again after a change, by
+/// `file` (tokens, tls); the previous ones stay in use.
+pub const API_RELOAD_ERRORS: &str = "engage_api_reload_errors_total";
 
 /// 1 while the pipeline is stalled for `reason` (authentication, tls,
 /// authorization, unknown_topic, unsupported, no_progress), else 0.
@@ -191,6 +212,17 @@ pub fn describe() {
     describe_gauge!(UPKEEP_MISSING, "1 when the metrics upkeep thread could not start.");
     describe_gauge!(STALLED, "1 while the pipeline is stalled for this reason (see /readyz for the cause).");
     describe_counter!(LIBRDKAFKA_LOG, "librdkafka's own log lines at warning level or above, by level.");
+    describe_counter!(API_REQUESTS, "Customer API requests answered, by route and status code.");
+    describe_histogram!(API_DURATION, Unit::Seconds, "Customer API request duration, by route.");
+    describe_counter!(API_FORWARDS, "Requests forwarded to a partition's owner, by outcome.");
+    describe_counter!(API_REFUSED_CONNECTIONS, "API connections refused at api.max_connections.");
+    describe_counter!(API_MEMBERSHIP_ERRORS, "Failed reads of the consumer group's members and assignments.");
+    describe_gauge!(API_ROUTABLE_PARTITIONS, "Input partitions whose owner's API URL is known.");
+    describe_counter!(
+        API_PARTITIONER_MISMATCHES,
+        "Customers found in another partition than topics.upstream_partitioner says."
+    );
+    describe_counter!(API_RELOAD_ERRORS, "Token or TLS files that could not be read again, by file.");
 }
 
 /// An error with its sources, `: `-separated, for log lines.

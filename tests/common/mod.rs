@@ -643,12 +643,45 @@ pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
+/// The customer API's address of each instance started with [`with_api`],
+/// by its ops address (the one the tests pass around).
+static API_ADDRS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// `config` with the customer API on, at a free address of its own,
+/// without tokens (tests/http_api.rs covers tokens and TLS); [`api_get`]
+/// reaches it by the instance's ops address `ops_addr`.
+pub fn with_api(config: &str, ops_addr: &str) -> String {
+    let api = free_addr();
+    API_ADDRS.lock().unwrap().insert(ops_addr.to_string(), api.clone());
+    format!("{config}\n[api]\nlisten = \"{api}\"\nallow_unauthenticated = true\n")
+}
+
+/// `GET path` on the customer API of the instance whose ops address is
+/// `ops_addr` (see [`with_api`]), as a client that honours `Retry-After`
+/// does: a 503 (a partition restoring, or still applying its latest
+/// records) is asked again, for up to 30 s.
+pub fn api_get(ops_addr: &str, path: &str) -> Option<(u16, String)> {
+    let api = API_ADDRS.lock().unwrap().get(ops_addr).cloned().expect("an instance started with common::with_api");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match http_get(&api, path) {
+            Some((503, _)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            answer => return answer,
+        }
+    }
+}
+
 /// `GET path` over plain HTTP/1.1; returns (status, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with extra header lines (each ending in `\r\n`).
+pub fn http_get_with(addr: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n").ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
