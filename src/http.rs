@@ -89,6 +89,9 @@ pub async fn start(
     let engine = Engine::new(crate::engine::Rules::new(config));
     let state = AppState::new(store.clone(), engine, Some(metrics), config.http.customer_api);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    // The bound address: with port 0 the system picks the port, and this
+    // line is where to find it.
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, "HTTP: /metrics /healthz /readyz /v1/customers");
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {

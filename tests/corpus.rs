@@ -104,12 +104,10 @@ async fn every_bad_record_is_dead_lettered_with_its_reason_and_every_good_event_
         produce(&p, &topic_name(&case.topic), case.key.as_deref(), &case.value, &headers).await;
     }
 
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let config = topics
-        .config(&broker, "\n[input]\nmax_record_bytes = 4096\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let config = topics.config(&broker, "\n[input]\nmax_record_bytes = 4096\n");
     let mut engage = Engage::start(dir.path(), &config);
+    let addr = engage.http_addr();
 
     let bad: BTreeMap<&str, &str> = cases
         .iter()

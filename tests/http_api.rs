@@ -31,9 +31,10 @@ fn page_view(id: &str, customer: &str, ts: i64) -> Record {
     record(InputTopic::Clickstream, json!({"event_id": id, "customer_id": customer, "type": "page_view", "ts": ts}))
 }
 
-/// A config for `topics` serving HTTP on `addr`; `extra` is appended.
-fn config(broker: &Broker, topics: &Topics, addr: &str, extra: &str) -> String {
-    topics.config(broker, extra).replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))
+/// A config for `topics`; `extra` is appended. HTTP listens on a port the
+/// system picks ([`Engage::http_addr`] reads it back).
+fn config(broker: &Broker, topics: &Topics, extra: &str) -> String {
+    topics.config(broker, extra)
 }
 
 /// One raw HTTP/1.1 exchange; returns (status, body).
@@ -90,10 +91,10 @@ async fn the_customer_list_puts_lowest_p_alive_first_and_honours_limit_up_to_its
         records.push(page_view(&format!("a{i}"), &format!("a{i:05}"), now - 3_600_000));
     }
     common::feed(&broker, &topics, &records);
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
     let extra = "sweep_interval = \"1s\"\nidle_grace = \"2s\"\n";
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &addr, extra));
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, extra));
+    let addr = engage.http_addr();
     // Health changes on the sweeps once everything is applied.
     eventually("5 at risk and 1 dormant", Duration::from_secs(90), || {
         common::http_get(&addr, "/v1/customers?health=at_risk")
@@ -140,10 +141,10 @@ async fn with_the_customer_api_off_customer_endpoints_are_404_and_the_probes_sti
     let topics = Topics::create(&broker, 1).await;
     let now = engage::clock::wall_clock_ms();
     common::feed(&broker, &topics, &[page_view("k1", "kim", now - DAY)]);
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&broker, &topics, &addr, "").replace("[http]\n", "[http]\ncustomer_api = false\n");
+    let config = config(&broker, &topics, "").replace("[http]\n", "[http]\ncustomer_api = false\n");
     let engage = Engage::start(dir.path(), &config);
+    let addr = engage.http_addr();
     // kim is held (her score change is out) but not readable over HTTP.
     assert_eq!(common::read_topic(&broker, &topics.scores, 1, Duration::from_secs(60)).len(), 1);
     for path in ["/v1/customers/kim", "/v1/customers", "/v1/customers?health=active"] {
@@ -166,9 +167,9 @@ async fn ids_that_need_url_encoding_are_found_and_only_get_is_served() {
     let now = engage::clock::wall_clock_ms();
     let odd = "a b/ü?#%";
     common::feed(&broker, &topics, &[page_view("o1", odd, now - DAY), page_view("p1", "plain", now - DAY)]);
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &addr, ""));
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, ""));
+    let addr = engage.http_addr();
     assert_eq!(common::read_topic(&broker, &topics.scores, 2, Duration::from_secs(60)).len(), 2);
 
     let found = get_json(&addr, "/v1/customers/a%20b%2F%C3%BC%3F%23%25");
@@ -241,9 +242,9 @@ async fn readyz_is_503_while_a_partition_restores_and_the_restored_state_is_serv
         producer.flush(Duration::from_secs(120)).unwrap();
     }
 
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &addr, ""));
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, ""));
+    let addr = engage.http_addr();
     // /readyz until it is 200: never before the restore is logged done.
     let restored = |log: &str| log.contains("state restored");
     let mut not_ready = Vec::new();

@@ -351,9 +351,9 @@ async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_proce
     let total = 20_000;
     one_event_per_customer(&broker, &topics, 0, total).await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = common::free_addr();
-    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let config = topics.config(&broker, "");
     let mut engage = Engage::start(dir.path(), &config);
+    let addr = engage.http_addr();
     // Signal while the input is still being consumed: as soon as the
     // metrics show records read, and fewer than were produced.
     let at_signal = common::wait_for_records_read(&addr, &engage) as usize;
@@ -526,10 +526,9 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     produce(&p, &topics.clickstream, Some(b"kim"), &click("k1", "kim", now - 3 * DAY, "review"), &[]).await;
     produce(&p, &topics.purchases, Some(b"kim"), &purchase("k2", "kim", now - 2 * DAY, 80.0), &[]).await;
     produce(&p, &topics.clickstream, Some(b"kim"), b"{broken", &[]).await;
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-    let engage = Engage::start(dir.path(), &config);
+    let engage = Engage::start(dir.path(), &topics.config(&broker, ""));
+    let addr = engage.http_addr();
     let scores = read_topic(&broker, &topics.scores, 2, Duration::from_secs(60));
     assert_eq!(scores.len(), 2);
 
