@@ -34,13 +34,19 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     // is committed, and at least one record more than at the previous kill
     // (so each instance joined and made progress), plus a random moment:
     // the kills spread over the run however fast engage gets, and always
-    // before its end.
+    // before its end. Offsets committed every 100 ms rather than every
+    // second: at a second, one commit can cover a quarter of this input,
+    // and a kill tied to a share of it lands after the end.
     let crash = run_topics(&broker, &base, "crash").await;
+    let text = config(&broker, &crash).replace(
+        "\"statistics.interval.ms\" = 1000",
+        "\"statistics.interval.ms\" = 1000\n\"auto.commit.interval.ms\" = 100",
+    );
     let total = want.0 + want.1;
     let mut rng = engage::synth::SplitMix64::new(7);
     let mut landed: Vec<i64> = Vec::new();
     for i in 0..5 {
-        let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
+        let mut engage = Engage::start(dir.path(), &text);
         let target = (total * (i + 1) / 8).max(landed.last().map_or(1, |l| l + 1));
         wait_progress(&broker, &crash, PARTITIONS, target, &mut engage, Duration::from_secs(120));
         std::thread::sleep(Duration::from_millis(rng.next_u64() % 200));
@@ -83,7 +89,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
             }
         }
     }
-    let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
+    let mut engage = Engage::start(dir.path(), &text);
     assert!(wait_committed(&broker, &crash, PARTITIONS, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
