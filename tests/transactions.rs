@@ -91,11 +91,15 @@ async fn exactly_once_through_five_kill_nines_publishes_every_output_once() {
 
     let eos = run_topics(&broker, &base, "eos").await;
     let text = eos_config(&broker, &eos, &unique("eos-kill"));
+    // The instances to be killed are throttled: unthrottled, one 200 ms
+    // transaction can commit a tenth of this input, and a kill aimed at a
+    // share of it can land after the end.
+    let killed = throttled(&text, 100, 1_000);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = engage::synth::SplitMix64::new(11);
     let mut landed = Vec::new();
     for i in 0..5 {
-        let mut engage = Engage::start(dir.path(), &text);
+        let mut engage = Engage::start(dir.path(), &killed);
         // Killed once the i-th eighth of the input is committed (plus a
         // random moment): the kills spread over the run however fast
         // engage gets, and always before its end.
