@@ -5,8 +5,8 @@
 //! and lets later events start a new customer. Each test runs under both
 //! processing guarantees. The second does the same through `kill -9`s: one
 //! between an erasure being applied and its changelog record being written
-//! (`exactly_once`: its transaction being committed), one as soon as each
-//! later batch of erasures is confirmed, and one while late events are
+//! (`exactly_once`: its transaction being committed), one as soon as an
+//! erasure of the next batch is confirmed, and one while late events are
 //! being read.
 //!
 //! **Data.** 40 customers `u0`…`u39` active on five days starting 20 days
@@ -744,10 +744,11 @@ async fn an_erasure_in_exactly_once_mode_is_all_or_nothing_through_kill_minus_ni
 
 /// The kill test, under `guarantee`: engage killed (-9) between an erasure
 /// and its changelog record (`exactly_once`: its transaction's commit),
-/// then after erasures are confirmed, then while late events are being
-/// read; after each kill the confirmed erasures are durable (and with
-/// `exactly_once` each erasure's record, tombstone and confirmation are
-/// visible together or not at all); the end is checked as the first test's.
+/// then as soon as an erasure of the next batch is confirmed, then while
+/// late events are being read; after each kill the confirmed erasures are
+/// durable (and with `exactly_once` each erasure's record, tombstone and
+/// confirmation are visible together or not at all); the end is checked
+/// as the first test's.
 async fn erase_through_kills(guarantee: &'static str) {
     let s = Setup::new("erasure-kill", guarantee).await;
     let history = s.history();
@@ -756,7 +757,9 @@ async fn erase_through_kills(guarantee: &'static str) {
     s.wait_committed(history.len() as i64, &engage);
     s.wait_slipped(&engage);
     let mut committed = history.len() as i64;
-    drop(engage);
+    // Stopped, not killed: the next instance need not wait for its session
+    // to expire.
+    stop(engage);
 
     // Kill right after an erasure is applied, until one kill lands before
     // its changelog record is written (the state dropped in memory, the
@@ -788,27 +791,29 @@ async fn erase_through_kills(guarantee: &'static str) {
     }
     let in_window = in_window.expect("no kill landed between an erasure and its changelog record");
 
-    // The other batches: each instance killed as soon as one erasure of its
-    // batch is confirmed, the others perhaps not yet.
-    let mut checked = Vec::new();
-    for first in batches {
-        let (mut engage, _) = s.start_engage("200ms");
-        s.erase(first..first + 5).await;
-        requested.extend(first..first + 5);
-        s.wait_confirmed(first..first + 5, &engage);
-        engage.kill9();
-        let confirmed = s.check_after_kill(&requested);
-        assert!(confirmed.iter().any(|c| (first..first + 5).contains(c)), "the wait saw a confirmation of {first}..");
-        checked = confirmed;
-        committed += 5;
-    }
-    println!("after the last kill, erasures {checked:?} confirmed, each durable");
+    // The next batch: the instance killed as soon as one erasure of it is
+    // confirmed, the others perhaps not yet.
+    let first = batches.next().expect("a batch after the one killed in the window");
+    let (mut engage, _) = s.start_engage("200ms");
+    s.erase(first..first + 5).await;
+    requested.extend(first..first + 5);
+    s.wait_confirmed(first..first + 5, &engage);
+    engage.kill9();
+    let checked = s.check_after_kill(&requested);
+    assert!(checked.iter().any(|c| (first..first + 5).contains(c)), "the wait saw a confirmation of {first}..");
+    committed += 5;
+    println!("after the kill that followed a confirmation, erasures {checked:?} confirmed, each durable");
 
     // Killed once more while late events are being read (outputs held a
     // second, so none of them is committed yet), then a clean finish.
     let (late, post) = (s.late(), s.post());
     let half = late.len() / 2;
     let (mut engage, addr) = s.start_slow_engage("200ms", Duration::from_secs(1));
+    // The remaining erasures first, and the requests the kills left.
+    for first in batches {
+        s.erase(first..first + 5).await;
+        committed += 5;
+    }
     s.wait_committed(committed, &engage);
     let before = common::records_read(&addr);
     s.send(&late[..half]).await;
