@@ -78,6 +78,9 @@ pub async fn start(
     let metrics = crate::telemetry::install()?;
     let state = AppState::new(status.clone(), Some(metrics));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    // The bound address: with port 0 the system picks the port, and this
+    // line is where to find it.
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, "HTTP: /metrics /healthz /readyz");
     let shutdown = shutdown.clone();
     Ok(Some(tokio::spawn(async move {

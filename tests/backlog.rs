@@ -27,12 +27,13 @@
 //! the wall clock taking over at the end moves stream time by minutes, not
 //! months. The runs sweep every second (`run.sweep_interval = 1s`, two
 //! slices), so many sweeps land during the catch-up, where the bug shows,
-//! and `run.idle_grace` is 5 s. Once everything is committed the test waits
-//! until every partition has been idle for longer than `idle_grace` and
-//! swept again, so every customer's last evaluation is at the wall clock in
-//! the last seconds before engage is stopped: between `t_a` (stop − sweep
-//! interval − 2 s) and `t_b` (after engage exited). Replay runs over the
-//! same events with `--as-of t_b --sweep-every 1h`.
+//! and `run.idle_grace` is 5 s. Once everything is committed (nothing more
+//! is read) the test waits out `idle_grace`, so every partition's stream
+//! time is the wall clock, notes `t_a`, and waits until engage has
+//! finished three more sweep ticks (`engage_sweep_duration_seconds_count`),
+//! so both slices were swept after `t_a`: every customer's last evaluation
+//! is at the wall clock between `t_a` and `t_b` (after engage exited).
+//! Replay runs over the same events with `--as-of t_b --sweep-every 1h`.
 //!
 //! **Facts.** Each customer's final changelog state against replay's
 //! `state.jsonl`: active days, purchase days, cadence (derived from the
@@ -70,7 +71,12 @@
 //!   worsens while idle, so replay is still slipping at the event).
 //!
 //! Repeated alerts (outputs are at least once, and repeat after a kill)
-//! are checked once.
+//! are checked once. Replay's alerts the run did not raise are counted,
+//! and allowed (the run sweeps at other times), except one: health only
+//! worsens while idle, every step alerts, and the run's last sweeps judged
+//! every customer, so each customer at risk or dormant at the end must have
+//! that slip published for its last idle spell; at least 100 such
+//! customers, so a run that publishes few alerts cannot pass.
 //!
 //! **Kills.** In the second test, round i's instances are killed once the
 //! (i+1)-th eighth of the input is committed (offsets committed every
@@ -83,8 +89,11 @@
 //! drives the engine in-process the way a correct `engage run` would in a
 //! backlog (each partition's two inputs merged by event time, sweeps at
 //! arbitrary stream times, then at the wall clock) and holds it to the same
-//! comparison: the tolerances above are what a correct engine needs. It
-//! needs no broker.
+//! comparison: the tolerances above are what a correct engine needs.
+//! `the_comparison_rejects_an_engine_that_consumes_in_offset_order` drives
+//! it as the buggy run did (each partition's inputs by offset, stream time
+//! following the purchases far ahead) and requires the comparison to find
+//! alerts judged on activity not yet read. Neither needs a broker.
 //!
 //! The Kafka tests take about half a minute and a minute (the kills wait
 //! for the dead instances' sessions to expire); each prints one line of
@@ -122,9 +131,14 @@ const REPLAY_SWEEP: &str = "1h";
 /// A sweep step longer than the history: replay then sweeps only at its
 /// as-of time.
 const ONLY_AT_AS_OF: &str = "100000days";
-/// `run.sweep_interval` and `run.idle_grace` of the runs.
+/// `run.sweep_interval`, `run.sweep_slices` and `run.idle_grace` of the
+/// runs.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const SWEEP_SLICES: u32 = 2;
 const IDLE_GRACE: Duration = Duration::from_secs(5);
+/// At least this many customers idle at the end must have their last slip
+/// alert checked, so a run that publishes few alerts cannot pass.
+const FINAL_SLIPS: usize = 100;
 /// At most this many alerts and customers are checked one by one with a
 /// replay of their own; more than that unexplained is a failure anyway.
 const INDIVIDUAL_CHECKS: usize = 300;
@@ -336,6 +350,12 @@ struct Verdict {
     /// Replay's alerts with none of the same kind for the same episode in
     /// the run (allowed: sweeps at other times).
     missed: usize,
+    /// Customers at risk or dormant at the end whose slip into that health
+    /// (in their last idle spell) the run published, as it must: its last
+    /// sweeps, on the wall clock, judged every customer.
+    final_slips: usize,
+    /// Those whose slip was never published, with why.
+    final_missed: Vec<String>,
     individual_replays: usize,
 }
 
@@ -349,7 +369,7 @@ impl Verdict {
     }
 
     fn is_clean(&self) -> bool {
-        self.differ.is_empty() && self.extra.is_empty() && self.unchecked == 0
+        self.differ.is_empty() && self.extra.is_empty() && self.unchecked == 0 && self.final_missed.is_empty()
     }
 
     /// One paragraph: counts per differing fact and extra alert kind, with
@@ -371,6 +391,15 @@ impl Verdict {
         );
         for (kind, list) in &self.extra {
             s += &format!("\n  extra {kind}: {}, e.g. {:?}", list.len(), &list[..list.len().min(4)]);
+        }
+        if !self.final_missed.is_empty() {
+            let list = &self.final_missed;
+            s += &format!(
+                "\n  slips into the final health never published: {} of {}, e.g. {:?}",
+                list.len(),
+                self.final_slips + list.len(),
+                &list[..list.len().min(4)]
+            );
         }
         s
     }
@@ -563,6 +592,22 @@ fn compare(
         }
     }
     let published: BTreeSet<_> = distinct.iter().map(|(c, kind, _, since)| (c.clone(), kind.clone(), *since)).collect();
+    // Missed alerts are allowed where the run did not sweep while replay
+    // did; but health only worsens while idle, each step alerts, and the
+    // run's last sweeps judged every customer: a customer it ends with at
+    // risk or dormant must have that slip published for its last spell.
+    for (id, got) in states {
+        let health = got.health.as_str();
+        if health == "active" {
+            continue;
+        }
+        if published.contains(&(id.clone(), health.to_string(), got.last_seen)) {
+            v.final_slips += 1;
+        } else {
+            let others: Vec<_> = distinct.iter().filter(|a| a.0 == *id).map(|a| (a.1.as_str(), when(a.3))).collect();
+            v.final_missed.push(format!("{id} {health} since {}; its alerts: {others:?}", when(got.last_seen)));
+        }
+    }
     v.missed = replayed
         .alerts
         .iter()
@@ -612,7 +657,8 @@ fn run_config(broker: &Broker, t: &Topics) -> String {
     t.config(
         broker,
         &format!(
-            "sweep_interval = \"{}ms\"\nsweep_slices = 2\nidle_grace = \"{}ms\"\n[state]\nflush_interval = \"200ms\"\n",
+            "sweep_interval = \"{}ms\"\nsweep_slices = {SWEEP_SLICES}\nidle_grace = \"{}ms\"\n\
+             [state]\nflush_interval = \"200ms\"\n",
             SWEEP_INTERVAL.as_millis(),
             IDLE_GRACE.as_millis()
         ),
@@ -674,12 +720,40 @@ async fn setup(broker: &Broker) -> (Topics, History, (i64, i64)) {
     (topics, history, want)
 }
 
-/// After everything is committed: waits until every partition has been idle
-/// longer than `idle_grace` and swept at the wall clock, stops the
-/// instances, and returns (t_a, t_b) bracketing the last evaluations.
+/// Sweep ticks `engage` at `addr` has finished (each sweeps one slice of
+/// every partition it owns); `None` while its metrics do not answer.
+fn sweeps(addr: &str) -> Option<f64> {
+    let (status, metrics) = common::http_get(addr, "/metrics")?;
+    (status == 200).then_some(())?;
+    let line = metrics.lines().find(|l| l.starts_with("engage_sweep_duration_seconds_count"))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+/// Called once everything is committed, so nothing more is read: waits
+/// until every partition has been idle for `idle_grace` (its stream time
+/// is then the wall clock), then until each instance has finished
+/// `sweep_slices` + 1 more sweep ticks, so every slice was swept on the
+/// wall clock after that; stops the instances, and returns (t_a, t_b)
+/// bracketing every customer's last evaluation.
 fn settle_and_stop(mut engages: Vec<Engage>) -> (i64, i64) {
-    std::thread::sleep(IDLE_GRACE + 3 * SWEEP_INTERVAL + Duration::from_secs(1));
-    let t_a = wall_clock_ms() - (SWEEP_INTERVAL + Duration::from_secs(2)).as_millis() as i64;
+    let addrs: Vec<String> = engages.iter().map(Engage::http_addr).collect();
+    std::thread::sleep(IDLE_GRACE + Duration::from_millis(100));
+    let t_a = wall_clock_ms();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count = |addr: &str, e: &Engage| loop {
+        if let Some(n) = sweeps(addr) {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "no metrics from {addr}:\n{}", e.log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let from: Vec<f64> = addrs.iter().zip(&engages).map(|(a, e)| count(a, e)).collect();
+    for ((addr, e), from) in addrs.iter().zip(&engages).zip(from) {
+        while count(addr, e) < from + f64::from(SWEEP_SLICES + 1) {
+            assert!(Instant::now() < deadline, "no sweep after the input ended:\n{}", e.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     for e in &mut engages {
         let (code, _) = e.terminate(Duration::from_secs(30));
         assert_eq!(code, Some(0), "engage did not stop cleanly:\n{}", e.log());
@@ -707,12 +781,16 @@ fn check(name: &str, broker: &Broker, t: &Topics, history: &History, want: (i64,
     let dead = read_topic(broker, &t.dlq, 0, Duration::from_secs(60)).len();
     assert_eq!(dead, 0, "no dead letters");
     let v = compare(history, &replayed, &states, &alerts, times, dir.path());
-    assert!(v.distinct_alerts > 0, "{name}: the run published no alert: nothing to check");
+    assert!(
+        v.final_slips + v.final_missed.len() >= FINAL_SLIPS,
+        "{name}: only {} customers at risk or dormant at the end: too few alerts to check",
+        v.final_slips + v.final_missed.len()
+    );
     println!(
         "{name}: {events} events ({} clicks, {} purchases) over {HISTORY_DAYS} days, {} customers{note}; \
          facts equal to replay for {} of {}; {} alerts published ({} distinct), {} matching replay's episode, \
          {} confirmed at their event time, {} extra; replay raised {} ({} in episodes the run raised none of that kind \
-         for); {} single-customer replays",
+         for); {} customers slipped at the end, each alerted; {} single-customer replays",
         want.0,
         want.1,
         states.len(),
@@ -725,6 +803,7 @@ fn check(name: &str, broker: &Broker, t: &Topics, history: &History, want: (i64,
         v.extra_alerts(),
         v.replay_alerts,
         v.missed,
+        v.final_slips,
         v.individual_replays
     );
     assert!(v.is_clean(), "{name}: {}", v.describe());
@@ -817,22 +896,28 @@ async fn a_backlog_caught_up_through_kill_nines_and_rebalances_ends_with_replays
     );
 }
 
-/// The comparison is not stricter than a correct engine: the engine
-/// driven in-process as `engage run` should drive it in a backlog (each
-/// partition's two inputs merged in event-time order, sweeps every so many
-/// records at the partition's stream time, then at the wall clock) passes.
-#[test]
-fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
-    let history = History::generate(SEED, CUSTOMERS, wall_clock_ms() - END_BEFORE_NOW_MS);
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("history.jsonl");
-    history.write_jsonl(&input, None);
+/// How the in-process engine reads a partition's two inputs.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Merged by event time, as `engage run` must in a backlog.
+    EventTime,
+    /// By offset, taking one record of each input in turn: the purchases
+    /// run out early and far ahead in event time, and the partition's
+    /// stream time follows the input that is ahead (the backlog bug).
+    Offset,
+}
+
+/// Drives the engine in-process over the events in `input` in `order`: sweeps every so
+/// many records at each partition's stream time, then once at the wall
+/// clock. Returns the final states, the alerts, and (t_a, t_b) around the
+/// last sweep, with replay as of t_b.
+fn drive_in_process(input: &Path, order: Order) -> (BTreeMap<String, CustomerState>, Vec<Value>, (i64, i64)) {
     let config = Config::default();
     let engine = Engine::new(Rules::new(&config));
     let store = engage::engine::store::Store::new();
     let mut summary = engage::history::ReplaySummary::default();
     let events = engage::history::read_events(
-        std::slice::from_ref(&input),
+        std::slice::from_ref(&input.to_path_buf()),
         None,
         &config.input.limits(),
         wall_clock_ms(),
@@ -840,11 +925,38 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
         |_| panic!("a bad line"),
     )
     .unwrap();
-    let mut out = Vec::new();
+    // Each partition's events in the order they are applied.
+    let mut by_partition: Vec<Vec<&engage::engine::event::Event<'_>>> = vec![Vec::new(); PARTITIONS as usize];
+    match order {
+        Order::EventTime => {
+            for event in &events {
+                by_partition[(fnv1a(&event.customer_id) % PARTITIONS as u64) as usize].push(event);
+            }
+        }
+        Order::Offset => {
+            let mut inputs = vec![(Vec::new(), Vec::new()); PARTITIONS as usize];
+            for event in &events {
+                let (clicks, purchases) = &mut inputs[(fnv1a(&event.customer_id) % PARTITIONS as u64) as usize];
+                let purchase = matches!(
+                    event.kind,
+                    engage::engine::event::EventKind::Purchase { .. } | engage::engine::event::EventKind::Refund { .. }
+                );
+                if purchase { purchases.push(event) } else { clicks.push(event) }
+            }
+            for (p, (clicks, purchases)) in inputs.into_iter().enumerate() {
+                let (mut c, mut b) = (clicks.into_iter(), purchases.into_iter());
+                loop {
+                    let (x, y) = (c.next(), b.next());
+                    if x.is_none() && y.is_none() {
+                        break;
+                    }
+                    by_partition[p].extend(x.into_iter().chain(y));
+                }
+            }
+        }
+    }
     let mut alerts = Vec::new();
-    let mut rng = SplitMix64::new(5);
-    let mut clocks = [i64::MIN; PARTITIONS as usize];
-    let mut until_sweep = [0u64; PARTITIONS as usize];
+    let mut out = Vec::new();
     let take = |out: &mut Vec<engage::engine::output::Output>, alerts: &mut Vec<Value>| {
         for o in out.drain(..) {
             if matches!(o, engage::engine::output::Output::Alert(_)) {
@@ -854,17 +966,21 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
             }
         }
     };
-    for event in &events {
-        let p = (fnv1a(&event.customer_id) % PARTITIONS as u64) as usize;
+    let mut rng = SplitMix64::new(5);
+    for (p, partition_events) in by_partition.iter().enumerate() {
         let partition = store.partition(p as i32);
-        clocks[p] = clocks[p].max(event.ts_ms);
-        engine.apply(&partition, event, None, &mut out);
-        if until_sweep[p] == 0 {
-            engine.sweep(&partition, clocks[p], &mut out);
-            until_sweep[p] = 200 + rng.next_u64() % 3_000;
+        let mut clock = i64::MIN;
+        let mut until_sweep = 0u64;
+        for event in partition_events {
+            clock = clock.max(event.ts_ms);
+            engine.apply(&partition, event, None, &mut out);
+            if until_sweep == 0 {
+                engine.sweep(&partition, clock, &mut out);
+                until_sweep = 200 + rng.next_u64() % 3_000;
+            }
+            until_sweep -= 1;
+            take(&mut out, &mut alerts);
         }
-        until_sweep[p] -= 1;
-        take(&mut out, &mut alerts);
     }
     std::thread::sleep(Duration::from_millis(50));
     let t_a = wall_clock_ms();
@@ -880,15 +996,49 @@ fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
             states.insert(id.to_string(), s.clone());
         });
     }
-    let replayed = replay(&input, t_b, REPLAY_SWEEP, &dir.path().join("replay"));
-    let v = compare(&history, &replayed, &states, &alerts, (t_a, t_b), dir.path());
+    (states, alerts, (t_a, t_b))
+}
+
+/// The comparison is not stricter than a correct engine: the engine
+/// driven in-process as `engage run` should drive it in a backlog (each
+/// partition's two inputs merged in event-time order, sweeps every so many
+/// records at the partition's stream time, then at the wall clock) passes.
+#[test]
+fn the_comparison_accepts_an_engine_that_consumes_in_event_time_order() {
+    let history = History::generate(SEED, CUSTOMERS, wall_clock_ms() - END_BEFORE_NOW_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("history.jsonl");
+    history.write_jsonl(&input, None);
+    let (states, alerts, times) = drive_in_process(&input, Order::EventTime);
+    let replayed = replay(&input, times.1, REPLAY_SWEEP, &dir.path().join("replay"));
+    let v = compare(&history, &replayed, &states, &alerts, times, dir.path());
     println!(
         "in-process, event-time order: {} customers, {} alerts ({} matching replay's episode, {} confirmed at \
-         their time), replay raised {}",
-        v.customers, v.distinct_alerts, v.matched, v.confirmed, v.replay_alerts
+         their time), replay raised {}; {} customers slipped at the end, each alerted",
+        v.customers, v.distinct_alerts, v.matched, v.confirmed, v.replay_alerts, v.final_slips
     );
     assert!(v.is_clean(), "{}", v.describe());
-    assert!(v.distinct_alerts > 100, "the in-process run raised alerts to check");
+    assert!(v.final_slips >= FINAL_SLIPS, "only {} customers at risk or dormant at the end", v.final_slips);
+}
+
+/// The comparison can fail: the same engine reading each partition's
+/// inputs by offset, its stream time following the purchases that run far
+/// ahead (the bug of issue 17), sweeps customers whose clicks it has not
+/// read yet, and the comparison finds the alerts judged on them. (Fewer
+/// customers: the rejection shows at any size.)
+#[test]
+fn the_comparison_rejects_an_engine_that_consumes_in_offset_order() {
+    let history = History::generate(SEED, 600, wall_clock_ms() - END_BEFORE_NOW_MS);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("history.jsonl");
+    history.write_jsonl(&input, None);
+    let (states, alerts, times) = drive_in_process(&input, Order::Offset);
+    let replayed = replay(&input, times.1, REPLAY_SWEEP, &dir.path().join("replay"));
+    let v = compare(&history, &replayed, &states, &alerts, times, dir.path());
+    println!("in-process, offset order: {}", v.describe());
+    let stale: usize =
+        v.extra.values().flatten().filter(|a| a.contains("but replay's latest activity then is")).count();
+    assert!(stale > 0, "the comparison accepted an engine that sweeps at the purchases' stream time: {}", v.describe());
 }
 
 /// A stable hash of a customer id (FNV-1a), to spread customers over the

@@ -104,13 +104,10 @@ async fn every_bad_record_is_dead_lettered_with_its_reason_and_every_good_event_
         produce(&p, &topic_name(&case.topic), case.key.as_deref(), &case.value, &headers).await;
     }
 
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let config = topics
-        .config(&broker, "\n[input]\nmax_record_bytes = 4096\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-    let config = common::with_api(&config, &addr);
+    let config = common::with_api(&topics.config(&broker, "\n[input]\nmax_record_bytes = 4096\n"));
     let mut engage = Engage::start(dir.path(), &config);
+    let (addr, api) = (engage.http_addr(), engage.api_addr());
 
     let bad: BTreeMap<&str, &str> = cases
         .iter()
@@ -149,11 +146,11 @@ async fn every_bad_record_is_dead_lettered_with_its_reason_and_every_good_event_
     assert_eq!(applied as usize, good + ok, "every good event and every legitimate case applied");
     for c in cases.iter().filter(|c| c.expect == "ok") {
         let id = String::from_utf8(c.key.clone().unwrap()).unwrap();
-        assert_eq!(common::api_get(&addr, &format!("/v1/customers/{id}")).map(|r| r.0), Some(200), "{}", c.name);
+        assert_eq!(common::api_get(&api, &format!("/v1/customers/{id}")).map(|r| r.0), Some(200), "{}", c.name);
     }
     let mut purchases = 0;
     for g in 0..20 {
-        let (status, body) = common::api_get(&addr, &format!("/v1/customers/good-{g}")).unwrap();
+        let (status, body) = common::api_get(&api, &format!("/v1/customers/good-{g}")).unwrap();
         assert_eq!(status, 200, "good-{g}");
         let v: Value = serde_json::from_str(&body).unwrap();
         purchases += v["purchase_days"].as_u64().unwrap();

@@ -1,15 +1,21 @@
 //! Durable state and faults against a real broker, each compared with an
-//! uninterrupted run over the same input: kill -9 at random moments; an
-//! instance killed during scale-out; the broker stalled (SIGSTOP) longer
-//! than the clients' session timeout; outputs acknowledged slowly enough
-//! that input must pause. Each reports what it checked. About a minute each.
+//! uninterrupted run over the same input: kill -9 at moments spread over
+//! the run; an instance killed during scale-out; the broker stalled
+//! (SIGSTOP) longer than the clients' session timeout; the broker killed
+//! and restarted; outputs acknowledged slowly enough that input must pause.
+//! Every fault is tied to observed progress (a share of the input
+//! committed, or the killed instance's own commits) and checked to land
+//! while work remains, never to a sleep. Each reports what it checked.
+//! About a minute each.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::runs::*;
-use common::{Broker, Engage, Topics, committed, read_topic};
+use common::{Broker, Engage, Topics, read_topic, records_read};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
@@ -24,18 +30,30 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     assert!(wait_committed(&broker, &reference, PARTITIONS, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
-    // Crash run: kill -9 five times at pseudo-random moments.
+    // Crash run: kill -9 five times, each once the i-th eighth of the input
+    // is committed, and at least one record more than at the previous kill
+    // (so each instance joined and made progress), plus a random moment:
+    // the kills spread over the run however fast engage gets, and always
+    // before its end. Offsets committed every 100 ms rather than every
+    // second: at a second, one commit can cover a quarter of this input,
+    // and a kill tied to a share of it lands after the end.
     let crash = run_topics(&broker, &base, "crash").await;
+    let text = config(&broker, &crash).replace(
+        "\"statistics.interval.ms\" = 1000",
+        "\"statistics.interval.ms\" = 1000\n\"auto.commit.interval.ms\" = 100",
+    );
+    let total = want.0 + want.1;
     let mut rng = engage::cmd::loadgen::synth::SplitMix64::new(7);
+    let mut landed: Vec<i64> = Vec::new();
     for i in 0..5 {
-        let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
-        // Wait for the group to form and processing to start, then a bit more.
-        assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "run {i}: {}", engage.log());
-        std::thread::sleep(Duration::from_millis(200 + rng.next_u64() % 1500));
+        let mut engage = Engage::start(dir.path(), &text);
+        let target = (total * (i + 1) / 8).max(landed.last().map_or(1, |l| l + 1));
+        wait_progress(&broker, &crash, PARTITIONS, target, &mut engage, Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(rng.next_u64() % 200));
         engage.kill9();
-        let done = committed(&broker, &crash.group, &crash.clickstream, PARTITIONS)
-            + committed(&broker, &crash.group, &crash.purchases, PARTITIONS);
-        assert!(done < want.0 + want.1, "kill {i} landed after everything was committed: the test proves nothing");
+        let done = committed_now(&broker, &crash, PARTITIONS);
+        assert!(done < total, "kill {i} landed after everything was committed: the test proves nothing");
+        landed.push(done);
         if std::env::var("DEBUG_DURABILITY").is_ok() {
             let c: rdkafka::consumer::BaseConsumer =
                 broker.client_config().set("group.id", crash.group.as_str()).create().unwrap();
@@ -71,7 +89,7 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
             }
         }
     }
-    let mut engage = Engage::start(dir.path(), &config(&broker, &crash));
+    let mut engage = Engage::start(dir.path(), &text);
     assert!(wait_committed(&broker, &crash, PARTITIONS, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
 
@@ -90,9 +108,42 @@ async fn kill_dash_nine_at_random_moments_loses_and_double_counts_nothing() {
     assert_same_facts(&expected, &states);
     let duplicates = assert_no_seq_gaps(&broker, &crash, &states);
     println!(
-        "crash run: {} customers equal to the reference; {duplicates} duplicate outputs (allowed)",
+        "crash run: killed at {landed:?} of {total} records committed; {} customers equal to the reference; \
+         {duplicates} duplicate outputs (allowed)",
         expected.len()
     );
+}
+
+/// The partitions `log`'s instance holds now: restored since its last
+/// revoke (the harness's groups rebalance eagerly, revoking everything),
+/// once the assignment that followed is complete; `None` while it is not.
+fn owned_now(log: &str) -> Option<BTreeSet<i32>> {
+    let log = common::strip_ansi(log);
+    let since = log.rfind("rebalance kind=\"revoke\"").unwrap_or(0);
+    let current = &log[since..];
+    current.contains("rebalance kind=\"assign\"").then(|| {
+        current
+            .lines()
+            .filter(|l| l.contains("partition assigned: state restored"))
+            .filter_map(|l| l.split(" partition=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect()
+    })
+}
+
+/// Records committed and on the broker (high watermark) of partitions
+/// `owned` of both inputs.
+fn progress_of(broker: &Broker, t: &Topics, partitions: i32, owned: &BTreeSet<i32>) -> (i64, i64) {
+    let committed: BTreeMap<(String, i32), i64> =
+        common::committed_offsets(broker, &t.group, &[&t.clickstream, &t.purchases], partitions);
+    let c: BaseConsumer = broker.client_config().create().unwrap();
+    let (mut done, mut end) = (0, 0);
+    for topic in [&t.clickstream, &t.purchases] {
+        for &p in owned {
+            done += committed[&(topic.to_string(), p)];
+            end += c.fetch_watermarks(topic, p, Duration::from_secs(5)).unwrap().1;
+        }
+    }
+    (done, end)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,19 +157,52 @@ async fn scale_out_three_instances_one_killed_still_matches_a_single_run() {
     assert!(wait_committed(&broker, &reference, 6, want), "{}", single.log());
     assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0));
 
+    // C starts first, throttled: it holds every partition until A and B
+    // join, then its share, and works through that slowly enough to be
+    // killed half-way. It is killed once it has committed work on the
+    // partitions it kept, and those must still hold work then: A and B
+    // take them over, with what C left uncommitted.
     let group = run_topics(&broker, &base, "group").await;
-    let mut a = Engage::start(dir.path(), &config(&broker, &group));
-    let b = Engage::start(dir.path(), &config(&broker, &group));
-    let mut c = Engage::start(dir.path(), &config(&broker, &group));
+    let text = config(&broker, &group);
+    let mut c = Engage::start(dir.path(), &throttled(&text, 100, 500));
     assert!(c.wait_for_log("state restored", Duration::from_secs(60)), "{}", c.log());
-    std::thread::sleep(Duration::from_millis(800));
+    let mut a = Engage::start(dir.path(), &text);
+    let b = Engage::start(dir.path(), &text);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (name, e) in [("A", &a), ("B", &b)] {
+        assert!(e.wait_for_log("partition assigned: state restored", Duration::from_secs(90)), "{name}: {}", e.log());
+    }
+    let owned = loop {
+        if let Some(owned) = owned_now(&c.log()).filter(|o| !o.is_empty()) {
+            break owned;
+        }
+        assert!(Instant::now() < deadline, "C kept no partition once A and B joined:\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (at_join, _) = progress_of(&broker, &group, 6, &owned);
+    loop {
+        let (done, _) = progress_of(&broker, &group, 6, &owned);
+        if done > at_join && owned_now(&c.log()).as_ref() == Some(&owned) {
+            break;
+        }
+        assert!(c.child.try_wait().unwrap().is_none(), "C exited:\n{}", c.log());
+        assert!(Instant::now() < deadline, "C committed nothing on partitions {owned:?}:\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     c.kill9();
+    let (left_at, end) = progress_of(&broker, &group, 6, &owned);
+    assert!(left_at < end, "C's partitions {owned:?} were done ({left_at} of {end}) when it was killed");
     assert!(wait_committed(&broker, &group, 6, want), "{}\n{}", a.log(), b.log());
     assert_eq!(a.terminate(Duration::from_secs(30)).0, Some(0));
     drop(b);
     let states = final_states(&broker, &group);
     assert_same_facts(&final_states(&broker, &reference), &states);
-    assert_no_seq_gaps(&broker, &group, &states);
+    let duplicates = assert_no_seq_gaps(&broker, &group, &states);
+    println!(
+        "scale-out: C killed holding partitions {owned:?} with {left_at} of their {end} records committed; \
+         {} customers equal to a single run; {duplicates} duplicate outputs (allowed)",
+        states.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,9 +214,14 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
 
     let stall = run_topics(&broker, &base, "stall").await;
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &stall));
-    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
-    std::thread::sleep(Duration::from_millis(300));
+    // Throttled, and stalled once a quarter of the input is committed and
+    // while engage has read less than all of it.
+    let total = want.0 + want.1;
+    let mut engage = Engage::start(dir.path(), &throttled(&config(&broker, &stall), 100, 500));
+    let addr = engage.http_addr();
+    let done = wait_progress(&broker, &stall, PARTITIONS, total / 4, &mut engage, Duration::from_secs(120));
+    let read = records_read(&addr) as i64;
+    assert!(read < total, "engage had read all {total} records before the stall: the test proves nothing");
     // Longer than session.timeout.ms (6 s): the group expires engage's
     // membership when the broker resumes.
     let pid = broker.pid().expect("a broker this test started");
@@ -144,7 +233,13 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
     let restarts = finish_restarting(&broker, &stall, want, dir.path(), engage, Duration::from_secs(180));
     let states = final_states(&broker, &stall);
     assert_same_facts(&expected, &states);
-    report(&format!("broker stalled 12 s ({restarts} restarts needed)"), want, &states, &broker, &stall);
+    report(
+        &format!("broker stalled 12 s at {done} committed, {read} read ({restarts} restarts needed)"),
+        want,
+        &states,
+        &broker,
+        &stall,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,13 +253,10 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     // unacknowledged: outputs back up far faster than they drain.
     let slow = run_topics(&broker, &base, "slow").await;
     let max_in_flight = 100;
-    let addr = common::free_addr();
-    let text = config(&broker, &slow)
-        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"linger.ms\" = 100")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""))
-        .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"));
+    let text = throttled(&config(&broker, &slow), 100, max_in_flight);
     let dir = tempfile::tempdir().unwrap();
     let mut engage = Engage::start(dir.path(), &text);
+    let addr = engage.http_addr();
     // A metric that is missing (a failed scrape) fails the test rather than
     // reading as 0.
     let value = |metrics: &str, name: &str| -> f64 {
@@ -177,9 +269,7 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     let (mut peak_in_flight, mut peak_rss, mut scrapes) = (0.0f64, 0.0f64, 0);
     let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(240);
-    while committed(&broker, &slow.group, &slow.clickstream, PARTITIONS) != want.0
-        || committed(&broker, &slow.group, &slow.purchases, PARTITIONS) != want.1
-    {
+    while committed_now(&broker, &slow, PARTITIONS) != want.0 + want.1 {
         assert!(Instant::now() < deadline, "{}", engage.log());
         if let Some((200, m)) = common::http_get(&addr, "/metrics")
             && m.contains("engage_producer_in_flight ")
@@ -204,7 +294,7 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     // In flight: outputs up to the bound, plus those of the record that
     // crossed it, plus the changelog flush waiting behind them (at most one
     // record per customer).
-    let bound = f64::from(max_in_flight) + 8.0 + expected.len() as f64;
+    let bound = max_in_flight as f64 + 8.0 + expected.len() as f64;
     assert!(peak_in_flight <= bound, "in flight peaked at {peak_in_flight}, bound {bound}");
     assert!(peak_rss < 256.0 * 1024.0 * 1024.0, "RSS peaked at {peak_rss}");
     let states = final_states(&broker, &slow);
@@ -222,7 +312,8 @@ async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
 }
 
 /// The broker killed (-9) mid-run and restarted on its data after 5 s:
-/// engage reconnects and finishes with nothing lost or double-counted.
+/// the same engage reconnects and finishes, without exiting, with nothing
+/// lost or double-counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_mid_run_loses_nothing() {
     let mut broker = Broker::private();
@@ -231,17 +322,22 @@ async fn a_broker_restart_mid_run_loses_nothing() {
     let want = feed_events(&broker, &base, n, 2_000);
     let expected = reference_run(&broker, &base, want).await;
 
+    // Throttled, and the broker killed once a quarter of the input is
+    // committed and while engage has read less than all of it.
     let run = run_topics(&broker, &base, "restart").await;
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &run));
-    assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
-    std::thread::sleep(Duration::from_millis(500));
+    let total = want.0 + want.1;
+    let mut engage = Engage::start(dir.path(), &throttled(&config(&broker, &run), 100, 100));
+    let addr = engage.http_addr();
+    let done = wait_progress(&broker, &run, PARTITIONS, total / 4, &mut engage, Duration::from_secs(120));
+    let read = records_read(&addr) as i64;
+    assert!(read < total, "engage had read all {total} records before the broker went: the test proves nothing");
     broker.restart(Duration::from_secs(5));
-    let restarts = finish_restarting(&broker, &run, want, dir.path(), engage, Duration::from_secs(600));
+    finish_without_restart(&broker, &run, want, engage, Duration::from_secs(600));
     let states = final_states_of_at_least(&broker, &run, expected.len());
     assert_same_facts(&expected, &states);
     report(
-        &format!("broker killed and restarted after 5 s ({restarts} engage restarts needed)"),
+        &format!("broker killed at {done} committed, {read} read, and restarted after 5 s; engage rode it out"),
         want,
         &states,
         &broker,

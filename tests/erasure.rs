@@ -2,28 +2,38 @@
 //! the erasures topic removes the customer from memory, the changelog, the
 //! scores topic (a tombstone) and the HTTP API; confirms it; keeps the
 //! customer's earlier events out however late they come, across a restart;
-//! and lets later events start a new customer. The second test does the
-//! same through `kill -9`s, one of them between an erasure being applied
-//! and its changelog record being written.
+//! and lets later events start a new customer. Each test runs under both
+//! processing guarantees. The second does the same through `kill -9`s: one
+//! between an erasure being applied and its changelog record being written
+//! (`exactly_once`: its transaction being committed), one as soon as an
+//! erasure of the next batch is confirmed, and one while late events are
+//! being read.
 //!
 //! **Data.** 40 customers `u0`…`u39` active on five days starting 20 days
-//! ago (`A`), the even ones buying on the third. Erasure requests at
-//! `T_e = start + 10 days` for `u0`…`u19`. Then late events from before
-//! `T_e` for everyone (`L`: every erased customer gets a click and a
-//! purchase, the others a click), and events after `T_e` for `u0`…`u9`
-//! (`P`: a new customer each). After a restart, more late events for
+//! ago (`A`), the even ones buying on the third. The runs sweep every
+//! second, so every customer slips (and alerts) once its history is read,
+//! before any erasure. Erasure requests at `T_e = start + 10 days` for
+//! `u0`…`u19`. Then late events from before `T_e` for everyone (`L`: every
+//! erased customer gets a click and a purchase, the others a click), and
+//! events after `T_e` for `u0`…`u9` (`P`: a new customer each, its click
+//! read before its purchase). After a restart, more late events for
 //! `u10`…`u19` (`L2`).
 //!
 //! **Expected.** `engage replay` of the events a customer should keep:
 //! `A + L` for `u20`…`u39`, `P` for `u0`…`u9`, nothing for `u10`…`u19`.
 //! The final changelog must hold exactly that (active and purchase days,
-//! first and latest activity, spend), with the erasure kept for the erased
-//! ones; the scores topic a tombstone per erased customer, and after it only
-//! messages of the new customer (event time after `T_e`, `seq` going on);
-//! the confirmations topic every request, each with the cut-off `T_e`, and
-//! for each confirmed customer the erasure already in the changelog; no
-//! alert for an erased customer produced after its confirmation unless it
-//! came back.
+//! first and latest activity, spend, the five dimension sums and the
+//! score), with the erasure kept for the erased ones; the scores topic a
+//! tombstone per erased customer, and after it only messages of the new
+//! customer (event time after `T_e`, `seq` going on, each score replay's at
+//! the same event); the confirmations topic every request, each with the
+//! cut-off `T_e`, and for each confirmed customer the erasure already in
+//! the changelog (at least once: created after the record could be
+//! acknowledged; exactly once: the three writes in one transaction, seen
+//! together or not at all after a kill, on topics that carry transaction
+//! markers); a slip alert for every customer, and no alert for an erased
+//! customer produced after its confirmation unless it came back, never a
+//! `reactivated` (the old state back).
 
 mod common;
 
@@ -31,12 +41,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Engage, Topics, free_addr, http_get, produce, read_topic};
+use common::{Broker, Engage, Topics, http_get, produce, read_topic};
 use engage::clock::wall_clock_ms;
+use engage::config::Config;
 use engage::engine::event::DAY_MS;
 use engage::engine::state::CustomerState;
+use engage::engine::{Engine, Rules};
 use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 3;
@@ -157,6 +171,18 @@ impl Setup {
         }
     }
 
+    /// Sends `P`, each new life's click before its purchase, and the
+    /// purchases only once the instance at `addr` has read the clicks: the
+    /// two inputs are read independently, and the scores published at each
+    /// event, compared with replay's, depend on the order they are applied.
+    async fn send_post(&self, post: &[Ev], addr: &str, engage: &Engage) {
+        let (clicks, purchases): (Vec<Ev>, Vec<Ev>) = post.iter().cloned().partition(|e| e.amount.is_none());
+        let before = common::records_read(addr);
+        self.send(&clicks).await;
+        wait_read(addr, before + clicks.len() as f64, engage);
+        self.send(&purchases).await;
+    }
+
     async fn erase(&self, customers: std::ops::Range<usize>) {
         for c in customers {
             let request = json!({"customer_id": customer(c), "request_id": format!("r-{c}"), "ts": self.t_e()});
@@ -165,12 +191,19 @@ impl Setup {
         }
     }
 
-    fn config(&self, addr: &str, flush: &str) -> String {
+    /// The run's config: sweeps every second, on the wall clock one second
+    /// after input stops, so the idle customers slip (and alert) during the
+    /// test, as a leaked old state would after its erasure.
+    fn config(&self, flush: &str) -> String {
         let config = self
             .t
             .config(
                 &self.broker,
-                &format!("processing_guarantee = \"{}\"\n[state]\nflush_interval = \"{flush}\"\n", self.guarantee),
+                &format!(
+                    "processing_guarantee = \"{}\"\nsweep_interval = \"1s\"\nidle_grace = \"1s\"\n\
+                     [state]\nflush_interval = \"{flush}\"\n",
+                    self.guarantee
+                ),
             )
             .replace(
                 "[http]\n",
@@ -178,27 +211,87 @@ impl Setup {
                     "erasures = \"{}\"\nerasure_confirmations = \"{}\"\n\n[http]\n",
                     self.erasures, self.confirmations
                 ),
-            )
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-        common::with_api(&config, addr)
+            );
+        common::with_api(&config)
     }
 
     fn start_engage(&self, flush: &str) -> (Engage, String) {
-        let addr = free_addr();
-        (Engage::start(self.dir.path(), &self.config(&addr, flush)), addr)
+        let engage = Engage::start(self.dir.path(), &self.config(flush));
+        let addr = engage.http_addr();
+        (engage, addr)
     }
 
     /// [`Setup::start_engage`] with every output held `linger` ms in the
     /// producer before it is sent: an erasure's changelog record then goes
     /// out only seconds after the erasure, and a kill lands in between.
     fn start_slow_engage(&self, flush: &str, linger: Duration) -> (Engage, String) {
-        let addr = free_addr();
-        let config = self.config(&addr, flush).replacen(
-            "[kafka]\n",
-            &format!("[kafka]\n\"linger.ms\" = {}\n", linger.as_millis()),
-            1,
-        );
-        (Engage::start(self.dir.path(), &config), addr)
+        let config =
+            self.config(flush).replacen("[kafka]\n", &format!("[kafka]\n\"linger.ms\" = {}\n", linger.as_millis()), 1);
+        let engage = Engage::start(self.dir.path(), &config);
+        let addr = engage.http_addr();
+        (engage, addr)
+    }
+
+    /// Waits until every customer has slipped (an `at_risk` or `dormant`
+    /// alert): from then on, an old state that outlived its erasure would
+    /// show, as a `reactivated` alert when the customer comes back.
+    fn wait_slipped(&self, engage: &Engage) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let slipped: BTreeSet<String> = read_topic(&self.broker, &self.t.alerts, 0, Duration::from_secs(30))
+                .iter()
+                .map(|r| r.json())
+                .filter(|a| a["kind"] == "at_risk" || a["kind"] == "dormant")
+                .map(|a| a["customer_id"].as_str().unwrap().to_string())
+                .collect();
+            if slipped.len() == CUSTOMERS {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {CUSTOMERS} customers slipped:\n{}",
+                slipped.len(),
+                engage.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// After a kill: every customer in `requested` that a `read_committed`
+    /// reader sees confirmed has its erasure record in the changelog, and
+    /// with `exactly_once` the record, the scores tombstone and the
+    /// confirmation are visible all together or not at all (one
+    /// transaction). Returns the customers seen confirmed.
+    fn check_after_kill(&self, requested: &[usize]) -> Vec<usize> {
+        let changelog = self.changelog();
+        let tombstoned: BTreeSet<Vec<u8>> = read_topic(&self.broker, &self.t.scores, 0, Duration::from_secs(30))
+            .into_iter()
+            .filter(|r| r.value.is_empty())
+            .filter_map(|r| r.key)
+            .collect();
+        let confirmed: BTreeSet<Vec<u8>> = read_topic(&self.broker, &self.confirmations, 0, Duration::from_secs(30))
+            .into_iter()
+            .filter_map(|r| r.key)
+            .collect();
+        let mut seen = Vec::new();
+        for &c in requested {
+            let id = customer(c);
+            let recorded = changelog.get(&id).is_some_and(|r| r.1.is_some());
+            let is_confirmed = confirmed.contains(id.as_bytes());
+            if is_confirmed {
+                assert!(recorded, "{id} confirmed but its erasure is not in the changelog");
+                seen.push(c);
+            }
+            if self.guarantee == "exactly_once" {
+                let tombstone = tombstoned.contains(id.as_bytes());
+                assert!(
+                    recorded == is_confirmed && tombstone == is_confirmed,
+                    "{id}: erasure record {recorded}, scores tombstone {tombstone}, confirmation {is_confirmed}: \
+                     one transaction shows all three or none"
+                );
+            }
+        }
+        seen
     }
 
     /// Records committed by the group over the three inputs.
@@ -236,27 +329,42 @@ impl Setup {
         out
     }
 
-    /// `engage replay` of the events each customer should keep.
-    fn expected(&self, kept: &[Ev]) -> BTreeMap<String, Value> {
+    /// `engage replay` of the events each customer should keep: its as-of
+    /// time, each customer's `state.jsonl` line, and each customer's
+    /// `scores.jsonl` lines.
+    fn expected(&self, kept: &[Ev]) -> Replayed {
         let input = self.dir.path().join("kept.jsonl");
         let lines: Vec<String> = kept.iter().map(|e| e.json().to_string()).collect();
         std::fs::write(&input, lines.join("\n") + "\n").unwrap();
         let out = self.dir.path().join("replay");
-        let status = Command::new(env!("CARGO_BIN_EXE_engage"))
+        let output = Command::new(env!("CARGO_BIN_EXE_engage"))
             .args(["replay", "--input"])
             .arg(&input)
             .arg("--out")
             .arg(&out)
-            .stdout(std::process::Stdio::null())
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "engage replay failed");
-        std::fs::read_to_string(out.join("state.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .map(|v| (v["customer_id"].as_str().unwrap().to_string(), v))
-            .collect()
+        assert!(output.status.success(), "engage replay failed: {}", String::from_utf8_lossy(&output.stderr));
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let lines = |name: &str| -> Vec<Value> {
+            std::fs::read_to_string(out.join(name))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect()
+        };
+        let mut scores: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for v in lines("scores.jsonl") {
+            scores.entry(v["customer_id"].as_str().unwrap().to_string()).or_default().push(v);
+        }
+        Replayed {
+            as_of: summary["as_of"].as_i64().expect("replay's as-of time"),
+            states: lines("state.jsonl")
+                .into_iter()
+                .map(|v| (v["customer_id"].as_str().unwrap().to_string(), v))
+                .collect(),
+            scores,
+        }
     }
 
     /// Each confirmation was created after its erasure's changelog record
@@ -287,6 +395,62 @@ impl Setup {
         }
     }
 
+    /// With `exactly_once`: the erasure's three writes went out in
+    /// transactions. A topic written transactionally holds a commit marker
+    /// after each transaction, so its offsets run past the records a
+    /// consumer reads; a silent fall-back to plain writes would leave none.
+    fn check_transactional(&self) {
+        let changelog = format!("{}.engage-state", self.t.group);
+        let c: BaseConsumer = self.broker.client_config().create().unwrap();
+        for topic in [&self.confirmations, &self.t.scores, &changelog] {
+            let records = read_topic(&self.broker, topic, 1, Duration::from_secs(60)).len() as i64;
+            let md = c.fetch_metadata(Some(topic), Duration::from_secs(5)).unwrap();
+            let end: i64 = md.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| c.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).unwrap().1)
+                .sum();
+            assert!(end > records, "{topic}: {records} records over {end} offsets: no transaction markers");
+        }
+    }
+
+    /// Waits until a `read_committed` reader sees a confirmation for one of
+    /// `batch`.
+    fn wait_confirmed(&self, batch: std::ops::Range<usize>, engage: &Engage) {
+        let consumer: BaseConsumer = self
+            .broker
+            .client_config()
+            .set("group.id", common::unique("confirmed"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // engage creates the confirmations topic as it starts.
+        loop {
+            let md = consumer.fetch_metadata(Some(&self.confirmations), Duration::from_secs(5)).unwrap();
+            let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+            if !partitions.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for p in partitions {
+                    tpl.add_partition_offset(&self.confirmations, p, Offset::Beginning).unwrap();
+                }
+                consumer.assign(&tpl).unwrap();
+                break;
+            }
+            assert!(Instant::now() < deadline, "no {} topic:\n{}", self.confirmations, engage.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mine: BTreeSet<String> = batch.clone().map(customer).collect();
+        loop {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50))
+                && m.key().is_some_and(|k| mine.contains(&*String::from_utf8_lossy(k)))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no erasure of {batch:?} confirmed:\n{}", engage.log());
+        }
+    }
+
     /// Everything the module docs promise, on the topics as they are now.
     fn check(&self, everything: &[Ev]) {
         let t_e = self.t_e();
@@ -296,8 +460,10 @@ impl Setup {
             .filter(|e| e.customer >= ERASED || (e.customer < RETURNING && e.ts > t_e))
             .cloned()
             .collect();
-        let expected = self.expected(&kept);
+        let replayed = self.expected(&kept);
+        let expected = &replayed.states;
         assert_eq!(expected.len(), CUSTOMERS - (ERASED - RETURNING), "replay holds the kept customers");
+        let engine = Engine::new(Rules::new(&Config::default()));
 
         // The changelog.
         let changelog = self.changelog();
@@ -327,6 +493,21 @@ impl Setup {
                         want["spend_lifetime"].as_f64().unwrap(),
                     );
                     assert_eq!(facts(&got), want_facts, "{id}: the run's facts against replay of what it keeps");
+                    // The dimension sums and the score too: old activity
+                    // leaking into a new life changes them, not the counts.
+                    let at = replayed.as_of.max(got.last_seen);
+                    let sums = got.raw_at(at, &engine.rules().scoring);
+                    for (i, name) in DIMENSION_NAMES.iter().enumerate() {
+                        let want = want["dimension_sums"][name].as_f64().unwrap();
+                        assert!(
+                            (sums[i] - want).abs() <= 1e-5 * sums[i].abs().max(want.abs()).max(1e-3),
+                            "{id}: {name} sum {} against replay's {want}",
+                            sums[i]
+                        );
+                    }
+                    let score = engine.snapshot(&got, at).score;
+                    let want_score = want["score"].as_f64().unwrap();
+                    assert!((score - want_score).abs() <= 1e-6, "{id}: score {score} against replay's {want_score}");
                 }
             }
         }
@@ -375,6 +556,26 @@ impl Setup {
             }
             let last = mine.last().unwrap();
             assert_eq!(last.value.is_empty(), c >= RETURNING, "{id}: the compacted view keeps only who came back");
+            if c < RETURNING {
+                // The new life's scores are replay's for its events alone,
+                // as published at the same event (sweep outputs, at other
+                // times, have no counterpart).
+                let replay_scores = &replayed.scores[&id];
+                let matched = mine[last_tombstone..]
+                    .iter()
+                    .filter(|r| !r.value.is_empty())
+                    .map(|r| r.json())
+                    .filter_map(|v| {
+                        let twin = replay_scores.iter().find(|w| w["event_time"] == v["event_time"])?;
+                        Some((v, twin))
+                    })
+                    .inspect(|(v, twin)| {
+                        let (a, b) = (v["score"].as_f64().unwrap(), twin["score"].as_f64().unwrap());
+                        assert!((a - b).abs() <= 1e-6, "{id}: published {v} where replay publishes {twin}");
+                    })
+                    .count();
+                assert!(matched > 0, "{id}: no score of its new life at an event replay publishes");
+            }
             for v in mine.iter().filter(|r| !r.value.is_empty()).map(|r| r.json()) {
                 assert!(
                     v["processed_at"].as_i64().unwrap() <= confirmed_at[id.as_str()]
@@ -384,21 +585,45 @@ impl Setup {
             }
         }
 
-        // No alert for an erased customer produced after its confirmation,
-        // unless it came back.
-        let alerts = read_topic(&self.broker, &self.t.alerts, 0, Duration::from_secs(60));
-        for a in alerts.iter().map(|r| r.json()) {
+        // Alerts: every customer slipped during the run (the sweeps
+        // alert), so an old state kept past its erasure would alert again:
+        // no alert for an erased customer produced after its confirmation,
+        // except a new life's own slip; never a `reactivated` (a new life
+        // is a new customer, not the old one back).
+        let alerts: Vec<Value> = read_topic(&self.broker, &self.t.alerts, CUSTOMERS, Duration::from_secs(60))
+            .iter()
+            .map(|r| r.json())
+            .collect();
+        let slipped: BTreeSet<&str> = alerts
+            .iter()
+            .filter(|a| a["kind"] == "at_risk" || a["kind"] == "dormant")
+            .map(|a| a["customer_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(slipped.len(), CUSTOMERS, "every customer slipped and alerted: {slipped:?}");
+        for a in &alerts {
             let id = a["customer_id"].as_str().unwrap();
             if let Some(&at) = confirmed_at.get(id) {
                 let c: usize = id[1..].parse().unwrap();
+                let after = a["processed_at"].as_i64().unwrap() >= at;
+                assert!(!after || c < RETURNING, "{id}: an alert after the erasure was confirmed: {a}");
                 assert!(
-                    c < RETURNING || a["processed_at"].as_i64().unwrap() < at,
-                    "{id}: an alert after the erasure was confirmed: {a}"
+                    !after || a["kind"] != "reactivated",
+                    "{id}: reactivated after its erasure was confirmed, so the old state outlived it: {a}"
                 );
             }
         }
     }
 }
+
+/// What `engage replay` of the kept events wrote.
+struct Replayed {
+    as_of: i64,
+    states: BTreeMap<String, Value>,
+    scores: BTreeMap<String, Vec<Value>>,
+}
+
+/// The dimensions as `state.jsonl` names them, in the engine's order.
+const DIMENSION_NAMES: [&str; 5] = ["attention", "transaction", "social", "loyalty", "satisfaction"];
 
 /// Waits until the instance at `addr` has read `n` records.
 fn wait_read(addr: &str, n: f64, engage: &Engage) {
@@ -427,8 +652,8 @@ fn plain(log: &str) -> String {
     out
 }
 
-fn status(addr: &str, id: &str) -> u16 {
-    common::api_get(addr, &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
+fn status(engage: &Engage, id: &str) -> u16 {
+    common::api_get(&engage.api_addr(), &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
 }
 
 fn stop(mut engage: Engage) -> String {
@@ -454,10 +679,15 @@ async fn erase_and_restart(guarantee: &'static str) {
     s.send(&history).await;
     // Outputs held a second in the producer: a confirmation that waits for
     // its erasure's changelog record is created at least that long after it.
+    // State flushed every second too: each flush waits for the one before
+    // it, and flushes more often than the hold pile up, so the stop would
+    // take longer than the harness's max.poll.interval.ms (7 s) and lose
+    // its last commit (reported to the lead).
     let linger = Duration::from_secs(1);
-    let (engage, addr) = s.start_slow_engage("200ms", linger);
+    let (engage, addr) = s.start_slow_engage("1s", linger);
     wait_read(&addr, history.len() as f64, &engage);
-    assert_eq!(status(&addr, "u3"), 200);
+    assert_eq!(status(&engage, "u3"), 200);
+    s.wait_slipped(&engage);
 
     s.erase(0..ERASED).await;
     // A request that cannot be used goes to the dead-letter topic.
@@ -465,21 +695,21 @@ async fn erase_and_restart(guarantee: &'static str) {
     // The new lives begin as soon as the erasures are applied, before they
     // are confirmed: their scores must land after the scores tombstones.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (0..RETURNING).any(|c| status(&addr, &customer(c)) != 404) {
+    while (0..RETURNING).any(|c| status(&engage, &customer(c)) != 404) {
         assert!(Instant::now() < deadline, "erasures not applied:\n{}", engage.log());
         std::thread::sleep(Duration::from_millis(5));
     }
     let post = s.post();
-    s.send(&post).await;
+    s.send_post(&post, &addr, &engage).await;
     read_topic(&s.broker, &s.confirmations, ERASED, Duration::from_secs(60));
-    assert_eq!(status(&addr, "u13"), 404, "an erased customer is gone from the API");
-    assert_eq!(status(&addr, "u30"), 200, "the bad request erased nobody");
+    assert_eq!(status(&engage, "u13"), 404, "an erased customer is gone from the API");
+    assert_eq!(status(&engage, "u30"), 200, "the bad request erased nobody");
 
     let late = s.late();
     s.send(&late).await;
     wait_read(&addr, (history.len() + ERASED + 1 + late.len() + post.len()) as f64, &engage);
-    assert_eq!(status(&addr, "u3"), 200, "a customer who came back after the erasure");
-    assert_eq!(status(&addr, "u13"), 404, "late events did not bring it back");
+    assert_eq!(status(&engage, "u3"), 200, "a customer who came back after the erasure");
+    assert_eq!(status(&engage, "u13"), 404, "late events did not bring it back");
     let log = stop(engage);
     assert!(log.contains("before_erasure: 40"), "every late event of an erased customer ignored:\n{log}");
 
@@ -488,7 +718,7 @@ async fn erase_and_restart(guarantee: &'static str) {
     let late2 = s.late_after_restart();
     s.send(&late2).await;
     wait_read(&addr, late2.len() as f64, &engage);
-    assert_eq!(status(&addr, "u13"), 404, "late events after a restart did not bring it back");
+    assert_eq!(status(&engage, "u13"), 404, "late events after a restart did not bring it back");
     let log = stop(engage);
     assert!(log.contains("before_erasure: 10"), "{log}");
 
@@ -500,28 +730,53 @@ async fn erase_and_restart(guarantee: &'static str) {
     s.check(&everything);
     if guarantee == "at_least_once" {
         s.check_confirmed_after_record(linger);
+    } else {
+        s.check_transactional();
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
-    let s = Setup::new("erasure-kill", "at_least_once").await;
+    erase_through_kills("at_least_once").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_in_exactly_once_mode_is_all_or_nothing_through_kill_minus_nine() {
+    erase_through_kills("exactly_once").await;
+}
+
+/// The kill test, under `guarantee`: engage killed (-9) between an erasure
+/// and its changelog record (`exactly_once`: its transaction's commit),
+/// then as soon as an erasure of the next batch is confirmed, then while
+/// late events are being read; after each kill the confirmed erasures are
+/// durable (and with `exactly_once` each erasure's record, tombstone and
+/// confirmation are visible together or not at all); the end is checked
+/// as the first test's.
+async fn erase_through_kills(guarantee: &'static str) {
+    let s = Setup::new("erasure-kill", guarantee).await;
     let history = s.history();
     s.send(&history).await;
     let (engage, _) = s.start_engage("200ms");
     s.wait_committed(history.len() as i64, &engage);
+    s.wait_slipped(&engage);
     let mut committed = history.len() as i64;
-    drop(engage);
+    // Stopped, not killed: the next instance need not wait for its session
+    // to expire.
+    stop(engage);
 
     // Kill right after an erasure is applied, until one kill lands before
     // its changelog record is written (the state dropped in memory, the
-    // changelog still holding the customer): the producer holds each
-    // record 3 s, so the first attempt should. Batches of five customers.
+    // changelog still holding the customer): at least once, the producer
+    // holds each record 3 s; exactly once, the transaction is committed
+    // only at the flush, an hour away. So the first attempt should.
+    // Batches of five customers.
     let mut in_window = None;
+    let mut requested = Vec::new();
     let mut batches = (0..ERASED).step_by(5);
     for first in batches.by_ref() {
         let (mut engage, _) = s.start_slow_engage("1h", Duration::from_secs(3));
         s.erase(first..first + 5).await;
+        requested.extend(first..first + 5);
         assert!(engage.wait_for_log("erasure applied", Duration::from_secs(60)), "{}", engage.log());
         engage.kill9();
         let changelog = s.changelog();
@@ -529,14 +784,7 @@ async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
         let applied: Vec<usize> = (first..first + 5).filter(|c| log.contains(&format!("request_id=r-{c}"))).collect();
         let unwritten: Vec<usize> =
             applied.iter().copied().filter(|c| changelog.get(&customer(*c)).is_none_or(|r| r.1.is_none())).collect();
-        let confirmed = read_topic(&s.broker, &s.confirmations, 0, Duration::from_secs(30));
-        for r in &confirmed {
-            let id = String::from_utf8(r.key.clone().unwrap()).unwrap();
-            assert!(
-                changelog.get(&id).is_some_and(|r| r.1.is_some()),
-                "{id} confirmed but its erasure is not in the changelog"
-            );
-        }
+        s.check_after_kill(&requested);
         committed += 5;
         if !unwritten.is_empty() {
             println!("kill after erasures {applied:?} were applied; {unwritten:?} not yet in the changelog");
@@ -546,25 +794,49 @@ async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
     }
     let in_window = in_window.expect("no kill landed between an erasure and its changelog record");
 
-    // The rest: the remaining erasures, late and new events, killed once
-    // more in the middle; then a clean finish.
+    // The next batch: the instance killed as soon as one erasure of it is
+    // confirmed, the others perhaps not yet.
+    let first = batches.next().expect("a batch after the one killed in the window");
     let (mut engage, _) = s.start_engage("200ms");
-    let rest: Vec<usize> = batches.collect();
-    for first in &rest {
-        s.erase(*first..*first + 5).await;
+    s.erase(first..first + 5).await;
+    requested.extend(first..first + 5);
+    s.wait_confirmed(first..first + 5, &engage);
+    engage.kill9();
+    let checked = s.check_after_kill(&requested);
+    assert!(checked.iter().any(|c| (first..first + 5).contains(c)), "the wait saw a confirmation of {first}..");
+    committed += 5;
+    println!("after the kill that followed a confirmation, erasures {checked:?} confirmed, each durable");
+
+    // Killed once more while late events are being read (outputs held a
+    // second, so none of them is committed yet), then a clean finish.
+    let (late, post) = (s.late(), s.post());
+    let half = late.len() / 2;
+    let (mut engage, addr) = s.start_slow_engage("200ms", Duration::from_secs(1));
+    // The remaining erasures first, and the requests the kills left.
+    for first in batches {
+        s.erase(first..first + 5).await;
         committed += 5;
     }
-    let (late, post) = (s.late(), s.post());
-    s.send(&late[..late.len() / 2]).await;
+    s.wait_committed(committed, &engage);
+    let before = common::records_read(&addr);
+    s.send(&late[..half]).await;
+    wait_read(&addr, before + 1.0, &engage);
     engage.kill9();
-    let (engage, _) = s.start_engage("200ms");
-    committed += (late.len() / 2) as i64;
+    let done = s.committed();
+    assert!(
+        done < committed + half as i64,
+        "the kill came after the late events were committed ({done}): it proves nothing"
+    );
+    committed += half as i64;
+    let (engage, addr) = s.start_engage("200ms");
     s.wait_committed(committed, &engage);
     // The new lives begin after every erasure is done: an event engage
     // reads before the request goes with the customer, whatever its time.
-    s.send(&late[late.len() / 2..]).await;
-    s.send(&post).await;
-    committed += (late.len() - late.len() / 2 + post.len()) as i64;
+    s.send(&late[half..]).await;
+    committed += (late.len() - half) as i64;
+    s.wait_committed(committed, &engage);
+    s.send_post(&post, &addr, &engage).await;
+    committed += post.len() as i64;
     s.wait_committed(committed, &engage);
     stop(engage);
     let (engage, addr) = s.start_engage("200ms");
@@ -573,12 +845,15 @@ async fn an_erasure_survives_kill_minus_nine_at_any_moment() {
     wait_read(&addr, late2.len() as f64, &engage);
     for c in &in_window {
         let want = if *c < RETURNING { 200 } else { 404 };
-        assert_eq!(status(&addr, &customer(*c)), want, "u{c}, erased as the instance was killed");
+        assert_eq!(status(&engage, &customer(*c)), want, "u{c}, erased as the instance was killed");
     }
     stop(engage);
 
     let everything: Vec<Ev> = [history, late, post, late2].concat();
     s.check(&everything);
+    if guarantee == "exactly_once" {
+        s.check_transactional();
+    }
 }
 
 /// Not a check: how fast a burst of erasure requests is confirmed (each

@@ -193,7 +193,8 @@ fn suggested_thresholds_pasted_into_a_config_give_the_promised_metric() {
     let (r, _) = evaluate(dir.path(), &["--suggest"]);
     let s = &r["suggest"];
     assert_eq!(s["before"], r["no_purchase_predictions"]["dormant"], "before is the configured thresholds' metric");
-    assert!(s["after"]["f1"].as_f64() > s["before"]["f1"].as_f64());
+    let f1 = |k: &str| s[k]["f1"].as_f64().unwrap_or_else(|| panic!("no {k}.f1 in {s}"));
+    assert!(f1("after") > f1("before"), "the suggested thresholds do better: {s}");
     let config = dir.path().join("suggested.toml");
     std::fs::write(&config, s["config"].as_str().unwrap()).unwrap();
     let again = dir.path().join("again");

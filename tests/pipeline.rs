@@ -351,9 +351,9 @@ async fn sigterm_under_load_exits_zero_within_the_deadline_with_everything_proce
     let total = 20_000;
     one_event_per_customer(&broker, &topics, 0, total).await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = common::free_addr();
-    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
+    let config = topics.config(&broker, "");
     let mut engage = Engage::start(dir.path(), &config);
+    let addr = engage.http_addr();
     // Signal while the input is still being consumed: as soon as the
     // metrics show records read, and fewer than were produced.
     let at_signal = common::wait_for_records_read(&addr, &engage) as usize;
@@ -526,25 +526,24 @@ async fn http_probes_metrics_and_the_customer_api_reflect_the_state() {
     produce(&p, &topics.clickstream, Some(b"kim"), &click("k1", "kim", now - 3 * DAY, "review"), &[]).await;
     produce(&p, &topics.purchases, Some(b"kim"), &purchase("k2", "kim", now - 2 * DAY, 80.0), &[]).await;
     produce(&p, &topics.clickstream, Some(b"kim"), b"{broken", &[]).await;
-    let addr = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let config = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\""));
-    let engage = Engage::start(dir.path(), &common::with_api(&config, &addr));
+    let engage = Engage::start(dir.path(), &common::with_api(&topics.config(&broker, "")));
+    let (addr, api) = (engage.http_addr(), engage.api_addr());
     let scores = read_topic(&broker, &topics.scores, 2, Duration::from_secs(60));
     assert_eq!(scores.len(), 2);
 
     assert_eq!(common::http_get(&addr, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(common::http_get(&addr, "/readyz").map(|r| r.0), Some(200), "assigned and restored");
-    let (status, body) = common::api_get(&addr, "/v1/customers/kim").unwrap();
+    let (status, body) = common::api_get(&api, "/v1/customers/kim").unwrap();
     assert_eq!(status, 200, "{body}");
     let kim: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((kim["purchase_days"].as_i64(), kim["active_days"].as_i64()), (Some(1), Some(2)));
     assert_eq!(kim["seq"], 2);
     assert!(kim["dimensions"]["social"].as_f64().unwrap() > 0.0 && kim["p_alive"] == 1.0);
-    assert_eq!(common::api_get(&addr, "/v1/customers/nobody").map(|r| r.0), Some(404));
-    let (status, body) = common::api_get(&addr, "/v1/customers?health=at_risk&limit=5").unwrap();
+    assert_eq!(common::api_get(&api, "/v1/customers/nobody").map(|r| r.0), Some(404));
+    let (status, body) = common::api_get(&api, "/v1/customers?health=at_risk&limit=5").unwrap();
     assert_eq!((status, body.as_str()), (200, r#"{"customers":[],"missing_partitions":[]}"#));
-    assert_eq!(common::api_get(&addr, "/v1/customers?health=sad").map(|r| r.0), Some(400));
+    assert_eq!(common::api_get(&api, "/v1/customers?health=sad").map(|r| r.0), Some(400));
 
     // Counters move as the records did: 3 read, 1 dead letter as malformed;
     // the lag reaches 0 once everything is committed; the census sees kim.

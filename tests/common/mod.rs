@@ -69,8 +69,33 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A loopback port for a process the harness starts that cannot bind port
+/// 0 and report it (a Kafka node), or for a command that does not report
+/// what it bound (`engage demo --http`).
+///
+/// Chosen below the kernel's ephemeral range (`ip_local_port_range`),
+/// which is where `bind(…:0)` and every outgoing connection take their
+/// local port: a port from there, released and handed to another process,
+/// can be taken in between by any engage or client of a test running in
+/// parallel, and a broker restarted on its old port can find it taken.
+/// Below the range only another process choosing a port explicitly can
+/// take it, so this checks that the port is free now, never hands out the
+/// same port twice in one test process, and callers retry on "Address
+/// already in use".
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let ephemeral_start = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..1000 {
+        let port = low + (rand_u64() % u64::from(high - low)) as u16;
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
 }
 
 /// CPU seconds (user + system) a process has used so far, from
@@ -117,9 +142,31 @@ impl Broker {
     /// `n` combined broker+controller nodes on loopback. With more than one
     /// node: a static controller quorum, replication factor 3 and
     /// `min.insync.replicas` 2 for every topic.
+    ///
+    /// The nodes' ports are chosen by [`free_port`]; when a node finds one
+    /// taken all the same (another process bound it in between), the
+    /// cluster starts again on new ports, at most three times.
     pub fn cluster(n: u32) -> Broker {
         let out = Command::new(repo_root().join("scripts/install-kafka")).output().expect("run scripts/install-kafka");
         assert!(out.status.success(), "install-kafka: {}", String::from_utf8_lossy(&out.stderr));
+        for attempt in 1.. {
+            let mut broker = Broker::spawn_cluster(n);
+            if broker.wait_ready(Duration::from_secs(120)) {
+                return broker;
+            }
+            // (The whole logs: the bind error comes long before the tail.)
+            let taken = broker
+                .nodes
+                .iter()
+                .any(|n| std::fs::read_to_string(&n.log).is_ok_and(|text| text.contains("Address already in use")));
+            assert!(attempt < 3 && taken, "Kafka did not become ready (attempt {attempt}):\n{}", broker.logs());
+            println!("a Kafka node's port was taken: starting the cluster again on other ports");
+        }
+        unreachable!()
+    }
+
+    /// `n` nodes on fresh ports and data, started (not yet ready).
+    fn spawn_cluster(n: u32) -> Broker {
         let dir = tempfile::Builder::new().prefix("engage-kafka-").tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let rf = if n > 1 { 3.min(n as i32) } else { 1 };
@@ -146,9 +193,7 @@ impl Broker {
             node.spawn(&cluster_id);
         }
         let bootstrap = ports.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        let broker = Broker { bootstrap, nodes, cluster_id, replication: rf, _dir: Some(dir) };
-        assert!(broker.wait_ready(Duration::from_secs(120)), "Kafka did not become ready:\n{}", broker.logs());
-        broker
+        Broker { bootstrap, nodes, cluster_id, replication: rf, _dir: Some(dir) }
     }
 
     /// Whether this broker is one the test started (and may restart).
@@ -227,10 +272,10 @@ impl Broker {
         out
     }
 
-    /// Ready when every node this harness started is in the metadata and
-    /// the group coordinator answers (so the first test's group does not
-    /// wait for `__consumer_offsets` to be created).
-    fn wait_ready(&self, timeout: Duration) -> bool {
+    /// Ready when every node this harness started is in the metadata; not
+    /// ready (at once) when a node exited, as one that cannot bind its
+    /// port does.
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let c: BaseConsumer = self.client_config().create().unwrap();
@@ -239,7 +284,7 @@ impl Broker {
             {
                 return true;
             }
-            if self.nodes.iter().any(|n| n.child.is_none()) {
+            if self.nodes.iter_mut().any(|n| n.child.as_mut().is_none_or(|c| c.try_wait().is_ok_and(|s| s.is_some()))) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -497,31 +542,29 @@ pub fn committed_offsets(
                 tpl.add_partition(topic, p);
             }
         }
-        match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-            Ok(c) => {
-                return c
-                    .elements()
-                    .iter()
-                    .map(|e| ((e.topic().to_string(), e.partition()), e.offset().to_raw().unwrap_or(0).max(0)))
-                    .collect();
-            }
+        // An error may also come per partition, in an answer that is Ok.
+        let answer = consumer.committed_offsets(tpl, Duration::from_secs(10)).and_then(|c| {
+            c.elements()
+                .iter()
+                .map(|e| e.error().map(|()| ((e.topic().to_string(), e.partition()), e.offset().to_raw())))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match answer {
+            // No offset committed yet (Offset::Invalid): 0.
+            Ok(c) => return c.into_iter().map(|(k, raw)| (k, raw.unwrap_or(0).max(0))).collect(),
             Err(e) => assert!(Instant::now() < deadline, "committed offsets of {group}: {e}"),
         }
         std::thread::sleep(Duration::from_millis(250));
     }
 }
 
-/// The committed offset of `group` on `topic`'s partitions (sum over partitions).
+/// The committed offset of `group` on `topic`'s partitions (sum over
+/// partitions). Like [`committed_offsets`], asks again while the broker
+/// answers with an error and fails after 90 s: an error read as nothing
+/// committed would let a "work remained" guard pass without testing
+/// anything.
 pub fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = broker.client_config().set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    // A broker that is restarting or loading its groups answers with an
-    // error for a while: report nothing committed, callers poll again.
-    let Ok(c) = consumer.committed_offsets(tpl, Duration::from_secs(5)) else { return 0 };
-    c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum()
+    committed_offsets(broker, group, &[topic], partitions).values().sum()
 }
 
 /// The engage binary running `engage run`, with its stderr captured.
@@ -574,6 +617,41 @@ impl Engage {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The address engage's HTTP endpoint is bound to, from its `HTTP:`
+    /// log line (text or JSON logs). The harness's configs listen on
+    /// `127.0.0.1:0`: the system picks a free port as engage binds, where a
+    /// port the test picked and handed over could be taken by a test
+    /// running in parallel in between. Waits for the line at most 60 s.
+    pub fn http_addr(&self) -> String {
+        self.bound_addr("HTTP: /metrics", "addr")
+    }
+
+    /// The address in field `field` of the first log line containing
+    /// `line` (text or JSON logs); waits for it at most 60 s.
+    fn bound_addr(&self, line: &str, field: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (text, json) = (format!("{field}="), format!("\"{field}\":\""));
+        loop {
+            let log = strip_ansi(&self.log());
+            let found = log.lines().filter(|l| l.contains(line)).find_map(|l| {
+                let (_, rest) = l.split_once(&text).or_else(|| l.split_once(&json))?;
+                rest.split(|c: char| c.is_whitespace() || c == '"').next().map(str::to_string)
+            });
+            if let Some(addr) = found {
+                assert!(!addr.ends_with(":0"), "engage logged the configured port, not the bound one: {addr}");
+                return addr;
+            }
+            assert!(Instant::now() < deadline, "engage logged no `{line}` address within 60 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address the customer API is bound to (see [`with_api`]), from
+    /// its start-up line, as [`Engage::http_addr`] finds the ops address.
+    pub fn api_addr(&self) -> String {
+        self.bound_addr("customer API: GET", "listen")
     }
 
     /// Waits until the log contains `text`.
@@ -638,37 +716,50 @@ fn unsafe_kill(pid: u32, signal: i32) {
     Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
 }
 
-/// A free loopback address for engage's HTTP endpoint.
+/// A free loopback address, for a command that does not report the address
+/// it bound (`engage demo --http`; retry if it finds it taken). For `engage
+/// run` use the configured `127.0.0.1:0` and [`Engage::http_addr`].
 pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-/// The customer API's address of each instance started with [`with_api`],
-/// by its ops address (the one the tests pass around).
-static API_ADDRS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
-
-/// `config` with the customer API on, at a free address of its own,
-/// without tokens (tests/http_api.rs covers tokens and TLS); [`api_get`]
-/// reaches it by the instance's ops address `ops_addr`.
-pub fn with_api(config: &str, ops_addr: &str) -> String {
-    let api = free_addr();
-    API_ADDRS.lock().unwrap().insert(ops_addr.to_string(), api.clone());
-    format!("{config}\n[api]\nlisten = \"{api}\"\nallow_unauthenticated = true\n")
+/// `config` with the customer API on, at a port the system picks (see
+/// [`Engage::api_addr`]), without tokens (tests/http_api.rs covers tokens
+/// and TLS).
+pub fn with_api(config: &str) -> String {
+    format!("{config}\n[api]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n")
 }
 
-/// `GET path` on the customer API of the instance whose ops address is
-/// `ops_addr` (see [`with_api`]), as a client that honours `Retry-After`
-/// does: a 503 (a partition restoring, or still applying its latest
-/// records) is asked again, for up to 30 s.
-pub fn api_get(ops_addr: &str, path: &str) -> Option<(u16, String)> {
-    let api = API_ADDRS.lock().unwrap().get(ops_addr).cloned().expect("an instance started with common::with_api");
+/// `GET path` on the customer API at `api` (see [`Engage::api_addr`]), as a
+/// client that honours `Retry-After` does: a 503 (a partition restoring, or
+/// still applying its latest records) is asked again, for up to 30 s.
+pub fn api_get(api: &str, path: &str) -> Option<(u16, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match http_get(&api, path) {
+        match http_get(api, path) {
             Some((503, _)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             answer => return answer,
         }
     }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`): engage's text
+/// logs are coloured.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `GET path` over plain HTTP/1.1; returns (status, body).

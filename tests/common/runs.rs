@@ -45,6 +45,81 @@ pub fn config(broker: &Broker, t: &Topics) -> String {
     t.config(broker, "sweep_interval = \"1h\"\n[state]\nflush_interval = \"200ms\"\n")
 }
 
+/// `text` (a [`config`]) with engage's output throttled: each batch lingers
+/// `linger_ms` in the producer, and input pauses while more than
+/// `max_in_flight` records await acknowledgement. Unthrottled, engage
+/// consumes these inputs in a few seconds, far less than the faults take to
+/// play out; throttled (to about `max_in_flight` records per pause, a few
+/// pauses a second), the faults land while work remains, however fast
+/// engage gets. The engine sees the same records in the same order either
+/// way. Input is paused much of the time, so a rebalance often comes while
+/// it is: engage must resume the partitions it is given afterwards.
+pub fn throttled(text: &str, linger_ms: u32, max_in_flight: usize) -> String {
+    text.replace(
+        "\"statistics.interval.ms\" = 1000",
+        &format!("\"statistics.interval.ms\" = 1000\n\"linger.ms\" = {linger_ms}"),
+    )
+    .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"))
+}
+
+/// Input records committed by `t.group` over both inputs, asking again
+/// while the broker answers with an error (never reading one as nothing
+/// committed).
+pub fn committed_now(broker: &Broker, t: &Topics, partitions: i32) -> i64 {
+    super::committed_offsets(broker, &t.group, &[&t.clickstream, &t.purchases], partitions).values().sum()
+}
+
+/// Waits until `t.group` has committed at least `target` input records
+/// over both inputs, and returns how many it has: the moment to land a
+/// fault tied to progress rather than to a clock. Fails if `engage` exits
+/// first, or after `limit`.
+pub fn wait_progress(
+    broker: &Broker,
+    t: &Topics,
+    partitions: i32,
+    target: i64,
+    engage: &mut Engage,
+    limit: Duration,
+) -> i64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let done = committed_now(broker, t, partitions);
+        if done >= target {
+            return done;
+        }
+        if let Some(status) = engage.child.try_wait().unwrap() {
+            panic!("engage exited ({status}) with {done} of the {target} records wanted committed:\n{}", engage.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{target} records not committed within {limit:?} ({done}):\n{}",
+            engage.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until all of `want` is committed by the one `engage` that was
+/// running when the fault came: fails if it exits meanwhile (the claim is
+/// that it rides the fault out, not that a restart recovers), or after
+/// `limit`. Then stops it cleanly.
+pub fn finish_without_restart(broker: &Broker, t: &Topics, want: (i64, i64), mut engage: Engage, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = engage.child.try_wait().unwrap() {
+            panic!("engage exited ({status}) instead of riding the fault out:\n{}", engage.log());
+        }
+        let done = super::committed_offsets(broker, &t.group, &[&t.clickstream, &t.purchases], PARTITIONS);
+        let sum = |topic: &str| done.iter().filter(|((name, _), _)| name == topic).map(|(_, o)| o).sum::<i64>();
+        if (sum(&t.clickstream), sum(&t.purchases)) == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not everything committed within {limit:?}:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{}", engage.log());
+}
+
 pub fn wait_committed(broker: &Broker, t: &Topics, partitions: i32, want: (i64, i64)) -> bool {
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {

@@ -166,7 +166,8 @@ impl SecureBroker {
     fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.broker.wait_ready(Duration::from_millis(1)) {
+            let probe: rdkafka::consumer::BaseConsumer = self.broker.client_config().create().unwrap();
+            if rdkafka::consumer::Consumer::fetch_metadata(&probe, None, Duration::from_secs(2)).is_ok() {
                 return;
             }
             let pid = std::fs::read_to_string(self.dir.join("broker.pid")).unwrap_or_default();
