@@ -22,7 +22,7 @@ use crate::clock::wall_clock_ms;
 use crate::engine::Engine;
 use crate::engine::churn::Health;
 use crate::engine::lifecycle::Stage;
-use crate::engine::output::Dimensions;
+use crate::engine::output::{Dimensions, PurchaseProbability};
 use crate::engine::scoring::Driver;
 use crate::engine::store::Store;
 use crate::pipeline::Status;
@@ -175,6 +175,10 @@ pub struct CustomerView {
     expected_purchases_90d: Option<f64>,
     /// Expected spend in the next 90 days.
     expected_value_90d: Option<f64>,
+    /// The learned probability of a purchase within `churn.horizon`, as
+    /// `p_purchase_<days>d`; no field without a `[churn.model]`.
+    #[serde(flatten)]
+    p_purchase: PurchaseProbability,
     seq: u32,
 }
 
@@ -199,6 +203,7 @@ fn view(s: &AppState, id: &str, partition: i32, state: &crate::engine::state::Cu
         purchase_days: state.purchase_days(),
         expected_purchases_90d: value.map(|v| v.expected_purchases),
         expected_value_90d: value.map(|v| v.expected_value),
+        p_purchase: s.engine.purchase_probability(state, &snap, value),
         seq: state.seq,
     }
 }

@@ -6,6 +6,7 @@
 //! mirrors them.
 
 mod churn;
+mod churn_model;
 mod http;
 mod input;
 mod kafka;
@@ -18,7 +19,8 @@ mod topics;
 #[cfg(test)]
 mod validation_tests;
 
-pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig};
+pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig, HealthFrom};
+pub use churn_model::{CalibrationConfig, PurchaseModelConfig, TrainingSummary};
 pub use http::HttpConfig;
 pub use input::InputConfig;
 pub use kafka::{KafkaConfig, REDACTED, is_secret_key, redact};

@@ -7,6 +7,7 @@ pub mod erasure;
 pub mod event;
 pub mod lifecycle;
 pub mod output;
+pub mod propensity;
 pub mod scoring;
 pub mod state;
 pub mod store;
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::engine::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
 use crate::engine::event::{Event, Source};
 use crate::engine::lifecycle::{LifecycleRules, Stage, StageFacts};
-use crate::engine::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
+use crate::engine::output::{AlertKind, ChurnAlert, Output, PurchaseProbability, ScoreChanged};
 use crate::engine::scoring::ScoringRules;
 use crate::engine::state::{CustomerState, PurchaseSummary, event_id_hash};
 use crate::engine::store::Partition;
@@ -293,6 +294,28 @@ impl Engine {
         Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
     }
 
+    /// The learned probability of a purchase within `churn.horizon`
+    /// (docs/model.md "The learned purchase probability"), from the state,
+    /// its snapshot (with P(alive)) and its 90-day expectation; `None`
+    /// without a `[churn.model]`. Stores nothing: it is recomputed from
+    /// what the state holds whenever it is needed.
+    pub fn p_purchase(&self, state: &CustomerState, snap: &Snapshot, value: Option<Value90>) -> Option<f64> {
+        let model = self.rules.churn.purchase_model.as_ref()?;
+        let f = propensity::features(state, snap, value.map(|v| v.expected_purchases));
+        Some(model.probability(&f))
+    }
+
+    /// [`Engine::p_purchase`] with its horizon, as outputs carry it.
+    pub fn purchase_probability(
+        &self,
+        state: &CustomerState,
+        snap: &Snapshot,
+        value: Option<Value90>,
+    ) -> PurchaseProbability {
+        let horizon = self.rules.churn.purchase_model.as_ref().map(|m| m.horizon());
+        PurchaseProbability(horizon.zip(self.p_purchase(state, snap, value)))
+    }
+
     fn p_alive(&self, snap: &Snapshot) -> f64 {
         snap.purchases
             .map(|p| self.rules.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
@@ -320,6 +343,7 @@ impl Engine {
             cadence_days: state.cadence_days(r.churn.default_cadence_days),
             score,
             peak: f64::from(state.peak_score),
+            p_purchase: f64::NAN,
         };
         Snapshot { at: now, dimensions, score, stage, signals, purchases }
     }
@@ -336,8 +360,13 @@ impl Engine {
         let mut snap = self.snapshot_without_p_alive(state, now);
         state.update_peak(snap.score, now, r.churn.peak_window_ms);
         snap.signals.peak = f64::from(state.peak_score);
+        let mut value = None;
         if r.churn.is_overdue(&snap.signals) {
             snap.signals.p_alive = self.p_alive(&snap);
+            if r.churn.health_from_model() {
+                value = Some(self.value_90d(state, &snap));
+                snap.signals.p_purchase = self.p_purchase(state, &snap, value.flatten()).unwrap_or(f64::NAN);
+            }
         }
         let (assessed, reasons) = r.churn.assess(&snap.signals);
         let before = state.health;
@@ -370,7 +399,13 @@ impl Engine {
         }
         let processed_at = (self.clock)();
         if publish {
-            let value = self.value_90d(state, &snap);
+            let value = value.unwrap_or_else(|| self.value_90d(state, &snap));
+            let p_purchase = match &r.churn.purchase_model {
+                Some(model) if !snap.signals.p_purchase.is_nan() => {
+                    PurchaseProbability(Some((model.horizon(), snap.signals.p_purchase)))
+                }
+                _ => self.purchase_probability(state, &snap, value),
+            };
             let before_dims = if new_customer { [0.0; DIMENSIONS] } else { state.published_dimension_scores() };
             state.seq += 1;
             out.push(Output::Score(ScoreChanged {
@@ -385,6 +420,7 @@ impl Engine {
                 drivers: r.scoring.drivers(&before_dims, &snap.dimensions),
                 expected_purchases_90d: value.map(|v| v.expected_purchases),
                 expected_value_90d: value.map(|v| v.expected_value),
+                p_purchase,
                 event_time: now,
                 processed_at,
             }));
