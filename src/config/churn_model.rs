@@ -173,3 +173,64 @@ impl PurchaseModelConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cmd::fit::propensity::model_toml;
+    use crate::config::{CalibrationConfig, Config};
+    use crate::engine::propensity::test_model;
+
+    fn model_text() -> String {
+        model_toml(&test_model(-2.0, 0.5, -1.0, CalibrationConfig::Platt { a: 1.2, b: -0.3 }))
+    }
+
+    /// The error loading `text`, which must name every one of `keys`.
+    fn refused(text: &str, keys: &[&str]) {
+        let err = Config::from_toml(text).expect_err(text).to_string();
+        for key in keys {
+            assert!(err.contains(key), "{key:?} not in {err}");
+        }
+    }
+
+    #[test]
+    fn the_table_fit_prints_loads_back_as_the_same_model() {
+        let model = test_model(-2.0, 0.5, -1.0, CalibrationConfig::Platt { a: 1.2, b: -0.3 });
+        let c = Config::from_toml(&model_toml(&model)).unwrap();
+        assert_eq!(c.churn.model, Some(model));
+        let iso = CalibrationConfig::Isotonic { logits: vec![-1.0, 0.5], probabilities: vec![0.05, 0.4] };
+        let model = test_model(1.0, 0.0, 0.0, iso);
+        assert_eq!(Config::from_toml(&model_toml(&model)).unwrap().churn.model, Some(model));
+    }
+
+    #[test]
+    fn a_model_that_does_not_match_this_version_is_refused_naming_the_key() {
+        let text = model_text();
+        // Trained on other signals (a renamed, a missing feature): refit.
+        refused(&text.replace("\"log1p_idle_days\"", "\"idle_days\""), &["churn.model.features", "refit"]);
+        refused(&text.replace("\"stage_value_creation\"]", "]"), &["churn.model.features"]);
+        // For another horizon than churn.horizon.
+        refused(&text.replace("horizon = \"90days\"", "horizon = \"30days\""), &["churn.model.horizon", "30days"]);
+        // Inconsistent in itself.
+        refused(&text.replace("coefficients = [", "coefficients = [1.0, "), &["churn.model.coefficients", "20"]);
+        refused(&text.replace("scale = [2.0", "scale = [0.0"), &["churn.model.scale", "positive"]);
+        refused(&text.replace("a = 1.2", "a = -1.2"), &["churn.model.calibration", "a > 0"]);
+        let iso = model_toml(&test_model(
+            1.0,
+            0.0,
+            0.0,
+            CalibrationConfig::Isotonic { logits: vec![0.0, 1.0], probabilities: vec![0.5, 0.2] },
+        ));
+        refused(&iso, &["churn.model.calibration", "non-decreasing"]);
+        refused(&format!("{text}\n[churn.model.extra]\nx = 1\n"), &["extra"]);
+        // The probability's own keys.
+        refused("[churn]\nhealth_from = \"model\"\n", &["churn.health_from", "[churn.model]"]);
+        refused("[churn]\nhorizon = \"45days\"\n", &["churn.horizon", "90"]);
+        refused("[churn]\np_purchase_dormant = 0.5\n", &["churn.p_purchase_dormant", "churn.p_purchase_at_risk"]);
+        refused("[churn]\np_purchase_at_risk = 1.5\n", &["churn.p_purchase_at_risk", "probability"]);
+        // A 30-day model with a 30-day horizon is fine.
+        let thirty = text.replace("horizon = \"90days\"", "horizon = \"30days\"");
+        assert!(
+            Config::from_toml(&format!("[churn]\nhorizon = \"30days\"\nhealth_from = \"model\"\n{thirty}")).is_ok()
+        );
+    }
+}

@@ -654,6 +654,75 @@ mod tests {
         assert_eq!(snap.purchases.unwrap().repeat_purchases, 2);
     }
 
+    fn engine_with_model(health_from: crate::config::HealthFrom) -> Engine {
+        let mut config = Config::default();
+        // P(purchase) falls with idle time: −3 per standard deviation of
+        // ln(1 + idle days).
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        config.churn.model = Some(propensity::test_model(-3.0, 0.0, 0.0, calibration));
+        config.churn.health_from = health_from;
+        config.validate().unwrap();
+        Engine::new(Rules::new(&config)).with_clock(|| 42)
+    }
+
+    #[test]
+    fn a_model_publishes_its_probability_named_after_its_horizon() {
+        let (e, store, mut out) = (engine_with_model(crate::config::HealthFrom::Signals), Store::new(), Vec::new());
+        let p = store.partition(0);
+        e.apply(&p, &purchase("p1", "c", T0, 20.0), None, &mut out);
+        e.apply(&p, &purchase("p2", "c", T0 + 9 * DAY_MS, 20.0), None, &mut out);
+        let s = scores(&out);
+        let (horizon, probability) = s[1].p_purchase.0.expect("a probability with a model");
+        assert_eq!(horizon, crate::vocab::Horizon::Days90);
+        // What the model gives for the state at the event, computed apart.
+        let state = p.get("c").unwrap();
+        let snap = e.snapshot(&state, T0 + 9 * DAY_MS);
+        let value = e.value_90d(&state, &snap);
+        let model = e.rules().churn.purchase_model.as_ref().unwrap();
+        let f = propensity::features(&state, &snap, value.map(|v| v.expected_purchases));
+        assert_eq!(probability, model.probability(&f));
+        assert!((0.0..=1.0).contains(&probability));
+        let json = String::from_utf8(crate::codec::output::encode(&out[1], crate::vocab::Format::Json)).unwrap();
+        assert!(json.contains(&format!("\"p_purchase_90d\":{probability}")), "{json}");
+        // Without a model: no probability, no field.
+        let (plain, store, mut out) = (engine(), Store::new(), Vec::new());
+        plain.apply(&store.partition(0), &purchase("p1", "c", T0, 20.0), None, &mut out);
+        assert_eq!(scores(&out)[0].p_purchase.0, None);
+        let json = String::from_utf8(crate::codec::output::encode(&out[0], crate::vocab::Format::Json)).unwrap();
+        assert!(!json.contains("p_purchase"), "{json}");
+    }
+
+    #[test]
+    fn health_from_the_model_follows_the_probability_once_overdue() {
+        let (e, store, mut out) = (engine_with_model(crate::config::HealthFrom::Model), Store::new(), Vec::new());
+        let p = store.partition(0);
+        // Active on days 0..=3: cadence 1 day.
+        for d in 0..4 {
+            e.apply(&p, &click(&format!("v{d}"), "c", T0 + d * DAY_MS, ClickKind::ProductView), None, &mut out);
+        }
+        out.clear();
+        let probability = |at: i64| {
+            let state = p.get("c").unwrap();
+            let snap = e.snapshot(&state, at);
+            e.p_purchase(&state, &snap, e.value_90d(&state, &snap)).unwrap()
+        };
+        // Idle 1 day: z = −3·(ln 2 − 1)/2 > 0, p > ½ ≥ 0.3: active.
+        e.sweep(&p, T0 + 4 * DAY_MS, &mut out);
+        assert!(alerts(&out).is_empty() && probability(T0 + 4 * DAY_MS) > 0.5);
+        // Idle 5 days: p = σ(−3·(ln 6 − 1)/2) = 0.23: at_risk, by the model alone.
+        e.sweep(&p, T0 + 8 * DAY_MS, &mut out);
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!((a[0].kind, a[0].reasons.len(), a[0].reasons[0].signal), (AlertKind::AtRisk, 1, "p_purchase_90d"));
+        assert_eq!((a[0].reasons[0].value, a[0].reasons[0].threshold), (probability(T0 + 8 * DAY_MS), 0.3));
+        // The score change that carries the new health carries the same probability.
+        assert_eq!(scores(&out)[0].p_purchase.0.map(|p| p.1), Some(a[0].reasons[0].value));
+        out.clear();
+        // Idle 15 days: p = σ(−3·(ln 16 − 1)/2) = 0.065 < 0.1: dormant.
+        e.sweep(&p, T0 + 18 * DAY_MS, &mut out);
+        assert_eq!(alerts(&out).iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlertKind::Dormant]);
+    }
+
     #[test]
     fn stage_moves_with_purchases_and_publishes() {
         let (e, store, mut out) = (engine(), Store::new(), Vec::new());

@@ -150,27 +150,37 @@ pub fn interpolate(xs: &[f64], ys: &[f64], x: f64) -> f64 {
     y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 }
 
+/// A model for tests: features standardised with mean 1 and scale 2, the
+/// given weights on `log1p_idle_days` and `p_alive`, 90 days.
+#[cfg(test)]
+pub(crate) fn test_model(
+    idle: f64,
+    p_alive: f64,
+    intercept: f64,
+    calibration: CalibrationConfig,
+) -> PurchaseModelConfig {
+    let n = PURCHASE_FEATURE_COUNT;
+    let mut coefficients = vec![0.0; n];
+    coefficients[0] = idle;
+    coefficients[15] = p_alive;
+    PurchaseModelConfig {
+        horizon: std::time::Duration::from_secs(90 * 86_400),
+        features: crate::vocab::PURCHASE_FEATURES.iter().map(|s| s.to_string()).collect(),
+        mean: vec![1.0; n],
+        scale: vec![2.0; n],
+        coefficients,
+        intercept,
+        calibration,
+        training: crate::config::TrainingSummary::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TrainingSummary;
-    use crate::vocab::PURCHASE_FEATURES;
 
     fn config(calibration: CalibrationConfig) -> PurchaseModelConfig {
-        let n = PURCHASE_FEATURE_COUNT;
-        let mut coefficients = vec![0.0; n];
-        coefficients[0] = -2.0;
-        coefficients[15] = 0.5;
-        PurchaseModelConfig {
-            horizon: std::time::Duration::from_secs(90 * 86_400),
-            features: PURCHASE_FEATURES.iter().map(|s| s.to_string()).collect(),
-            mean: vec![1.0; n],
-            scale: vec![2.0; n],
-            coefficients,
-            intercept: -1.0,
-            calibration,
-            training: TrainingSummary::default(),
-        }
+        test_model(-2.0, 0.5, -1.0, calibration)
     }
 
     #[test]

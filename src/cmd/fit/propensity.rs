@@ -97,7 +97,7 @@ pub enum ModelError {
     },
     /// Every example has the same outcome.
     #[error(
-        "one class only: {examples} examples over {cutoffs} cut-offs and {none} of them {missing} within the \
+        "one class only: {bought} of {examples} examples (customers at {cutoffs} cut-offs) bought within the \
          {horizon_days}-day horizon; a probability of buying cannot be learned without both outcomes"
     )]
     OneClass {
@@ -105,10 +105,8 @@ pub enum ModelError {
         examples: usize,
         /// Cut-offs taken.
         cutoffs: usize,
-        /// "bought" or "did not buy": the outcome nobody had.
-        missing: &'static str,
-        /// Always "none": for the message.
-        none: &'static str,
+        /// Examples that bought (0, or all of them).
+        bought: usize,
         /// The horizon, days.
         horizon_days: u32,
     },
@@ -217,18 +215,13 @@ pub fn fit_model(config: &Config, events: &[Event<'_>], opts: &ModelOptions) -> 
     if let Some(seed) = opts.shuffle_labels {
         shuffle_labels(&mut examples, seed);
     }
-    for e in &examples {
-        if let Some(i) = e.features.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite { feature: PURCHASE_FEATURES[i], cutoff: format_time(e.cutoff) });
-        }
-    }
+    check_finite(&examples)?;
     let bought = examples.iter().filter(|e| e.bought).count();
     if bought == 0 || bought == examples.len() {
         return Err(ModelError::OneClass {
             examples: examples.len(),
             cutoffs: cutoffs.len(),
-            missing: if bought == 0 { "bought" } else { "did not buy" },
-            none: "none",
+            bought,
             horizon_days: horizon.days(),
         });
     }
@@ -242,10 +235,7 @@ pub fn fit_model(config: &Config, events: &[Event<'_>], opts: &ModelOptions) -> 
         }
     }
 
-    let (mean, scale, constant) = standardise(&train);
-    if constant.iter().all(|c| *c) {
-        return Err(ModelError::NothingVaries);
-    }
+    let (mean, scale, constant) = standardise(&train)?;
     let rows = |set: &[&Example]| -> Vec<Vec<f64>> {
         set.iter().map(|e| e.features.iter().zip(&mean).zip(&scale).map(|((x, m), s)| (x - m) / s).collect()).collect()
     };
@@ -329,12 +319,27 @@ fn chance_auc_sd(labels: &[bool]) -> f64 {
     ((n1 + n0 + 1.0) / (12.0 * n1 * n0)).sqrt()
 }
 
+/// Refuses examples with a feature that is not a finite number, naming
+/// it: the regression would be meaningless (and it would mean a bug in the
+/// features, since the engine keeps its state finite).
+fn check_finite(examples: &[Example]) -> Result<(), ModelError> {
+    for e in examples {
+        if let Some(i) = e.features.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite { feature: PURCHASE_FEATURES[i], cutoff: format_time(e.cutoff) });
+        }
+    }
+    Ok(())
+}
+
+/// One number per feature.
+type PerFeature<T> = [T; PURCHASE_FEATURE_COUNT];
+
 /// Each feature's mean and standard deviation over `examples`, and whether
 /// it is constant (then its scale is 1 and its mean its value, so its
-/// standardised value is exactly 0 and it gets no weight).
-fn standardise(
-    examples: &[&Example],
-) -> ([f64; PURCHASE_FEATURE_COUNT], [f64; PURCHASE_FEATURE_COUNT], [bool; PURCHASE_FEATURE_COUNT]) {
+/// standardised value is exactly 0 and it gets no weight: a history
+/// without clickstream, say, has no attention to learn from). Refused
+/// when no feature varies at all.
+fn standardise(examples: &[&Example]) -> Result<(PerFeature<f64>, PerFeature<f64>, PerFeature<bool>), ModelError> {
     let n = examples.len().max(1) as f64;
     let mut mean = [0.0; PURCHASE_FEATURE_COUNT];
     let mut scale = [1.0; PURCHASE_FEATURE_COUNT];
@@ -349,7 +354,10 @@ fn standardise(
         let var = examples.iter().map(|e| (e.features[i] - mean[i]).powi(2)).sum::<f64>() / n;
         scale[i] = var.sqrt().max(1e-12);
     }
-    (mean, scale, constant)
+    if constant.iter().all(|c| *c) {
+        return Err(ModelError::NothingVaries);
+    }
+    Ok((mean, scale, constant))
 }
 
 /// Permutes the labels among the examples (Fisher–Yates, seeded).
@@ -408,6 +416,36 @@ pub fn model_toml(m: &PurchaseModelConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::propensity::Features;
+
+    fn example(features: Features, bought: bool) -> Example {
+        Example { cutoff: 0, customer: 1, features, signals: [0.0; 4], bought }
+    }
+
+    #[test]
+    fn degenerate_features_are_refused_naming_the_cause() {
+        let mut f = [1.0; PURCHASE_FEATURE_COUNT];
+        f[3] = f64::NAN;
+        let err = check_finite(&[example([1.0; PURCHASE_FEATURE_COUNT], true), example(f, false)]).unwrap_err();
+        assert!(err.to_string().contains("degenerate feature log1p_active_days"), "{err}");
+        // Nothing varies: refused; one feature varies: the rest get no weight.
+        let same = [example([2.0; PURCHASE_FEATURE_COUNT], true), example([2.0; PURCHASE_FEATURE_COUNT], false)];
+        let err = standardise(&same.iter().collect::<Vec<_>>()).unwrap_err();
+        assert!(err.to_string().contains("none of the 20 features varies"), "{err}");
+        let mut g = [2.0; PURCHASE_FEATURE_COUNT];
+        g[0] = 4.0;
+        let one = [example([2.0; PURCHASE_FEATURE_COUNT], true), example(g, false)];
+        let (mean, scale, constant) = standardise(&one.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((mean[0], scale[0], constant[0]), (3.0, 1.0, false));
+        assert_eq!((mean[1], scale[1], constant[1]), (2.0, 1.0, true));
+    }
+
+    #[test]
+    fn a_ranking_without_skill_is_within_three_standard_errors_of_a_half() {
+        // 100 of each outcome: √(201 / 120 000) = 0.041.
+        let labels: Vec<bool> = (0..200).map(|i| i % 2 == 0).collect();
+        assert!((chance_auc_sd(&labels) - (201.0f64 / 120_000.0).sqrt()).abs() < 1e-15);
+    }
 
     #[test]
     fn cutoffs_step_back_from_the_last_full_horizon() {
