@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::{ReplayError, ReplaySummary, drive};
 use crate::engine::Engine;
-use crate::engine::event::{Event, EventKind};
+use crate::engine::event::{DAY_MS, Event, EventKind};
 use crate::engine::propensity::{Features, features};
 use crate::engine::store::Partition;
 
@@ -92,7 +92,7 @@ pub fn examples_at_cutoffs(
     let applied = &events[..events.partition_point(|e| e.ts_ms <= last)];
     let threshold = (opts.keep.clamp(0.0, 1.0) * u64::MAX as f64) as u64;
     let rules = &engine.rules().churn;
-    let horizon_units = opts.horizon_ms as f64 / crate::engine::event::DAY_MS as f64 / rules.unit_days;
+    let horizon_units = opts.horizon_ms as f64 / DAY_MS as f64 / rules.unit_days;
     let mut examples = Vec::new();
     let mut at_cutoff = |cutoff: i64, partition: &Partition| -> Result<(), ReplayError> {
         let start = examples.len();
@@ -103,14 +103,17 @@ pub fn examples_at_cutoffs(
             }
             let snap = engine.snapshot(state, cutoff.max(state.last_seen));
             let value = engine.value_90d(state, &snap);
-            let expected = snap.purchases.map_or(0.0, |p| {
-                rules.model.expected_purchases(
+            let expected = match (snap.purchases, value) {
+                // The 90-day expectation is the value signals' (memoised).
+                (Some(_), Some(v)) if opts.horizon_ms == 90 * DAY_MS => v.expected_purchases,
+                (Some(p), _) => rules.model.expected_purchases(
                     horizon_units,
                     f64::from(p.repeat_purchases),
                     p.recency_days / rules.unit_days,
                     p.age_days / rules.unit_days,
-                )
-            });
+                ),
+                (None, _) => 0.0,
+            };
             let times = purchases.get(id).map_or(&[][..], Vec::as_slice);
             let next = times.partition_point(|t| *t <= cutoff);
             let bought = times.get(next).is_some_and(|t| *t <= cutoff + opts.horizon_ms);

@@ -48,7 +48,7 @@ fn loss(rows: &[Vec<f64>], labels: &[bool], l2: f64, model: &Logistic) -> f64 {
 
 /// Fits `labels` on `rows` (all the same width) with an L2 penalty of
 /// `l2` on the weights, from `start` (or zeros): Newton steps with
-/// backtracking until the largest change is below 1e-9.
+/// backtracking until the largest change is below 1e-7.
 pub fn fit_logistic(
     rows: &[Vec<f64>],
     labels: &[bool],
@@ -63,19 +63,24 @@ pub fn fit_logistic(
         let n = d + 1;
         let mut grad = vec![0.0; n];
         let mut hess = vec![0.0; n * n];
-        let mut x = vec![0.0; n];
-        x[0] = 1.0;
         for (r, y) in rows.iter().zip(labels) {
-            x[1..].copy_from_slice(r);
             let p = sigmoid(model.logit(r));
             let residual = p - f64::from(u8::from(*y));
             let w = (p * (1.0 - p)).max(1e-12);
-            for i in 0..n {
-                grad[i] += residual * x[i];
-                if x[i] != 0.0 {
-                    let wi = w * x[i];
-                    for j in i..n {
-                        hess[i * n + j] += wi * x[j];
+            // The intercept's row: (1, r).
+            grad[0] += residual;
+            hess[0] += w;
+            for (h, x) in hess[1..n].iter_mut().zip(r) {
+                *h += w * x;
+            }
+            // Each weight's row, upper triangle: x_i · (x_i, …, x_d).
+            for (i, xi) in r.iter().enumerate() {
+                grad[i + 1] += residual * xi;
+                if *xi != 0.0 {
+                    let wi = w * xi;
+                    let row = &mut hess[(i + 1) * n + i + 1..(i + 2) * n];
+                    for (h, xj) in row.iter_mut().zip(&r[i..]) {
+                        *h += wi * xj;
                     }
                 }
             }
@@ -110,7 +115,7 @@ pub fn fit_logistic(
         let largest = step.iter().map(|s| (t * s).abs()).fold(0.0, f64::max);
         model = next;
         current = l;
-        if largest < 1e-9 {
+        if largest < 1e-7 {
             break;
         }
     }

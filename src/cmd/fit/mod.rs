@@ -434,7 +434,7 @@ pub struct Args {
     #[arg(long, default_value_t = 52)]
     max_cutoffs: usize,
     /// (customer, cut-off) examples kept at most; customers are sampled to
-    /// stay under it (memory: about 250 bytes each).
+    /// stay under it (memory: about 400 bytes each while learning).
     #[arg(long, default_value_t = 400_000)]
     max_examples: usize,
     /// How the regression's output becomes a probability.

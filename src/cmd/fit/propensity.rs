@@ -31,7 +31,7 @@ pub const MIN_PER_OUTCOME: usize = 20;
 /// penalty and the calibration.
 const CALIBRATION_SHARE: f64 = 0.3;
 /// L2 penalties tried, strongest first (each fit starts from the previous).
-const L2_GRID: [f64; 11] = [10_000.0, 3000.0, 1000.0, 300.0, 100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1];
+const L2_GRID: [f64; 6] = [10_000.0, 1000.0, 100.0, 10.0, 1.0, 0.1];
 /// Points of an isotonic calibration, at most.
 const ISOTONIC_POINTS: usize = 50;
 
@@ -235,7 +235,7 @@ pub fn fit_model(config: &Config, events: &[Event<'_>], opts: &ModelOptions) -> 
         }
     }
 
-    let (mean, scale, constant) = standardise(&train)?;
+    let Standardisation { mean, scale, constant } = standardise(&train)?;
     let rows = |set: &[&Example]| -> Vec<Vec<f64>> {
         set.iter().map(|e| e.features.iter().zip(&mean).zip(&scale).map(|((x, m), s)| (x - m) / s).collect()).collect()
     };
@@ -331,15 +331,23 @@ fn check_finite(examples: &[Example]) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// One number per feature.
-type PerFeature<T> = [T; PURCHASE_FEATURE_COUNT];
+/// How each feature is standardised for the regression.
+#[derive(Debug)]
+struct Standardisation {
+    /// Training means.
+    mean: [f64; PURCHASE_FEATURE_COUNT],
+    /// Training standard deviations (1 for a constant feature).
+    scale: [f64; PURCHASE_FEATURE_COUNT],
+    /// Whether the feature never varied in training.
+    constant: [bool; PURCHASE_FEATURE_COUNT],
+}
 
 /// Each feature's mean and standard deviation over `examples`, and whether
 /// it is constant (then its scale is 1 and its mean its value, so its
 /// standardised value is exactly 0 and it gets no weight: a history
 /// without clickstream, say, has no attention to learn from). Refused
 /// when no feature varies at all.
-fn standardise(examples: &[&Example]) -> Result<(PerFeature<f64>, PerFeature<f64>, PerFeature<bool>), ModelError> {
+fn standardise(examples: &[&Example]) -> Result<Standardisation, ModelError> {
     let n = examples.len().max(1) as f64;
     let mut mean = [0.0; PURCHASE_FEATURE_COUNT];
     let mut scale = [1.0; PURCHASE_FEATURE_COUNT];
@@ -357,7 +365,7 @@ fn standardise(examples: &[&Example]) -> Result<(PerFeature<f64>, PerFeature<f64
     if constant.iter().all(|c| *c) {
         return Err(ModelError::NothingVaries);
     }
-    Ok((mean, scale, constant))
+    Ok(Standardisation { mean, scale, constant })
 }
 
 /// Permutes the labels among the examples (Fisher–Yates, seeded).
@@ -435,9 +443,9 @@ mod tests {
         let mut g = [2.0; PURCHASE_FEATURE_COUNT];
         g[0] = 4.0;
         let one = [example([2.0; PURCHASE_FEATURE_COUNT], true), example(g, false)];
-        let (mean, scale, constant) = standardise(&one.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!((mean[0], scale[0], constant[0]), (3.0, 1.0, false));
-        assert_eq!((mean[1], scale[1], constant[1]), (2.0, 1.0, true));
+        let s = standardise(&one.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((s.mean[0], s.scale[0], s.constant[0]), (3.0, 1.0, false));
+        assert_eq!((s.mean[1], s.scale[1], s.constant[1]), (2.0, 1.0, true));
     }
 
     #[test]
