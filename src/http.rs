@@ -269,6 +269,29 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_customer_view_carries_the_learned_probability_only_with_a_model() {
+        let mut config = Config::default();
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        config.churn.model = Some(crate::engine::propensity::test_model(-1.0, 0.5, 0.0, calibration));
+        let event = crate::engine::event::Event {
+            event_id: "e1".into(),
+            customer_id: "c".into(),
+            ts_ms: wall_clock_ms() - 86_400_000,
+            kind: crate::engine::event::EventKind::Purchase { amount: 20.0, loyalty_member: false, coupon_used: false },
+        };
+        for (config, field) in [(config, true), (Config::default(), false)] {
+            let engine = Engine::new(Rules::new(&config));
+            let store = Arc::new(Store::new());
+            engine.apply(&store.partition(0), &event, None, &mut Vec::new());
+            let s = AppState::new(store.clone(), Arc::new(Status::new()), engine, None, true);
+            let state = store.find("c").unwrap().1;
+            let v = serde_json::to_value(view(&s, "c", 0, &state)).unwrap();
+            let p = v.get("p_purchase_90d").and_then(serde_json::Value::as_f64);
+            assert_eq!(p.is_some_and(|p| (0.0..=1.0).contains(&p)), field, "{v}");
+        }
+    }
+
     #[tokio::test]
     async fn healthz_fails_on_a_silent_main_loop_but_not_during_a_restore() {
         let s = state();

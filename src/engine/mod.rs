@@ -296,11 +296,13 @@ impl Engine {
 
     /// The learned probability of a purchase within `churn.horizon`
     /// (docs/model.md "The learned purchase probability"), from the state,
-    /// its snapshot (with P(alive)) and its 90-day expectation; `None`
-    /// without a `[churn.model]`. Stores nothing: it is recomputed from
-    /// what the state holds whenever it is needed.
+    /// its snapshot (with P(alive), as [`Engine::snapshot`] gives it) and
+    /// its 90-day expectation; `None` without a `[churn.model]`. Stores
+    /// nothing: it is recomputed from what the state holds whenever it is
+    /// needed.
     pub fn p_purchase(&self, state: &CustomerState, snap: &Snapshot, value: Option<Value90>) -> Option<f64> {
         let model = self.rules.churn.purchase_model.as_ref()?;
+        debug_assert!(!snap.signals.p_alive.is_nan(), "P(alive) is a feature: compute it first");
         let f = propensity::features(state, snap, value.map(|v| v.expected_purchases));
         Some(model.probability(&f))
     }

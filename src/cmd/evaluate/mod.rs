@@ -561,6 +561,29 @@ mod tests {
     }
 
     #[test]
+    fn with_health_from_the_model_suggest_tunes_the_probability_thresholds() {
+        // Customers below 0.15 never come back; the rest all do. All are
+        // overdue (idle 20 days, cadence 10).
+        let judged: Vec<Judged> = (0..300)
+            .map(|i| {
+                let p = f64::from(i % 50) / 100.0;
+                Judged { p_purchase: Some(p), ..customer(Health::Active, 50.0, 0.9, 20.0, u32::from(p >= 0.15)) }
+            })
+            .collect();
+        let mut churn = ChurnConfig::default();
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        churn.model = Some(crate::engine::propensity::test_model(-1.0, 0.0, 0.0, calibration));
+        churn.health_from = crate::config::HealthFrom::Model;
+        let s = suggest(&judged, &churn);
+        assert_eq!((s.p_purchase_dormant, s.after.f1), (Some(0.15), Some(1.0)), "{s:?}");
+        // The defaults (dormant below 0.1) miss a third of the lost.
+        assert_eq!(s.before.recall, Some(10.0 / 15.0));
+        assert!(s.config.contains("p_purchase_dormant = 0.15\n") && !s.config.contains("p_alive"), "{}", s.config);
+        // The P(alive) and idle thresholds are left alone.
+        assert_eq!((s.p_alive_dormant, s.idle_dormant), (churn.p_alive_dormant, churn.idle_dormant));
+    }
+
+    #[test]
     fn suggest_refuses_short_or_small_holdouts() {
         let churn = ChurnConfig::default();
         let many: Vec<Judged> =
