@@ -459,6 +459,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(t)) => t,
         (None, None) => anyhow::bail!("--as-of or --holdout-end is needed"),
     };
+    if args.cutoff_every.is_zero() {
+        anyhow::bail!("--cutoff-every must be longer than zero");
+    }
     let model = holdout_end.map(|holdout_end| propensity::ModelOptions {
         holdout_end,
         cutoff_every_ms: args.cutoff_every.as_millis() as i64,

@@ -198,7 +198,8 @@ pub fn fit_model(config: &Config, events: &[Event<'_>], opts: &ModelOptions) -> 
             cutoffs: cutoffs.len(),
             every_days,
             horizon_days: horizon.days(),
-            needed_days: f64::from(horizon.days()) + every_days * (MIN_CUTOFFS as f64 + 1.0),
+            // The earliest of MIN_CUTOFFS cut-offs is one step after the first event.
+            needed_days: f64::from(horizon.days()) + every_days * MIN_CUTOFFS as f64,
         });
     }
     let last = cutoffs[cutoffs.len() - 1];
