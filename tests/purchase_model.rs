@@ -163,7 +163,7 @@ fn auc_true_and_shuffled(config: &Path, input: &Path, t1: &str, t2: &str, every:
 
 /// The negative controls: shuffled outcomes give chance (and so fail the
 /// assertion above), and `fit` on shuffled labels finds no skill.
-fn assert_negative_controls(dir: &Path, input: &Path, config: &Path, report: &Value, t: (&str, &str, i64)) {
+fn assert_negative_controls(input: &Path, config: &Path, report: &Value, t: (&str, &str, i64)) {
     let (truth, shuffled) = auc_true_and_shuffled(config, input, t.0, t.1, t.2);
     let reported = report["purchase_model"]["p_purchase"]["roc_auc"].as_f64().unwrap();
     assert!((truth - reported).abs() < 1e-12, "the library and the command agree: {truth} vs {reported}");
@@ -174,7 +174,6 @@ fn assert_negative_controls(dir: &Path, input: &Path, config: &Path, report: &Va
     let o = engage(&["fit", "--input", input.to_str().unwrap(), "--holdout-end", t.0, "--shuffle-labels", "5"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no skill"), "{err}");
-    let _ = dir;
 }
 
 #[test]
@@ -196,7 +195,9 @@ fn cdnow_learned_probability_beats_every_signal_and_is_calibrated_on_a_later_per
     let report = evaluate(dir.path(), &input, &config, T1, T2, "30d");
     assert_eq!(report["purchase_model"]["cutoffs"].as_array().unwrap().len(), 7);
     assert_beats_every_signal_and_is_calibrated(&report, "CDNOW");
-    assert_negative_controls(dir.path(), &input, &config, &report, (T1, T2, 30 * DAY));
+    let svg = std::fs::read_to_string(dir.path().join("evaluate/reliability.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline") && svg.contains("p_purchase_90d"), "{svg}");
+    assert_negative_controls(&input, &config, &report, (T1, T2, 30 * DAY));
 }
 
 #[test]
@@ -210,7 +211,7 @@ fn simulated_learned_probability_beats_every_signal_and_is_calibrated_on_a_later
     let report = evaluate(dir.path(), &input, &config, T1, T2, "10d");
     assert_eq!(report["purchase_model"]["cutoffs"].as_array().unwrap().len(), 7);
     assert_beats_every_signal_and_is_calibrated(&report, "simulated");
-    assert_negative_controls(dir.path(), &input, &config, &report, (T1, T2, 10 * DAY));
+    assert_negative_controls(&input, &config, &report, (T1, T2, 10 * DAY));
 }
 
 #[test]
