@@ -29,6 +29,9 @@
 //!   - [`engine::scoring`]: decayed dimensions, composite score, drivers.
 //!   - [`engine::lifecycle`]: the four lifecycle stages.
 //!   - [`engine::churn`]: BG/NBD P(alive), churn signals and health.
+//!   - [`engine::propensity`]: the learned purchase probability: its
+//!     features, read from the state and snapshot, and a compiled
+//!     `[churn.model]`.
 //!   - [`engine::erasure`]: erasure requests, and the cut-off that keeps
 //!     an erased customer's earlier events out.
 //!   - [`engine::state`]: one customer's compact state (128 bytes, checked
@@ -75,17 +78,19 @@
 //!   operational event as one struct writing its log line and its metric
 //!   (`events.rs`).
 //! - [`history`]: the engine driven from event files (JSONL or CSV), event
-//!   time only: the one reader `replay`, `fit`, `evaluate` and `bootstrap`
-//!   share.
+//!   time only: the one reader and loop ([`history::drive`]) `replay`,
+//!   `fit`, `evaluate` and `bootstrap` share; [`history::cutoffs`], every
+//!   customer's features and outcome at cut-offs rolled through a history.
 //! - [`charts`]: SVG charts for reports and benchmarks.
 //! - [`shutdown`]: SIGTERM / SIGINT handling.
 //! - [`clock`]: the wall clock (the engine itself runs on event time), and
 //!   times as humans write them.
 //! - [`cmd`]: the commands, one file or folder each: [`cmd::run`],
-//!   [`cmd::demo`], [`cmd::replay`], [`cmd::bootstrap`], [`cmd::fit`],
-//!   [`cmd::evaluate`], [`cmd::loadgen`] (with the simulated population the
-//!   demo, benchmarks and tests draw from, [`cmd::loadgen::synth`]),
-//!   [`cmd::topics`].
+//!   [`cmd::demo`], [`cmd::replay`], [`cmd::bootstrap`], [`cmd::fit`]
+//!   (BG/NBD, Gamma-Gamma, and the purchase probability's regression and
+//!   calibration), [`cmd::evaluate`], [`cmd::loadgen`] (with the simulated
+//!   populations the demo, benchmarks and tests draw from,
+//!   [`cmd::loadgen::synth`]), [`cmd::topics`].
 //! - [`proto`]: code generated from `proto/engage/v1`.
 //!
 //! The binary (`main.rs`) parses the command line, sets up logging and

@@ -336,6 +336,96 @@ impl Signal {
     }
 }
 
+/// The horizons a learned purchase probability may be trained for
+/// (`churn.horizon`), each with the output field that carries it:
+/// `p_purchase_90d` is P(purchase within 90 days). The field is named after
+/// the horizon so a consumer never mistakes one horizon's probability for
+/// another's, and a fixed set keeps the protobuf schema (one field each) and
+/// the JSON names identical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Horizon {
+    /// 30 days.
+    Days30,
+    /// 60 days.
+    Days60,
+    /// 90 days (the default: a quarter, as retention teams plan).
+    Days90,
+    /// 180 days.
+    Days180,
+    /// 365 days.
+    Days365,
+}
+
+impl Horizon {
+    /// Every horizon, shortest first.
+    pub const ALL: [Horizon; 5] =
+        [Horizon::Days30, Horizon::Days60, Horizon::Days90, Horizon::Days180, Horizon::Days365];
+
+    /// Its length in days.
+    pub fn days(self) -> u32 {
+        match self {
+            Horizon::Days30 => 30,
+            Horizon::Days60 => 60,
+            Horizon::Days90 => 90,
+            Horizon::Days180 => 180,
+            Horizon::Days365 => 365,
+        }
+    }
+
+    /// The horizon of exactly `days` days, if it is one.
+    pub fn from_days(days: u64) -> Option<Horizon> {
+        Horizon::ALL.into_iter().find(|h| u64::from(h.days()) == days)
+    }
+
+    /// The name of the probability's output field (and alert reason).
+    pub fn field(self) -> &'static str {
+        match self {
+            Horizon::Days30 => "p_purchase_30d",
+            Horizon::Days60 => "p_purchase_60d",
+            Horizon::Days90 => "p_purchase_90d",
+            Horizon::Days180 => "p_purchase_180d",
+            Horizon::Days365 => "p_purchase_365d",
+        }
+    }
+}
+
+/// The features of the learned purchase probability, in the order of a
+/// `[churn.model]`'s coefficients: what the engine already knows of a
+/// customer at any moment, each named with the transform applied
+/// (`log1p_x` is ln(1 + x); dimensions, score and P(alive) are on 0–1).
+/// A model whose `features` differ from this list was trained by another
+/// version and is refused at start (docs/model.md "The learned purchase
+/// probability" describes each).
+pub const PURCHASE_FEATURES: [&str; 20] = [
+    "log1p_idle_days",
+    "log1p_idle_ratio",
+    "log1p_cadence_days",
+    "log1p_active_days",
+    "log1p_age_days",
+    "has_purchased",
+    "log1p_repeat_purchases",
+    "log1p_days_since_purchase",
+    "log1p_purchase_age_days",
+    "attention",
+    "transaction",
+    "social",
+    "loyalty",
+    "satisfaction",
+    "score",
+    "p_alive",
+    "log_expected_purchases_90d",
+    "stage_integration",
+    "stage_intelligence",
+    "stage_value_creation",
+];
+
+/// How many features the learned purchase probability has.
+pub const PURCHASE_FEATURE_COUNT: usize = PURCHASE_FEATURES.len();
+
+/// Where the dimensions sit in [`PURCHASE_FEATURES`]: one feature each, in
+/// [`Dimension`] order.
+pub const PURCHASE_FEATURE_DIMENSIONS: usize = 9;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +454,18 @@ mod tests {
         assert!(Dimension::ALL.iter().enumerate().all(|(i, d)| d.index() == i));
         let names: std::collections::BTreeSet<_> = Dimension::ALL.iter().map(|d| d.as_str()).collect();
         assert_eq!(names.len(), DIMENSIONS, "distinct names");
+    }
+
+    #[test]
+    fn every_dimension_is_a_purchase_feature_and_horizons_name_their_field() {
+        for d in Dimension::ALL {
+            assert_eq!(PURCHASE_FEATURES[PURCHASE_FEATURE_DIMENSIONS + d.index()], d.as_str());
+        }
+        for h in Horizon::ALL {
+            assert_eq!(Horizon::from_days(u64::from(h.days())), Some(h));
+            assert_eq!(h.field(), format!("p_purchase_{}d", h.days()));
+        }
+        assert_eq!(Horizon::from_days(91), None);
     }
 
     #[test]

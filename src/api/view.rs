@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::engine::churn::Health;
 use crate::engine::lifecycle::Stage;
-use crate::engine::output::Dimensions;
+use crate::engine::output::{Dimensions, PurchaseProbability};
 use crate::engine::scoring::Driver;
 use crate::engine::state::CustomerState;
 use crate::engine::store::Store;
@@ -45,6 +45,10 @@ pub struct CustomerView {
     expected_purchases_90d: Option<f64>,
     /// Expected spend in the next 90 days.
     expected_value_90d: Option<f64>,
+    /// The learned probability of a purchase within `churn.horizon`, as
+    /// `p_purchase_<days>d`; no field without a `[churn.model]`.
+    #[serde(flatten)]
+    p_purchase: PurchaseProbability,
     seq: u32,
 }
 
@@ -192,7 +196,40 @@ impl Local {
             purchase_days: state.purchase_days(),
             expected_purchases_90d: value.map(|v| v.expected_purchases),
             expected_value_90d: value.map(|v| v.expected_value),
+            p_purchase: self.engine.purchase_probability(state, &snap, value),
             seq: state.seq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::wall_clock_ms;
+    use crate::config::Config;
+    use crate::engine::Rules;
+
+    #[test]
+    fn the_customer_view_carries_the_learned_probability_only_with_a_model() {
+        let mut config = Config::default();
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        config.churn.model = Some(crate::engine::propensity::test_model(-1.0, 0.5, 0.0, calibration));
+        let now = wall_clock_ms();
+        let event = crate::engine::event::Event {
+            event_id: "e1".into(),
+            customer_id: "c".into(),
+            ts_ms: now - 86_400_000,
+            kind: crate::engine::event::EventKind::Purchase { amount: 20.0, loyalty_member: false, coupon_used: false },
+        };
+        for (config, field) in [(config, true), (Config::default(), false)] {
+            let engine = Engine::new(Rules::new(&config));
+            let store = Arc::new(Store::new());
+            engine.apply(&store.partition(0), &event, None, &mut Vec::new());
+            let local = Local { store: store.clone(), status: Arc::new(Status::new()), engine };
+            let state = store.find("c").unwrap().1;
+            let v = serde_json::to_value(local.view("c", 0, &state, now)).unwrap();
+            let p = v.get("p_purchase_90d").and_then(serde_json::Value::as_f64);
+            assert_eq!(p.is_some_and(|p| (0.0..=1.0).contains(&p)), field, "{v}");
         }
     }
 }

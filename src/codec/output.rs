@@ -10,7 +10,7 @@ use crate::engine::churn::Health;
 use crate::engine::lifecycle::Stage;
 use crate::engine::output::{AlertKind, Dimensions, Output, ScoreChanged};
 use crate::proto;
-use crate::vocab::{Dimension, Format};
+use crate::vocab::{Dimension, Format, Horizon};
 
 /// Version of the output schemas (`proto/engage/v1`), sent as the
 /// `engage.schema.version` header.
@@ -112,6 +112,12 @@ fn write_score_json(s: &ScoreChanged, buf: &mut Vec<u8>) {
     json_opt_f64(buf, s.expected_purchases_90d);
     buf.extend_from_slice(b",\"expected_value_90d\":");
     json_opt_f64(buf, s.expected_value_90d);
+    if let Some((horizon, p)) = s.p_purchase.0 {
+        buf.extend_from_slice(b",\"");
+        buf.extend_from_slice(horizon.field().as_bytes());
+        buf.extend_from_slice(b"\":");
+        json_f64(buf, p);
+    }
     buf.extend_from_slice(b",\"event_time\":");
     let _ = CompactFormatter.write_i64(buf, s.event_time);
     buf.extend_from_slice(b",\"processed_at\":");
@@ -181,27 +187,39 @@ pub fn health_to_proto(health: Health) -> proto::Health {
 /// encoding cannot run out of room).
 fn write_protobuf(output: &Output, buf: &mut Vec<u8>) {
     let _ = match output {
-        Output::Score(s) => proto::ScoreChanged {
-            customer_id: s.customer_id.to_string(),
-            seq: s.seq,
-            score: s.score,
-            previous_score: s.previous_score,
-            dimensions: Some(dimensions_to_proto(&s.dimensions)),
-            stage: stage_to_proto(s.stage) as i32,
-            health: health_to_proto(s.health) as i32,
-            p_alive: s.p_alive,
-            drivers: s
-                .drivers
-                .as_slice()
-                .iter()
-                .map(|d| proto::Driver { dimension: d.dimension.as_str().to_string(), delta: d.delta })
-                .collect(),
-            expected_purchases_90d: s.expected_purchases_90d,
-            expected_value_90d: s.expected_value_90d,
-            event_time: s.event_time,
-            processed_at: s.processed_at,
+        Output::Score(s) => {
+            let mut m = proto::ScoreChanged {
+                customer_id: s.customer_id.to_string(),
+                seq: s.seq,
+                score: s.score,
+                previous_score: s.previous_score,
+                dimensions: Some(dimensions_to_proto(&s.dimensions)),
+                stage: stage_to_proto(s.stage) as i32,
+                health: health_to_proto(s.health) as i32,
+                p_alive: s.p_alive,
+                drivers: s
+                    .drivers
+                    .as_slice()
+                    .iter()
+                    .map(|d| proto::Driver { dimension: d.dimension.as_str().to_string(), delta: d.delta })
+                    .collect(),
+                expected_purchases_90d: s.expected_purchases_90d,
+                expected_value_90d: s.expected_value_90d,
+                event_time: s.event_time,
+                processed_at: s.processed_at,
+                ..Default::default()
+            };
+            if let Some((horizon, p)) = s.p_purchase.0 {
+                *match horizon {
+                    Horizon::Days30 => &mut m.p_purchase_30d,
+                    Horizon::Days60 => &mut m.p_purchase_60d,
+                    Horizon::Days90 => &mut m.p_purchase_90d,
+                    Horizon::Days180 => &mut m.p_purchase_180d,
+                    Horizon::Days365 => &mut m.p_purchase_365d,
+                } = Some(p);
+            }
+            m.encode(buf)
         }
-        .encode(buf),
         Output::Alert(a) => proto::ChurnAlert {
             alert_id: a.alert_id.clone(),
             customer_id: a.customer_id.to_string(),
@@ -239,7 +257,7 @@ fn write_protobuf(output: &Output, buf: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::engine::churn::Reason;
-    use crate::engine::output::ChurnAlert;
+    use crate::engine::output::{ChurnAlert, PurchaseProbability};
     use crate::engine::scoring::Drivers;
     use crate::vocab::DIMENSIONS;
     use proptest::prelude::*;
@@ -259,6 +277,7 @@ mod tests {
             drivers: Drivers::default(),
             expected_purchases_90d: Some(0.5),
             expected_value_90d: Some(20.0),
+            p_purchase: PurchaseProbability(Some((Horizon::Days90, 0.42))),
             event_time: 1000,
             processed_at: 2000,
         }
@@ -311,7 +330,26 @@ mod tests {
 
     #[test]
     fn json_and_protobuf_use_the_same_field_names() {
-        assert_eq!(json_fields(&encode(&Output::Score(sample_score()), Format::Json)), proto_fields("ScoreChanged"));
+        // The learned probability has one field per horizon, of which a
+        // message carries the one of its model (none without a model):
+        // every JSON field is a protobuf field, and over all horizons the
+        // two sets are equal.
+        let scores = proto_fields("ScoreChanged");
+        let mut seen = BTreeSet::new();
+        for p in Horizon::ALL.into_iter().map(|h| Some((h, 0.5))).chain([None]) {
+            let score = ScoreChanged { p_purchase: PurchaseProbability(p), ..sample_score() };
+            let json = json_fields(&encode(&Output::Score(score.clone()), Format::Json));
+            assert!(json.is_subset(&scores), "{json:?} vs {scores:?}");
+            let named = json.iter().filter(|f| f.starts_with("p_purchase_")).cloned().collect::<Vec<_>>();
+            assert_eq!(named, p.map(|(h, _)| h.field().to_string()).into_iter().collect::<Vec<_>>());
+            // The protobuf field of the same name carries the value.
+            let m = proto::ScoreChanged::decode(&encode(&Output::Score(score), Format::Protobuf)[..]).unwrap();
+            let set = [m.p_purchase_30d, m.p_purchase_60d, m.p_purchase_90d, m.p_purchase_180d, m.p_purchase_365d];
+            let set: Vec<_> = Horizon::ALL.into_iter().zip(set).filter_map(|(h, v)| v.map(|v| (h, v))).collect();
+            assert_eq!(set, p.into_iter().collect::<Vec<_>>());
+            seen.extend(json);
+        }
+        assert_eq!(seen, scores);
         assert_eq!(json_fields(&encode(&Output::Alert(sample_alert()), Format::Json)), proto_fields("ChurnAlert"));
         let dims: serde_json::Value = serde_json::to_value(sample_score().dimensions).unwrap();
         let keys: BTreeSet<String> = dims.as_object().unwrap().keys().cloned().collect();
@@ -335,6 +373,7 @@ mod tests {
             stage in prop::sample::select(vec![Stage::Initiation, Stage::Integration, Stage::Intelligence, Stage::ValueCreation]),
             health in prop::sample::select(vec![Health::Active, Health::AtRisk, Health::Dormant]),
             (expected_purchases_90d, expected_value_90d) in (prop::option::of(any_f64()), prop::option::of(any_f64())),
+            p_purchase in prop::option::of((prop::sample::select(Horizon::ALL.to_vec()), any_f64())),
             (event_time, processed_at) in (any::<i64>(), any::<i64>()),
         ) -> ScoreChanged {
             let rules = crate::engine::scoring::ScoringRules::new(&crate::config::ScoringConfig::default());
@@ -350,6 +389,7 @@ mod tests {
                 drivers: rules.drivers(&before, &after),
                 expected_purchases_90d,
                 expected_value_90d,
+                p_purchase: PurchaseProbability(p_purchase),
                 event_time,
                 processed_at,
             }

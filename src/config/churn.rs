@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DAY, invalid};
+use super::{ConfigError, DAY, PurchaseModelConfig, invalid};
+use crate::vocab::Horizon;
 
 /// `[churn]`: the three signals and health thresholds of docs/model.md "Health".
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,6 +46,39 @@ pub struct ChurnConfig {
     pub bgnbd: BgNbdConfig,
     /// The Gamma-Gamma spend model behind expected value.
     pub gamma_gamma: GammaGammaConfig,
+    /// How far ahead the learned purchase probability looks: it is
+    /// P(purchase within this), published as `p_purchase_<days>d`. One of
+    /// 30, 60, 90, 180 or 365 days (each has its output field). A quarter,
+    /// as retention teams plan: 90 days.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// What health is derived from: `signals` (P(alive), idle time
+    /// against cadence, score drop, as above) or `model` (the learned
+    /// purchase probability against `p_purchase_at_risk` and
+    /// `p_purchase_dormant`, once the customer is overdue; needs
+    /// `[churn.model]`). The published model: signals.
+    pub health_from: HealthFrom,
+    /// With `health_from = "model"`: `at_risk` when the probability of a
+    /// purchase within the horizon falls below this. A starting point; tune
+    /// it on your history with `engage evaluate --suggest`: 0.3.
+    pub p_purchase_at_risk: f64,
+    /// With `health_from = "model"`: `dormant` below this. A starting
+    /// point, as above: 0.1.
+    pub p_purchase_dormant: f64,
+    /// The learned purchase probability, as `engage fit --holdout-end`
+    /// writes it. Without it nothing is learned or published: none.
+    pub model: Option<PurchaseModelConfig>,
+}
+
+/// What churn health is derived from (`churn.health_from`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthFrom {
+    /// P(alive), idle time against cadence and score drop.
+    #[default]
+    Signals,
+    /// The learned purchase probability (`[churn.model]`).
+    Model,
 }
 
 impl Default for ChurnConfig {
@@ -62,6 +96,11 @@ impl Default for ChurnConfig {
             overdue_gate: 1.0,
             bgnbd: BgNbdConfig::default(),
             gamma_gamma: GammaGammaConfig::default(),
+            horizon: Duration::from_secs(90 * DAY),
+            health_from: HealthFrom::Signals,
+            p_purchase_at_risk: 0.3,
+            p_purchase_dormant: 0.1,
+            model: None,
         }
     }
 }
@@ -112,6 +151,13 @@ impl Default for GammaGammaConfig {
 }
 
 impl ChurnConfig {
+    /// `churn.horizon` as one of the supported horizons (None if it is
+    /// not one; `validate` refuses that).
+    pub fn horizon_kind(&self) -> Option<Horizon> {
+        let secs = self.horizon.as_secs();
+        (secs.is_multiple_of(DAY) && self.horizon.subsec_nanos() == 0).then(|| Horizon::from_days(secs / DAY)).flatten()
+    }
+
     /// Checks that span this section's fields; the error names the key
     /// and what would be valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -148,6 +194,29 @@ impl ChurnConfig {
         let g = &c.gamma_gamma;
         if !(g.p > 0.0 && g.q > 1.0 && g.gamma > 0.0 && g.p.is_finite() && g.q.is_finite() && g.gamma.is_finite()) {
             return Err(invalid("churn.gamma_gamma", "need p > 0, q > 1 and gamma > 0"));
+        }
+        if c.horizon_kind().is_none() {
+            return Err(invalid("churn.horizon", "must be one of 30, 60, 90, 180 or 365 days"));
+        }
+        for (key, v) in
+            [("churn.p_purchase_at_risk", c.p_purchase_at_risk), ("churn.p_purchase_dormant", c.p_purchase_dormant)]
+        {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(key, "must be a probability from 0 to 1"));
+            }
+        }
+        if c.p_purchase_dormant > c.p_purchase_at_risk {
+            return Err(invalid("churn.p_purchase_dormant", "must not exceed churn.p_purchase_at_risk"));
+        }
+        match &c.model {
+            Some(model) => model.validate(c.horizon)?,
+            None if c.health_from == HealthFrom::Model => {
+                return Err(invalid(
+                    "churn.health_from",
+                    "\"model\" needs a [churn.model] table (engage fit --holdout-end writes one); or use \"signals\"",
+                ));
+            }
+            None => {}
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 mod api;
 mod churn;
+mod churn_model;
 mod http;
 mod input;
 mod kafka;
@@ -20,7 +21,8 @@ mod topics;
 mod validation_tests;
 
 pub use api::ApiConfig;
-pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig};
+pub use churn::{BgNbdConfig, ChurnConfig, GammaGammaConfig, HealthFrom};
+pub use churn_model::{CalibrationConfig, PurchaseModelConfig, TrainingSummary};
 pub use http::HttpConfig;
 pub use input::InputConfig;
 pub use kafka::{KafkaConfig, REDACTED, is_secret_key, redact};

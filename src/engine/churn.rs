@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 
-use crate::config::ChurnConfig;
+use crate::config::{ChurnConfig, HealthFrom};
 use crate::engine::event::DAY_MS;
+use crate::engine::propensity::PurchaseModel;
+use crate::vocab::Horizon;
 
 /// A customer's churn health.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -151,6 +153,9 @@ pub struct Signals {
     pub score: f64,
     /// Highest score within the score-drop window.
     pub peak: f64,
+    /// The learned probability of a purchase within the horizon (NaN when
+    /// there is no model, or it was not needed).
+    pub p_purchase: f64,
 }
 
 impl Signals {
@@ -163,7 +168,8 @@ impl Signals {
 /// One fired churn signal, reported in an alert.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Reason {
-    /// `p_alive`, `idle_ratio` or `score_drop` (score ÷ peak).
+    /// `p_alive`, `idle_ratio`, `score_drop` (score ÷ peak), or the learned
+    /// probability by its field name (`p_purchase_90d`).
     pub signal: &'static str,
     /// The signal's value.
     pub value: f64,
@@ -184,6 +190,12 @@ pub struct ChurnRules {
     pub default_cadence_days: f64,
     /// Score-drop window, ms.
     pub peak_window_ms: i64,
+    /// The learned purchase probability, when configured.
+    pub purchase_model: Option<PurchaseModel>,
+    /// Whether health comes from the model instead of the three signals.
+    pub health_from: HealthFrom,
+    p_purchase_at_risk: f64,
+    p_purchase_dormant: f64,
     p_alive_at_risk: f64,
     p_alive_dormant: f64,
     idle_at_risk: f64,
@@ -204,6 +216,14 @@ impl ChurnRules {
             unit_days: days(c.bgnbd.time_unit),
             default_cadence_days: days(c.default_cadence),
             peak_window_ms: c.score_drop_window.as_millis() as i64,
+            // A validated config has a supported horizon.
+            purchase_model: c
+                .model
+                .as_ref()
+                .map(|m| PurchaseModel::new(m, c.horizon_kind().unwrap_or(Horizon::Days90))),
+            health_from: if c.model.is_some() { c.health_from } else { HealthFrom::Signals },
+            p_purchase_at_risk: c.p_purchase_at_risk,
+            p_purchase_dormant: c.p_purchase_dormant,
             p_alive_at_risk: c.p_alive_at_risk,
             p_alive_dormant: c.p_alive_dormant,
             idle_at_risk: c.idle_at_risk,
@@ -228,12 +248,32 @@ impl ChurnRules {
         s.idle_ratio() >= self.overdue_gate
     }
 
+    /// Whether health is assessed from the learned probability, so an
+    /// overdue customer's `p_purchase` must be computed first.
+    pub fn health_from_model(&self) -> bool {
+        self.health_from == HealthFrom::Model
+    }
+
     /// The health the signals call for, with the signals that fired (worst
     /// first). P(alive) and score drop only count once the customer is
-    /// overdue ([`ChurnRules::is_overdue`]).
+    /// overdue ([`ChurnRules::is_overdue`]); so does the learned
+    /// probability, when health comes from it (`churn.health_from`), for
+    /// the same reason: a frequent visitor would otherwise flip between
+    /// `active` at each visit and `at_risk` at each sweep.
     pub fn assess(&self, s: &Signals) -> (Health, Vec<Reason>) {
-        let ratio = s.idle_ratio();
         let overdue = self.is_overdue(s);
+        if let (HealthFrom::Model, Some(model)) = (self.health_from, &self.purchase_model) {
+            let signal = model.horizon().field();
+            let reason = |threshold| vec![Reason { signal, value: s.p_purchase, threshold }];
+            return if overdue && s.p_purchase < self.p_purchase_dormant {
+                (Health::Dormant, reason(self.p_purchase_dormant))
+            } else if overdue && s.p_purchase < self.p_purchase_at_risk {
+                (Health::AtRisk, reason(self.p_purchase_at_risk))
+            } else {
+                (Health::Active, Vec::new())
+            };
+        }
+        let ratio = s.idle_ratio();
         let mut dormant = Vec::new();
         let mut at_risk = Vec::new();
         if overdue && s.p_alive < self.p_alive_dormant {
@@ -321,7 +361,7 @@ mod tests {
     }
 
     fn signals(p_alive: f64, idle_days: f64, score: f64, peak: f64) -> Signals {
-        Signals { p_alive, idle_days, cadence_days: 2.0, score, peak }
+        Signals { p_alive, idle_days, cadence_days: 2.0, score, peak, p_purchase: f64::NAN }
     }
 
     #[test]

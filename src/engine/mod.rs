@@ -7,6 +7,7 @@ pub mod erasure;
 pub mod event;
 pub mod lifecycle;
 pub mod output;
+pub mod propensity;
 pub mod scoring;
 pub mod state;
 pub mod store;
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::engine::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
 use crate::engine::event::{Event, Source};
 use crate::engine::lifecycle::{LifecycleRules, Stage, StageFacts};
-use crate::engine::output::{AlertKind, ChurnAlert, Output, ScoreChanged};
+use crate::engine::output::{AlertKind, ChurnAlert, Output, PurchaseProbability, ScoreChanged};
 use crate::engine::scoring::ScoringRules;
 use crate::engine::state::{CustomerState, PurchaseSummary, event_id_hash};
 use crate::engine::store::Partition;
@@ -293,6 +294,30 @@ impl Engine {
         Some(Value90 { expected_purchases, expected_value: expected_purchases * c.spend.expected_order_value(x, mean) })
     }
 
+    /// The learned probability of a purchase within `churn.horizon`
+    /// (docs/model.md "The learned purchase probability"), from the state,
+    /// its snapshot (with P(alive), as [`Engine::snapshot`] gives it) and
+    /// its 90-day expectation; `None` without a `[churn.model]`. Stores
+    /// nothing: it is recomputed from what the state holds whenever it is
+    /// needed.
+    pub fn p_purchase(&self, state: &CustomerState, snap: &Snapshot, value: Option<Value90>) -> Option<f64> {
+        let model = self.rules.churn.purchase_model.as_ref()?;
+        debug_assert!(!snap.signals.p_alive.is_nan(), "P(alive) is a feature: compute it first");
+        let f = propensity::features(state, snap, value.map(|v| v.expected_purchases));
+        Some(model.probability(&f))
+    }
+
+    /// [`Engine::p_purchase`] with its horizon, as outputs carry it.
+    pub fn purchase_probability(
+        &self,
+        state: &CustomerState,
+        snap: &Snapshot,
+        value: Option<Value90>,
+    ) -> PurchaseProbability {
+        let horizon = self.rules.churn.purchase_model.as_ref().map(|m| m.horizon());
+        PurchaseProbability(horizon.zip(self.p_purchase(state, snap, value)))
+    }
+
     fn p_alive(&self, snap: &Snapshot) -> f64 {
         snap.purchases
             .map(|p| self.rules.churn.p_alive_days(p.repeat_purchases, p.recency_days, p.age_days))
@@ -320,6 +345,7 @@ impl Engine {
             cadence_days: state.cadence_days(r.churn.default_cadence_days),
             score,
             peak: f64::from(state.peak_score),
+            p_purchase: f64::NAN,
         };
         Snapshot { at: now, dimensions, score, stage, signals, purchases }
     }
@@ -336,8 +362,13 @@ impl Engine {
         let mut snap = self.snapshot_without_p_alive(state, now);
         state.update_peak(snap.score, now, r.churn.peak_window_ms);
         snap.signals.peak = f64::from(state.peak_score);
+        let mut value = None;
         if r.churn.is_overdue(&snap.signals) {
             snap.signals.p_alive = self.p_alive(&snap);
+            if r.churn.health_from_model() {
+                value = Some(self.value_90d(state, &snap));
+                snap.signals.p_purchase = self.p_purchase(state, &snap, value.flatten()).unwrap_or(f64::NAN);
+            }
         }
         let (assessed, reasons) = r.churn.assess(&snap.signals);
         let before = state.health;
@@ -370,7 +401,13 @@ impl Engine {
         }
         let processed_at = (self.clock)();
         if publish {
-            let value = self.value_90d(state, &snap);
+            let value = value.unwrap_or_else(|| self.value_90d(state, &snap));
+            let p_purchase = match &r.churn.purchase_model {
+                Some(model) if !snap.signals.p_purchase.is_nan() => {
+                    PurchaseProbability(Some((model.horizon(), snap.signals.p_purchase)))
+                }
+                _ => self.purchase_probability(state, &snap, value),
+            };
             let before_dims = if new_customer { [0.0; DIMENSIONS] } else { state.published_dimension_scores() };
             state.seq += 1;
             out.push(Output::Score(ScoreChanged {
@@ -385,6 +422,7 @@ impl Engine {
                 drivers: r.scoring.drivers(&before_dims, &snap.dimensions),
                 expected_purchases_90d: value.map(|v| v.expected_purchases),
                 expected_value_90d: value.map(|v| v.expected_value),
+                p_purchase,
                 event_time: now,
                 processed_at,
             }));
@@ -616,6 +654,75 @@ mod tests {
         let want = crate::engine::churn::BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 }.p_alive(2.0, 2.0, 4.0);
         assert!((snap.signals.p_alive - want).abs() < 1e-12);
         assert_eq!(snap.purchases.unwrap().repeat_purchases, 2);
+    }
+
+    fn engine_with_model(health_from: crate::config::HealthFrom) -> Engine {
+        let mut config = Config::default();
+        // P(purchase) falls with idle time: −3 per standard deviation of
+        // ln(1 + idle days).
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        config.churn.model = Some(propensity::test_model(-3.0, 0.0, 0.0, calibration));
+        config.churn.health_from = health_from;
+        config.validate().unwrap();
+        Engine::new(Rules::new(&config)).with_clock(|| 42)
+    }
+
+    #[test]
+    fn a_model_publishes_its_probability_named_after_its_horizon() {
+        let (e, store, mut out) = (engine_with_model(crate::config::HealthFrom::Signals), Store::new(), Vec::new());
+        let p = store.partition(0);
+        e.apply(&p, &purchase("p1", "c", T0, 20.0), None, &mut out);
+        e.apply(&p, &purchase("p2", "c", T0 + 9 * DAY_MS, 20.0), None, &mut out);
+        let s = scores(&out);
+        let (horizon, probability) = s[1].p_purchase.0.expect("a probability with a model");
+        assert_eq!(horizon, crate::vocab::Horizon::Days90);
+        // What the model gives for the state at the event, computed apart.
+        let state = p.get("c").unwrap();
+        let snap = e.snapshot(&state, T0 + 9 * DAY_MS);
+        let value = e.value_90d(&state, &snap);
+        let model = e.rules().churn.purchase_model.as_ref().unwrap();
+        let f = propensity::features(&state, &snap, value.map(|v| v.expected_purchases));
+        assert_eq!(probability, model.probability(&f));
+        assert!((0.0..=1.0).contains(&probability));
+        let json = String::from_utf8(crate::codec::output::encode(&out[1], crate::vocab::Format::Json)).unwrap();
+        assert!(json.contains(&format!("\"p_purchase_90d\":{probability}")), "{json}");
+        // Without a model: no probability, no field.
+        let (plain, store, mut out) = (engine(), Store::new(), Vec::new());
+        plain.apply(&store.partition(0), &purchase("p1", "c", T0, 20.0), None, &mut out);
+        assert_eq!(scores(&out)[0].p_purchase.0, None);
+        let json = String::from_utf8(crate::codec::output::encode(&out[0], crate::vocab::Format::Json)).unwrap();
+        assert!(!json.contains("p_purchase"), "{json}");
+    }
+
+    #[test]
+    fn health_from_the_model_follows_the_probability_once_overdue() {
+        let (e, store, mut out) = (engine_with_model(crate::config::HealthFrom::Model), Store::new(), Vec::new());
+        let p = store.partition(0);
+        // Active on days 0..=3: cadence 1 day.
+        for d in 0..4 {
+            e.apply(&p, &click(&format!("v{d}"), "c", T0 + d * DAY_MS, ClickKind::ProductView), None, &mut out);
+        }
+        out.clear();
+        let probability = |at: i64| {
+            let state = p.get("c").unwrap();
+            let snap = e.snapshot(&state, at);
+            e.p_purchase(&state, &snap, e.value_90d(&state, &snap)).unwrap()
+        };
+        // Idle 1 day: z = −3·(ln 2 − 1)/2 > 0, p > ½ ≥ 0.3: active.
+        e.sweep(&p, T0 + 4 * DAY_MS, &mut out);
+        assert!(alerts(&out).is_empty() && probability(T0 + 4 * DAY_MS) > 0.5);
+        // Idle 5 days: p = σ(−3·(ln 6 − 1)/2) = 0.23: at_risk, by the model alone.
+        e.sweep(&p, T0 + 8 * DAY_MS, &mut out);
+        let a = alerts(&out);
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!((a[0].kind, a[0].reasons.len(), a[0].reasons[0].signal), (AlertKind::AtRisk, 1, "p_purchase_90d"));
+        assert_eq!((a[0].reasons[0].value, a[0].reasons[0].threshold), (probability(T0 + 8 * DAY_MS), 0.3));
+        // The score change that carries the new health carries the same probability.
+        assert_eq!(scores(&out)[0].p_purchase.0.map(|p| p.1), Some(a[0].reasons[0].value));
+        out.clear();
+        // Idle 15 days: p = σ(−3·(ln 16 − 1)/2) = 0.065 < 0.1: dormant.
+        e.sweep(&p, T0 + 18 * DAY_MS, &mut out);
+        assert_eq!(alerts(&out).iter().map(|a| a.kind).collect::<Vec<_>>(), vec![AlertKind::Dormant]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::ser::SerializeMap;
 use crate::engine::churn::{Health, Reason};
 use crate::engine::lifecycle::Stage;
 use crate::engine::scoring::Drivers;
-use crate::vocab::{DIMENSIONS, Dimension};
+use crate::vocab::{DIMENSIONS, Dimension, Horizon};
 
 /// The dimension scores, 0–100, in [`Dimension`] order. Serialised as an
 /// object keyed by dimension name, as the protobuf `Dimensions` message
@@ -35,6 +35,23 @@ impl Serialize for Dimensions {
         let mut map = serializer.serialize_map(Some(DIMENSIONS))?;
         for d in Dimension::ALL {
             map.serialize_entry(d.as_str(), &self.get(d))?;
+        }
+        map.end()
+    }
+}
+
+/// The learned probability of a purchase within its horizon, or nothing
+/// without a `[churn.model]`. Serialised as one field named after the
+/// horizon (`"p_purchase_90d": 0.42`), flattened into its message, or no
+/// field at all, so outputs without a model are exactly as before.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PurchaseProbability(pub Option<(Horizon, f64)>);
+
+impl Serialize for PurchaseProbability {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(usize::from(self.0.is_some())))?;
+        if let Some((horizon, p)) = self.0 {
+            map.serialize_entry(horizon.field(), &p)?;
         }
         map.end()
     }
@@ -70,6 +87,10 @@ pub struct ScoreChanged {
     /// That times the Gamma-Gamma expected order value; absent before the
     /// first purchase.
     pub expected_value_90d: Option<f64>,
+    /// The learned, calibrated probability of a purchase within
+    /// `churn.horizon`, as `p_purchase_<days>d`; no field without a model.
+    #[serde(flatten)]
+    pub p_purchase: PurchaseProbability,
     /// Event time (epoch ms) of the event or sweep that caused the message.
     pub event_time: i64,
     /// Wall-clock time (epoch ms) the message was produced.

@@ -6,8 +6,11 @@
 //! reason; churn sweeps run on event time every `sweep_every` (and once more
 //! at the as-of time), so silent customers raise alerts exactly as they would
 //! live. Events are held in memory to be sorted, about 100 bytes each
-//! (`files.rs` reads them).
+//! (`files.rs` reads them). [`drive`] is that loop, with cut-offs at which
+//! the caller sees every customer; [`cutoffs`] rolls cut-offs through a
+//! history to learn and judge the purchase probability.
 
+pub mod cutoffs;
 mod files;
 
 pub use files::{BadLine, InputFormat, read_events};
@@ -201,9 +204,6 @@ pub fn replay_keeping_state(config: &Config, opts: &ReplayOptions) -> Result<Rep
     })?;
 
     let engine = Engine::new(Rules::new(config));
-    let store = Store::new();
-    let partition = store.partition(0);
-    let mut out = Vec::new();
     let mut write = |out: &mut Vec<Output>, summary: &mut ReplaySummary| -> Result<(), ReplayError> {
         for o in out.drain(..) {
             let ((file, path), count) = match o {
@@ -219,13 +219,57 @@ pub fn replay_keeping_state(config: &Config, opts: &ReplayOptions) -> Result<Rep
         }
         Ok(())
     };
-    let every = opts.sweep_every_ms.max(1);
-    let mut next_sweep = events.first().map(|e| (e.ts_ms.div_euclid(every) + 1) * every);
-    for event in &events {
-        while let Some(t) = next_sweep.filter(|t| *t <= event.ts_ms) {
-            engine.sweep(&partition, t, &mut out);
-            next_sweep = Some(t + every);
+    let as_of = opts.as_of.or(events.last().map(|e| e.ts_ms));
+    summary.as_of = as_of;
+    let cutoffs: Vec<i64> = as_of.into_iter().collect();
+    let mut customers = 0;
+    let partition = drive(&engine, &events, opts.sweep_every_ms, &cutoffs, &mut summary, &mut write, |at, p| {
+        customers = write_states(&engine, p, at, &mut states)?;
+        Ok(())
+    })?;
+    summary.customers = customers;
+    for (mut f, path) in [scores, alerts, dlq, states] {
+        f.flush().map_err(io("writing", &path))?;
+    }
+    Ok(Replayed { summary, engine, customers: partition })
+}
+
+/// What [`drive`] does with the outputs of each step: write them, count
+/// them, or drop them.
+pub type OnOutputs<'a> = dyn FnMut(&mut Vec<Output>, &mut ReplaySummary) -> Result<(), ReplayError> + 'a;
+
+/// Drives `engine` over `events` (sorted by event time) in one fresh
+/// partition, on event time only, as `engage replay` does: every event is
+/// applied, churn sweeps run every `sweep_every_ms` of event time, and at
+/// each of `cutoffs` (ascending), once every event up to it is applied and
+/// a sweep has run at it, `at_cutoff` sees every customer as of that time.
+/// `engage fit` and `engage evaluate` roll cut-offs through a history this
+/// way; `engage replay` has one, its as-of time. Outputs go to `on_outputs`
+/// as they are made; what was applied is counted in `summary`.
+pub fn drive(
+    engine: &Engine,
+    events: &[crate::engine::event::Event<'_>],
+    sweep_every_ms: i64,
+    cutoffs: &[i64],
+    summary: &mut ReplaySummary,
+    on_outputs: &mut OnOutputs<'_>,
+    mut at_cutoff: impl FnMut(i64, &crate::engine::store::Partition) -> Result<(), ReplayError>,
+) -> Result<std::sync::Arc<crate::engine::store::Partition>, ReplayError> {
+    let store = Store::new();
+    let partition = store.partition(0);
+    let mut out = Vec::new();
+    let every = sweep_every_ms.max(1);
+    let mut sweeps = Sweeps { next: events.first().map(|e| (e.ts_ms.div_euclid(every) + 1) * every), every };
+    let mut cuts = cutoffs.iter().copied().peekable();
+    for event in events {
+        while let Some(at) = cuts.next_if(|c| *c < event.ts_ms) {
+            sweeps.run_before(engine, &partition, at, &mut out);
+            engine.sweep(&partition, at, &mut out);
+            sweeps.skip_to(at);
+            on_outputs(&mut out, summary)?;
+            at_cutoff(at, &partition)?;
         }
+        sweeps.run_before(engine, &partition, event.ts_ms + 1, &mut out);
         match engine.apply(&partition, event, None, &mut out) {
             Outcome::Applied => summary.applied += 1,
             // A replay's partition has no bootstrap as-of: never Bootstrapped.
@@ -234,23 +278,45 @@ pub fn replay_keeping_state(config: &Config, opts: &ReplayOptions) -> Result<Rep
             // Replay applies no erasures.
             Outcome::BeforeErasure | Outcome::Erased => {}
         }
-        write(&mut out, &mut summary)?;
+        on_outputs(&mut out, summary)?;
     }
-    let as_of = opts.as_of.or(events.last().map(|e| e.ts_ms));
-    summary.as_of = as_of;
-    if let Some(as_of) = as_of {
-        while let Some(t) = next_sweep.filter(|t| *t < as_of) {
-            engine.sweep(&partition, t, &mut out);
-            next_sweep = Some(t + every);
+    for at in cuts {
+        sweeps.run_before(engine, &partition, at, &mut out);
+        engine.sweep(&partition, at, &mut out);
+        sweeps.skip_to(at);
+        on_outputs(&mut out, summary)?;
+        at_cutoff(at, &partition)?;
+    }
+    Ok(partition)
+}
+
+/// The periodic churn sweeps of [`drive`], on event time.
+struct Sweeps {
+    next: Option<i64>,
+    every: i64,
+}
+
+impl Sweeps {
+    /// Runs every sweep due before `until`.
+    fn run_before(
+        &mut self,
+        engine: &Engine,
+        partition: &crate::engine::store::Partition,
+        until: i64,
+        out: &mut Vec<Output>,
+    ) {
+        while let Some(t) = self.next.filter(|t| *t < until) {
+            engine.sweep(partition, t, out);
+            self.next = Some(t + self.every);
         }
-        engine.sweep(&partition, as_of, &mut out);
-        write(&mut out, &mut summary)?;
-        summary.customers = write_states(&engine, &partition, as_of, &mut states)?;
     }
-    for (mut f, path) in [scores, alerts, dlq, states] {
-        f.flush().map_err(io("writing", &path))?;
+
+    /// Skips the sweeps at or before `at` (one has just run there).
+    fn skip_to(&mut self, at: i64) {
+        while let Some(t) = self.next.filter(|t| *t <= at) {
+            self.next = Some(t + self.every);
+        }
     }
-    Ok(Replayed { summary, engine, customers: partition })
 }
 
 fn write_states(

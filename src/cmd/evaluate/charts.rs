@@ -1,5 +1,6 @@
 //! `engage evaluate`'s plots: the BG/NBD calibration/holdout table, the
-//! repurchase rate by score decile, and the ROC curves.
+//! repurchase rate by score decile, the ROC curves, and with a
+//! `[churn.model]` the learned probability's reliability diagram.
 
 use std::path::Path;
 
@@ -57,9 +58,31 @@ pub(super) fn write_plots(dir: &Path, judged: &[Judged], report: &EvaluateReport
         x_categories: None,
         y_max: Some(1.0),
     };
+    let mut charts =
+        vec![("calibration_holdout.svg", by_frequency), ("score_deciles.svg", by_decile), ("roc.svg", roc)];
+    let title;
+    if let Some(m) = &report.purchase_model {
+        title = format!("reliability of {}: observed purchase rate by predicted decile", m.field);
+        charts.push((
+            "reliability.svg",
+            LineChart {
+                title: &title,
+                x_label: "mean predicted probability in the decile",
+                series: vec![
+                    Series {
+                        name: "observed",
+                        colour: "#d62728",
+                        points: m.reliability.iter().map(|b| (b.predicted, b.observed)).collect(),
+                    },
+                    Series { name: "perfectly calibrated", colour: "#999999", points: vec![(0.0, 0.0), (1.0, 1.0)] },
+                ],
+                x_categories: None,
+                y_max: Some(1.0),
+            },
+        ));
+    }
     let mut names = Vec::new();
-    for (name, chart) in [("calibration_holdout.svg", by_frequency), ("score_deciles.svg", by_decile), ("roc.svg", roc)]
-    {
+    for (name, chart) in charts {
         let path = dir.join(name);
         let svg =
             line_charts(&[chart]).map_err(|e| ReplayError::Chart { path: path.clone(), detail: e.to_string() })?;

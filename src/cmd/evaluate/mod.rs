@@ -23,7 +23,9 @@
 //! (the replay, then the holdout), and held in memory as replay holds them.
 
 mod charts;
+mod model;
 mod outcomes;
+mod probability;
 mod roc;
 mod suggest;
 
@@ -31,7 +33,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use model::{CutoffMeasures, ModelReport, ProbabilityMeasures, SignalMeasures, evaluation_cutoffs, judge_model};
 pub use outcomes::Judged;
+pub use probability::{Bin, brier, expected_calibration_error, lift, log_loss, reliability};
 pub use roc::{Classification, Predictor, classify, predictor, roc_auc, roc_curve, score_deciles};
 pub use suggest::{
     SUGGEST_MIN_CUSTOMERS, SUGGEST_MIN_HOLDOUT_DAYS, SUGGEST_MIN_PER_OUTCOME, Suggestion, suggest, suggest_refusal,
@@ -59,6 +63,10 @@ pub struct EvaluateOptions {
     pub sweep_every_ms: i64,
     /// Also search the `[churn]` dormant thresholds ([`suggest()`]).
     pub suggest: bool,
+    /// Judge the learned purchase probability at cut-offs this far apart
+    /// from the calibration end (while a whole horizon after them is in the
+    /// holdout); `None`: at the calibration end only.
+    pub cutoff_every_ms: Option<i64>,
 }
 
 /// Why an evaluation could not be made.
@@ -120,6 +128,15 @@ pub struct EvaluateReport {
     /// The `--suggest` result, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggest: Option<Suggestion>,
+    /// The learned purchase probability judged at cut-offs from the
+    /// calibration end, beside the single signals, when the config has a
+    /// `[churn.model]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_model: Option<ModelReport>,
+    /// Why the purchase probability could not be judged on this holdout,
+    /// when the config has a model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_model_skipped: Option<String>,
 }
 
 /// Holdout outcomes of one group of customers.
@@ -243,6 +260,17 @@ pub fn evaluate(config: &Config, opts: &EvaluateOptions) -> Result<EvaluateRepor
     report.calibration = calibration.summary;
     report.new_in_holdout = outcomes.len();
 
+    if let Some(model) = &config.churn.model {
+        let horizon_ms = i64::from(config.churn.horizon_kind().map_or(90, |h| h.days())) * DAY_MS;
+        let cutoffs = evaluation_cutoffs(t1, t2, horizon_ms, opts.cutoff_every_ms);
+        let judged_model =
+            judge_model(&calibration.engine, &events, &cutoffs, &model.training.holdout_end, opts.sweep_every_ms)?;
+        (report.purchase_model, report.purchase_model_skipped) = match judged_model {
+            Ok(m) => (Some(m), None),
+            Err(why) => (None, Some(why)),
+        };
+    }
+
     let refusal = opts.suggest.then(|| suggest_refusal(&judged, holdout_days, &config.churn)).flatten();
     if opts.suggest && refusal.is_none() {
         report.suggest = Some(suggest(&judged, &config.churn));
@@ -283,9 +311,16 @@ pub struct Args {
     sweep_every: std::time::Duration,
     /// Also search [churn]'s dormant thresholds for the best F1 of
     /// "dormant predicts no purchase" on the holdout, and print a [churn]
-    /// table to paste (on stderr; also in the report).
+    /// table to paste (on stderr; also in the report). With
+    /// churn.health_from = "model", the p_purchase thresholds instead.
     #[arg(long)]
     suggest: bool,
+    /// Judge the learned purchase probability ([churn.model]) at cut-offs
+    /// this far apart from the calibration end (e.g. 7d), while a whole
+    /// horizon after them is in the holdout; default: at the calibration
+    /// end only.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cutoff_every: Option<std::time::Duration>,
 }
 
 /// Runs `engage evaluate`: prints the report as JSON (the suggested
@@ -301,6 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out_dir: args.out,
         sweep_every_ms: args.sweep_every.as_millis() as i64,
         suggest: args.suggest,
+        cutoff_every_ms: args.cutoff_every.map(|d| d.as_millis() as i64),
     };
     let report = evaluate(&config, &opts)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -388,6 +424,8 @@ pub fn report(judged: &[Judged]) -> EvaluateReport {
         totals,
         plots: Vec::new(),
         suggest: None,
+        purchase_model: None,
+        purchase_model_skipped: None,
     }
 }
 
@@ -466,6 +504,7 @@ mod tests {
             holdout_purchases,
             holdout_value: 20.0 * f64::from(holdout_purchases),
             holdout_active: holdout_purchases > 0,
+            p_purchase: None,
         }
     }
 
@@ -519,6 +558,29 @@ mod tests {
         (c.p_alive_at_risk, c.p_alive_dormant, c.idle_at_risk, c.idle_dormant) =
             (s.p_alive_at_risk, s.p_alive_dormant, s.idle_at_risk, s.idle_dormant);
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn with_health_from_the_model_suggest_tunes_the_probability_thresholds() {
+        // Customers below 0.15 never come back; the rest all do. All are
+        // overdue (idle 20 days, cadence 10).
+        let judged: Vec<Judged> = (0..300)
+            .map(|i| {
+                let p = f64::from(i % 50) / 100.0;
+                Judged { p_purchase: Some(p), ..customer(Health::Active, 50.0, 0.9, 20.0, u32::from(p >= 0.15)) }
+            })
+            .collect();
+        let mut churn = ChurnConfig::default();
+        let calibration = crate::config::CalibrationConfig::Platt { a: 1.0, b: 0.0 };
+        churn.model = Some(crate::engine::propensity::test_model(-1.0, 0.0, 0.0, calibration));
+        churn.health_from = crate::config::HealthFrom::Model;
+        let s = suggest(&judged, &churn);
+        assert_eq!((s.p_purchase_dormant, s.after.f1), (Some(0.15), Some(1.0)), "{s:?}");
+        // The defaults (dormant below 0.1) miss a third of the lost.
+        assert_eq!(s.before.recall, Some(10.0 / 15.0));
+        assert!(s.config.contains("p_purchase_dormant = 0.15\n") && !s.config.contains("p_alive"), "{}", s.config);
+        // The P(alive) and idle thresholds are left alone.
+        assert_eq!((s.p_alive_dormant, s.idle_dormant), (churn.p_alive_dormant, churn.idle_dormant));
     }
 
     #[test]

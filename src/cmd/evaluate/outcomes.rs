@@ -74,6 +74,9 @@ pub struct Judged {
     pub holdout_value: f64,
     /// Any event in the holdout.
     pub holdout_active: bool,
+    /// The learned purchase probability at T1 (with a `[churn.model]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_purchase: Option<f64>,
 }
 
 impl Judged {
@@ -106,7 +109,8 @@ pub(super) fn judge(
         )
     });
     // The 90-day value is expected purchases × the expected order value.
-    let order_value = match engine.value_90d(state, &snap) {
+    let value = engine.value_90d(state, &snap);
+    let order_value = match value {
         Some(v) if v.expected_purchases > 0.0 => v.expected_value / v.expected_purchases,
         _ => rules.spend.expected_order_value(0.0, 0.0),
     };
@@ -124,5 +128,6 @@ pub(super) fn judge(
         holdout_purchases: outcome.purchase_days.len() as u32,
         holdout_value: outcome.value,
         holdout_active: outcome.active,
+        p_purchase: engine.p_purchase(state, &snap, value),
     }
 }

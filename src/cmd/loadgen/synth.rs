@@ -289,6 +289,107 @@ impl Population {
     }
 }
 
+/// Mean lifetime of a customer of [`lifecycles`], days.
+const LIFETIME_DAYS: f64 = 240.0;
+/// How long before leaving a customer of [`lifecycles`] disengages, days.
+const DISENGAGING_DAYS: f64 = 30.0;
+
+/// A population observed over a long history, for learning and judging the
+/// purchase probability (`engage fit --holdout-end`, `engage evaluate`):
+/// customers keep arriving (uniformly over `days` from `start_ms`) and each
+/// leaves after a lifetime of their own, so one stretch of the history
+/// looks like another, as a going business does, rather than one cohort
+/// ageing. Each customer has
+///
+/// - a rhythm: a visit every 1 to 20 days (log-uniform; each gap 0.5–1.5×);
+/// - a taste for buying: a purchase after 2 % to 42 % of visits, most near
+///   the low end, which shows in their browsing (more carts and wishlists);
+/// - a lifetime: exponential, mean 240 days, twice that for the fifth who
+///   join the loyalty programme (on their first visit);
+/// - a decline before leaving: in their last 30 days they visit half as
+///   often, contact support and rate the service 1 or 2.
+///
+/// Sessions are as [`Population`]'s. Returns every record, in event-time
+/// order. Deterministic for a seed; ids carry the seed.
+pub fn lifecycles(seed: u64, customers: usize, start_ms: i64, days: u32, format: Format) -> Vec<Record> {
+    let mut rng = SplitMix64::new(seed);
+    let end = start_ms + (f64::from(days) * DAY) as i64;
+    let mut out = Vec::new();
+    let mut seq = 0usize;
+    for i in 0..customers {
+        let id = format!("l{seed}-c{i:06}");
+        let arrival = start_ms + (rng.next_f64() * f64::from(days) * DAY) as i64;
+        let cadence = 20f64.powf(rng.next_f64());
+        let taste = rng.next_f64();
+        let propensity = 0.02 + 0.4 * taste * taste;
+        let loyal = rng.next_f64() < 0.2;
+        let lifetime = -(1.0 - rng.next_f64()).ln() * LIFETIME_DAYS * if loyal { 2.0 } else { 1.0 };
+        let leaves = arrival + (lifetime * DAY) as i64;
+        let declines = leaves - (DISENGAGING_DAYS * DAY) as i64;
+        // Browsing shows the taste for buying.
+        let mut normal = SESSION_MIX;
+        let mut declining = SESSION_MIX;
+        for mix in [&mut normal, &mut declining] {
+            for (kind, weight) in mix.iter_mut() {
+                match *kind {
+                    "add_to_cart" => *weight = (f64::from(*weight) * (0.3 + 6.0 * propensity)) as u32,
+                    "wishlist_add" => *weight = (f64::from(*weight) * (0.3 + 4.0 * propensity)) as u32,
+                    "loyalty_signup" => *weight = 0,
+                    _ => {}
+                }
+            }
+        }
+        for (kind, weight) in declining.iter_mut() {
+            match *kind {
+                "support_contact" => *weight *= 6,
+                "feedback" => *weight *= 4,
+                _ => {}
+            }
+        }
+        let mut at = arrival;
+        let mut first = true;
+        while at < leaves.min(end) {
+            let is_declining = at >= declines;
+            let mut ts = at;
+            let event = |kind: &str, ts: i64, amount: f64, rating: u64, out: &mut Vec<Record>, seq: &mut usize| {
+                *seq += 1;
+                let draft = Draft {
+                    kind,
+                    event_id: format!("l{seed}-e{seq}"),
+                    customer: &id,
+                    ts,
+                    amount,
+                    rating,
+                    loyal,
+                    seq: *seq,
+                };
+                out.push(encode(&draft, format));
+            };
+            if first && loyal {
+                event("loyalty_signup", ts, 0.0, 3, &mut out, &mut seq);
+            }
+            first = false;
+            let clicks = 1 + rng.next_u64() % 6;
+            for _ in 0..clicks {
+                ts += 20_000 + (rng.next_u64() % 100_000) as i64;
+                let kind = pick_kind(&mut rng, if is_declining { &declining } else { &normal });
+                let rating = if is_declining { 1 + rng.next_u64() % 2 } else { 3 + rng.next_u64() % 3 };
+                event(kind, ts, 0.0, rating, &mut out, &mut seq);
+            }
+            if rng.next_f64() < propensity {
+                // Log-uniform basket between 5 and 300.
+                let amount = (5.0 * 60f64.powf(rng.next_f64()) * 100.0).round() / 100.0;
+                let kind = if rng.next_f64() < 0.03 { "refund" } else { "purchase" };
+                event(kind, ts + 30_000, amount, 3, &mut out, &mut seq);
+            }
+            let gap = cadence * (0.5 + rng.next_f64()) * if is_declining { 2.0 } else { 1.0 };
+            at += (gap * DAY) as i64;
+        }
+    }
+    out.sort_by_key(|r| r.ts_ms);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,12 @@
 //! (Fader, Hardie & Lee 2005, "Counting Your Customers the Easy Way") and the
 //! Gamma-Gamma spend model (Fader, Hardie & Lee 2005, "RFM and CLV") from a
 //! purchase history, by Nelder–Mead in log-parameter space (so parameters
-//! stay positive) from several starting points.
+//! stay positive) from several starting points; with `--holdout-end`, also
+//! the learned purchase probability (`propensity.rs`, by the regression and
+//! calibrations of `logistic.rs`).
+
+pub mod logistic;
+pub mod propensity;
 
 use std::path::PathBuf;
 
@@ -10,6 +15,7 @@ use serde::Serialize;
 
 use anyhow::Context;
 
+use crate::config::Config;
 use crate::history::{ReplayError, ReplaySummary, read_events};
 
 /// One customer's purchase summary, in the model's time unit.
@@ -110,6 +116,9 @@ pub enum FitHistoryError {
     /// The BG/NBD model could not be fitted to it.
     #[error(transparent)]
     Fit(#[from] FitError),
+    /// The purchase probability could not be learned from it.
+    #[error("learning the purchase probability (--holdout-end)")]
+    Model(#[from] propensity::ModelError),
 }
 
 /// What `engage fit` reports: both fits, what was read, and a
@@ -124,7 +133,11 @@ pub struct FitReport {
     pub gamma_gamma_error: Option<String>,
     /// Lines read, bad lines, and lines after `as_of`.
     pub input: FitInput,
-    /// The `[churn.bgnbd]` table to paste into engage.toml.
+    /// The learned purchase probability, with `--holdout-end`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_model: Option<propensity::ModelFit>,
+    /// The `[churn.bgnbd]` table (and with `--holdout-end`, `[churn.model]`)
+    /// to paste into engage.toml.
     pub config: String,
 }
 
@@ -135,21 +148,31 @@ pub struct FitInput {
     pub lines: u64,
     /// Lines that were bad input (left out).
     pub bad_lines: u64,
-    /// Lines after the calibration end (left out).
+    /// Lines after the calibration end (and `--holdout-end`) (left out).
     pub after_as_of: u64,
 }
 
-/// `engage fit`: reads purchase history from JSONL files, keeps events up
-/// to `as_of` (epoch ms), and fits both models in `unit`s.
-pub fn fit_history(inputs: &[PathBuf], as_of: i64, unit: TimeUnit) -> Result<FitReport, FitHistoryError> {
-    let config = crate::config::Config::default();
+/// `engage fit`: reads history from event files, keeps events up to
+/// `as_of` (epoch ms), and fits both models in `unit`s; with `model`, also
+/// learns the purchase probability from events up to its `holdout_end`,
+/// with `config`'s scoring and the BG/NBD and Gamma-Gamma parameters just
+/// fitted (the table printed carries both, to be used together).
+pub fn fit_history(
+    config: &Config,
+    inputs: &[PathBuf],
+    as_of: i64,
+    unit: TimeUnit,
+    model: Option<&propensity::ModelOptions>,
+) -> Result<FitReport, FitHistoryError> {
     let mut counts = ReplaySummary::default();
     let now = crate::clock::wall_clock_ms();
-    let events = read_events(inputs, Some(as_of), &config.input.limits(), now, &mut counts, |_| Ok(()))?;
-    let data = summaries(&events, as_of, unit.days());
+    let end = model.map_or(as_of, |m| m.holdout_end.max(as_of));
+    let events = read_events(inputs, Some(end), &config.input.limits(), now, &mut counts, |_| Ok(()))?;
+    let calibration = &events[..events.partition_point(|e| e.ts_ms <= as_of)];
+    let data = summaries(calibration, as_of, unit.days());
     let bgnbd = fit_bgnbd(&data)?;
     let gamma_gamma = fit_gamma_gamma(&data);
-    let config = format!(
+    let mut table = format!(
         "[churn.bgnbd]\nr = {:.6}\nalpha = {:.6}\na = {:.6}\nb = {:.6}\ntime_unit = \"{}\"\n",
         bgnbd.r,
         bgnbd.alpha,
@@ -157,12 +180,31 @@ pub fn fit_history(inputs: &[PathBuf], as_of: i64, unit: TimeUnit) -> Result<Fit
         bgnbd.b,
         unit.config_value()
     );
+    let purchase_model = match model {
+        Some(opts) => {
+            // The features use BG/NBD: learn with the parameters printed.
+            let mut learning = config.clone();
+            let b = &mut learning.churn.bgnbd;
+            (b.r, b.alpha, b.a, b.b) = (bgnbd.r, bgnbd.alpha, bgnbd.a, bgnbd.b);
+            b.time_unit = std::time::Duration::from_secs((unit.days() * 86_400.0) as u64);
+            if let Ok(g) = &gamma_gamma {
+                let c = &mut learning.churn.gamma_gamma;
+                (c.p, c.q, c.gamma) = (g.p, g.q, g.gamma);
+            }
+            let fit = propensity::fit_model(&learning, &events, opts)?;
+            table.push('\n');
+            table.push_str(&propensity::model_toml(&fit.model));
+            Some(fit)
+        }
+        None => None,
+    };
     Ok(FitReport {
         bgnbd,
         gamma_gamma_error: gamma_gamma.as_ref().err().map(ToString::to_string),
         gamma_gamma: gamma_gamma.ok(),
         input: FitInput { lines: counts.lines, bad_lines: counts.dead_letters, after_as_of: counts.after_as_of },
-        config,
+        purchase_model,
+        config: table,
     })
 }
 
@@ -187,7 +229,8 @@ pub fn summaries(events: &[crate::engine::event::Event<'_>], as_of: i64, unit_da
         .filter_map(|s| {
             let p = s.purchase_summary(as_of)?;
             let x = f64::from(p.repeat_purchases);
-            let monetary = s.mean_repeat_spend(x);
+            // Refunds can exceed repeat purchases: no positive spend to model.
+            let monetary = s.mean_repeat_spend(x).max(0.0);
             Some(Summary { x, t_x: p.recency_days / unit_days, t: p.age_days / unit_days, monetary })
         })
         .collect()
@@ -363,22 +406,72 @@ fn nelder_mead<const N: usize>(f: impl Fn(&[f64; N]) -> f64, start: [f64; N]) ->
 #[derive(clap::Args)]
 pub struct Args {
     /// Event files, JSONL or CSV (`*.csv`, with a header row); purchase
-    /// and refund events are used. Repeat for several.
+    /// and refund events are used for BG/NBD, every event for the purchase
+    /// probability. Repeat for several.
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
-    /// End of the calibration period (RFC 3339); later events are ignored.
-    #[arg(long)]
-    as_of: String,
+    /// End of the calibration period of BG/NBD and Gamma-Gamma (RFC 3339);
+    /// later events are ignored by them. Default: --holdout-end.
+    #[arg(long, required_unless_present = "holdout_end")]
+    as_of: Option<String>,
     /// Time unit of the parameters: weeks (as in the paper) or days.
     #[arg(long, value_enum, default_value = "weeks")]
     time_unit: TimeUnit,
+    /// Also learn the purchase probability (P(purchase within
+    /// churn.horizon)) from cut-offs rolled through the history, using no
+    /// event after this time (RFC 3339): judge it with `engage evaluate`
+    /// on a later period.
+    #[arg(long)]
+    holdout_end: Option<String>,
+    /// The configuration the model will run with (scoring and churn.horizon
+    /// make its features and label).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Time between cut-offs (e.g. 7d).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    cutoff_every: std::time::Duration,
+    /// Cut-offs taken at most, the latest ones.
+    #[arg(long, default_value_t = 52)]
+    max_cutoffs: usize,
+    /// (customer, cut-off) examples kept at most; customers are sampled to
+    /// stay under it (memory: about 400 bytes each while learning).
+    #[arg(long, default_value_t = 400_000)]
+    max_examples: usize,
+    /// How the regression's output becomes a probability.
+    #[arg(long, value_enum, default_value = "platt")]
+    calibration: propensity::CalibrationMethod,
+    /// Learn from labels shuffled with this seed: a check that fit finds
+    /// no skill where there is none. It must refuse ("no skill").
+    #[arg(long)]
+    shuffle_labels: Option<u64>,
+    /// Event time between churn sweeps while rolling (e.g. 1h, 1d).
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    sweep_every: std::time::Duration,
 }
 
 /// Runs `engage fit`: prints the report as JSON, and the `[churn.bgnbd]`
-/// table on stderr.
+/// table (and `[churn.model]`) on stderr.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let as_of = crate::clock::parse_time(&args.as_of).context("--as-of")?;
-    let report = fit_history(&args.inputs, as_of, args.time_unit)?;
+    let config = Config::load(args.config.as_deref())?;
+    let holdout_end = args.holdout_end.as_deref().map(crate::clock::parse_time).transpose().context("--holdout-end")?;
+    let as_of = match (&args.as_of, holdout_end) {
+        (Some(t), _) => crate::clock::parse_time(t).context("--as-of")?,
+        (None, Some(t)) => t,
+        (None, None) => anyhow::bail!("--as-of or --holdout-end is needed"),
+    };
+    if args.cutoff_every.is_zero() {
+        anyhow::bail!("--cutoff-every must be longer than zero");
+    }
+    let model = holdout_end.map(|holdout_end| propensity::ModelOptions {
+        holdout_end,
+        cutoff_every_ms: args.cutoff_every.as_millis() as i64,
+        max_cutoffs: args.max_cutoffs,
+        max_examples: args.max_examples,
+        calibration: args.calibration,
+        shuffle_labels: args.shuffle_labels,
+        sweep_every_ms: args.sweep_every.as_millis() as i64,
+    });
+    let report = fit_history(&config, &args.inputs, as_of, args.time_unit, model.as_ref())?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprint!("{}", report.config);
     Ok(())
