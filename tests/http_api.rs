@@ -57,17 +57,15 @@ fn feed_murmur2(broker: &Broker, topics: &Topics, records: &[Record]) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
-/// A config for `topics` with the ops endpoint on `ops` and `api` as the
-/// `[api]` section's body.
-fn config(broker: &Broker, topics: &Topics, ops: &str, api: &str) -> String {
-    let c = topics.config(broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{ops}\""));
-    format!("{c}\n[api]\n{api}")
+/// A config for `topics` with `api` as the `[api]` section's body. Both
+/// listeners take a port the system picks ([`Engage::http_addr`] and
+/// [`Engage::api_addr`] read them back).
+fn config(broker: &Broker, topics: &Topics, api: &str) -> String {
+    format!("{}\n[api]\n{api}", topics.config(broker, ""))
 }
 
-/// The API section of an instance serving `addr` without tokens.
-fn open_api(addr: &str) -> String {
-    format!("listen = \"{addr}\"\nallow_unauthenticated = true\n")
-}
+/// The API section of an instance serving without tokens.
+const OPEN_API: &str = "listen = \"127.0.0.1:0\"\nallow_unauthenticated = true\n";
 
 /// One HTTP/1.1 answer.
 #[derive(Debug)]
@@ -151,9 +149,9 @@ async fn three_instances_answer_for_every_customer_and_a_killed_one_costs_503_ne
     std::fs::write(&tokens, format!("# the test's clients\n{TOKEN}\n")).unwrap();
     let mut instances = Vec::new();
     for _ in 0..3 {
-        let (ops, api) = (common::free_addr(), common::free_addr());
-        let section = format!("listen = \"{api}\"\ntoken_file = \"{}\"\n", tokens.display());
-        let engage = Engage::start(dir.path(), &config(&broker, &topics, &ops, &section));
+        let section = format!("listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n", tokens.display());
+        let engage = Engage::start(dir.path(), &config(&broker, &topics, &section));
+        let (ops, api) = (engage.http_addr(), engage.api_addr());
         instances.push((engage, ops, api));
     }
     let apis: Vec<String> = instances.iter().map(|i| i.2.clone()).collect();
@@ -427,15 +425,16 @@ async fn the_tls_api_is_reachable_with_the_ca_forwards_over_tls_and_takes_a_rene
     std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let (ops, api) = (common::free_addr(), common::free_addr());
         let section = format!(
-            "listen = \"{api}\"\ntoken_file = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntls_ca = \"{}\"\n",
             dir.path().join("tokens").display(),
             certs.cert.display(),
             certs.key.display(),
             certs.ca.display()
         );
-        instances.push((Engage::start(dir.path(), &config(&broker, &topics, &ops, &section)), api));
+        let engage = Engage::start(dir.path(), &config(&broker, &topics, &section));
+        let api = engage.api_addr();
+        instances.push((engage, api));
     }
     let api = instances[0].1.clone();
     // Both instances hold a partition (each answers for its own, asked
@@ -493,12 +492,14 @@ async fn bad_input_and_load_get_clear_answers() {
     let topics = Topics::create(&broker, 1).await;
     let now = engage::clock::wall_clock_ms();
     common::feed(&broker, &topics, &[page_view("k1", "kim", now - DAY)]);
-    let (ops, api) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
-    let section =
-        format!("listen = \"{api}\"\ntoken_file = \"{}\"\nmax_connections = 64\n", dir.path().join("tokens").display());
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &ops, &section));
+    let section = format!(
+        "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"\nmax_connections = 64\n",
+        dir.path().join("tokens").display()
+    );
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, &section));
+    let (ops, api) = (engage.http_addr(), engage.api_addr());
     eventually("kim", Duration::from_secs(60), || {
         get(&api, "/v1/customers/kim", Some(TOKEN), "").is_some_and(|r| r.status == 200)
     });
@@ -615,11 +616,11 @@ async fn the_customer_list_puts_lowest_p_alive_first_and_honours_limit_up_to_its
         records.push(page_view(&format!("a{i}"), &format!("a{i:05}"), now - 3_600_000));
     }
     feed_murmur2(&broker, &topics, &records);
-    let (ops, api) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let c = config(&broker, &topics, &ops, &open_api(&api))
-        .replace("[run]\n", "[run]\nsweep_interval = \"1s\"\nidle_grace = \"2s\"\n");
+    let c =
+        config(&broker, &topics, OPEN_API).replace("[run]\n", "[run]\nsweep_interval = \"1s\"\nidle_grace = \"2s\"\n");
     let engage = Engage::start(dir.path(), &c);
+    let api = engage.api_addr();
     let list = |query: &str| {
         let r = get(&api, &format!("/v1/customers{query}"), None, "").unwrap_or_else(|| panic!("{query}: no answer"));
         assert_eq!(r.status, 200, "{query}: {r:?}");
@@ -667,10 +668,9 @@ async fn the_ops_port_serves_no_customer_data_and_with_the_api_off_nothing_does(
     let topics = Topics::create(&broker, 1).await;
     let now = engage::clock::wall_clock_ms();
     common::feed(&broker, &topics, &[page_view("k1", "kim", now - DAY)]);
-    let ops = common::free_addr();
     let dir = tempfile::tempdir().unwrap();
-    let c = topics.config(&broker, "").replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{ops}\""));
-    let engage = Engage::start(dir.path(), &c);
+    let engage = Engage::start(dir.path(), &topics.config(&broker, ""));
+    let ops = engage.http_addr();
     // kim is held (her score change is out) but not readable over HTTP.
     assert_eq!(common::read_topic(&broker, &topics.scores, 1, Duration::from_secs(60)).len(), 1);
     for path in ["/v1/customers/kim", "/v1/customers", "/v1/customers?health=active"] {
@@ -686,7 +686,7 @@ async fn the_ops_port_serves_no_customer_data_and_with_the_api_off_nothing_does(
     drop(engage);
 
     // An API without a token file refuses to start, naming the key.
-    let c = config(&broker, &topics, &common::free_addr(), &format!("listen = \"{}\"\n", common::free_addr()));
+    let c = config(&broker, &topics, "listen = \"127.0.0.1:0\"\n");
     let mut refused = Engage::start(dir.path(), &c);
     assert!(!refused.wait_exit(Duration::from_secs(30)).success());
     assert!(refused.log().contains("api.token_file"), "{}", refused.log());
@@ -699,9 +699,9 @@ async fn ids_that_need_url_encoding_are_found_and_only_get_is_served() {
     let now = engage::clock::wall_clock_ms();
     let odd = "a b/ü?#%";
     common::feed(&broker, &topics, &[page_view("o1", odd, now - DAY), page_view("p1", "plain", now - DAY)]);
-    let (ops, api) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &ops, &open_api(&api)));
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, OPEN_API));
+    let api = engage.api_addr();
     assert_eq!(common::read_topic(&broker, &topics.scores, 2, Duration::from_secs(60)).len(), 2);
     let found = |path: &str| {
         let mut answer = None;
@@ -781,9 +781,9 @@ async fn readyz_and_the_api_are_503_while_a_partition_restores_and_the_restored_
         producer.flush(Duration::from_secs(120)).unwrap();
     }
 
-    let (ops, api) = (common::free_addr(), common::free_addr());
     let dir = tempfile::tempdir().unwrap();
-    let engage = Engage::start(dir.path(), &config(&broker, &topics, &ops, &open_api(&api)));
+    let engage = Engage::start(dir.path(), &config(&broker, &topics, OPEN_API));
+    let (ops, api) = (engage.http_addr(), engage.api_addr());
     let last = format!("/v1/customers/c{:06}", customers - 1);
     // /readyz until it is 200: never before the restore is logged done.
     let restored = |log: &str| log.contains("state restored");

@@ -374,10 +374,9 @@ async fn scram_passwords_from_the_environment_are_taken_verbatim() {
         secure.grant(&run_acls(&format!("User:{user}"), &t, false));
         let mut client = secure.scram_config(&user, "");
         client.remove("sasl.password");
-        let config = secured_config(secure, &t, &client, "").replace("listen = \"127.0.0.1:0\"", "listen = \"@ADDR@\"");
-        let addr = common::free_addr();
-        let mut engage =
-            start(dir.path(), &config.replace("@ADDR@", &addr), &[("ENGAGE__KAFKA__SASL_PASSWORD", password)]);
+        let config = secured_config(secure, &t, &client, "");
+        let mut engage = start(dir.path(), &config, &[("ENGAGE__KAFKA__SASL_PASSWORD", password)]);
+        let addr = engage.http_addr();
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(&addr, "/readyz").map(|r| r.0) != Some(200) {
             assert!(engage.child.try_wait().unwrap().is_none(), "{password:?}: engage exited:\n{}", engage.log());

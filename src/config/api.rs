@@ -297,6 +297,14 @@ mod tests {
         }
     }
 
+    /// Port 0 on both listeners is two ports the system picks.
+    #[test]
+    fn both_listeners_may_take_a_port_the_system_picks() {
+        let snippet =
+            "[http]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\nallow_unauthenticated = true\n";
+        assert!(Config::from_toml(snippet).is_ok());
+    }
+
     #[test]
     fn the_api_is_off_by_default_and_on_with_tokens_or_explicitly_without() {
         let c = Config::from_toml("").unwrap();

@@ -145,7 +145,9 @@ impl Config {
         self.state.validate()?;
         self.http.validate()?;
         self.api.validate()?;
-        if self.api.enabled() && self.api.address() == self.http.address() {
+        // Port 0 on both is two ports the system picks, not one.
+        let api = self.api.address().filter(|a| a.port() != 0);
+        if self.api.enabled() && api.is_some() && api == self.http.address() {
             return Err(invalid(
                 "api.listen",
                 "must differ from http.listen: customer data and ops get separate ports",
