@@ -213,11 +213,13 @@ impl Settings {
 
 /// The peer's heap with the RocksDB store: `-Xms` = `-Xmx`, the smallest
 /// that ran the throughput and 1 M-customer memory phases without GC
-/// thrash (trials in docs/performance.md).
+/// thrash (trials in benches/peers/kafka-streams/README.md: GC pauses took
+/// 9–15 % of the run at 128–192 MiB, 5–8 % from 256 MiB up).
 const DEFAULT_HEAP_ROCKSDB: &str = "-Xms256m -Xmx256m";
 /// The same with the in-memory store, which holds every customer on the
-/// heap.
-const DEFAULT_HEAP_IN_MEMORY: &str = "-Xms768m -Xmx768m";
+/// heap (230 MiB in use at 1 M customers after a full GC; pauses 8.5 % of
+/// the throughput run at 320 MiB, 5–8 % from 384 MiB up).
+const DEFAULT_HEAP_IN_MEMORY: &str = "-Xms384m -Xmx384m";
 
 /// The engage config both engage and the peer run with on `t` (module docs).
 fn config_text(broker: &Broker, t: &Topics, guarantee: &str) -> String {
@@ -327,9 +329,6 @@ async fn start(
                 .env("PEERS_CHILD_CONFIG", config_file)
                 .env("PEERS_CHILD_WANT", want.to_string())
                 .env("PEERS_CHILD_CHANGELOG", &changelog);
-            if let Ok(v) = std::env::var("PEERS_EXPERIMENT_DEFAULTS") {
-                command.env("PEERS_EXPERIMENT_DEFAULTS", v);
-            }
             if let Some(shape) = shape {
                 command
                     .env("PEERS_CHILD_SCORES_PER_EVENT", shape.scores_per_event.to_string())
@@ -385,10 +384,15 @@ impl CommittedOffsets {
         Some(c.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0).max(0)).sum())
     }
 
-    fn wait_for(&self, want: i64, limit: Duration, log: &dyn Fn() -> String) {
+    /// Waits until `want` records are committed by `process`, which must
+    /// keep running.
+    fn wait_for(&self, want: i64, limit: Duration, process: &mut Engage) {
         let t = Instant::now();
         while self.total().unwrap_or(0) < want {
-            assert!(t.elapsed() < limit, "not all {want} records committed in {limit:?}:\n{}", log());
+            assert!(t.elapsed() < limit, "not all {want} records committed in {limit:?}:\n{}", process.log());
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!("exited with {status} before committing {want} records:\n{}", process.log());
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -447,11 +451,23 @@ fn proc_status_bytes(pid: u32, field: &str) -> Option<f64> {
     Some(kb * 1024.0)
 }
 
-/// Total GC seconds of a JVM so far (`jstat -gcutil`'s GCT column).
-fn gc_seconds(pid: u32) -> Option<f64> {
+/// A JVM's garbage collection so far, from `jstat -gcutil`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gc {
+    /// Seconds in GC, all collectors (GCT).
+    seconds: f64,
+    /// Full collections (FGC).
+    full: u32,
+}
+
+fn gc(pid: u32) -> Option<Gc> {
     let out = Command::new("jstat").args(["-gcutil", &pid.to_string()]).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().nth(1)?.split_whitespace().last()?.parse().ok()
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).and_then(|i| values.get(i));
+    Some(Gc { seconds: column("GCT")?.parse().ok()?, full: column("FGC")?.parse().ok()? })
 }
 
 fn jcmd(pid: u32, command: &str) -> String {
@@ -537,6 +553,7 @@ struct ThroughputRun {
     commits_in_window: usize,
     peak_rss: f64,
     gc_share: Option<f64>,
+    full_gcs: Option<u32>,
     published: Option<f64>,
     bytes_per_event: Option<f64>,
     records_per_batch: Option<f64>,
@@ -629,7 +646,8 @@ async fn throughput_run(
     let steady_events = (b.committed - a.committed).max(1) as f64;
     let commits_in_window =
         samples.windows(2).filter(|w| w[1].at > a.at && w[1].at <= b.at && w[1].committed != w[0].committed).count();
-    let gc_share = system.is_peer().then(|| gc_seconds(pid).map(|g| g / started.elapsed().as_secs_f64())).flatten();
+    let gc = system.is_peer().then(|| gc(pid)).flatten();
+    let gc_share = gc.map(|g| g.seconds / started.elapsed().as_secs_f64());
     let peak_rss = proc_status_bytes(pid, "VmHWM").unwrap_or(f64::NAN);
     let (foreign, load_start, load_end) = foreign.end(our_cpu(broker, &[pid]));
     running.process.terminate(Duration::from_secs(60));
@@ -647,6 +665,7 @@ async fn throughput_run(
         commits_in_window,
         peak_rss,
         gc_share,
+        full_gcs: gc.map(|g| g.full),
         foreign,
         load: (load_start, load_end),
         discarded: foreign > s.max_foreign_cpu,
@@ -679,12 +698,16 @@ async fn throughput_run(
     topics.extend(running.extra_topics.iter().cloned());
     delete_topics(broker, &topics).await;
     eprintln!(
-        "peers: round {round} {}: {:.0} events/s steady ({} commits in the window), {:.2} CPU s / M events; \
+        "peers: round {round} {}: {:.0} events/s steady ({} commits in the window), {:.2} CPU s / M events{}; \
          others used {:.2} cores{}",
         run.system,
         run.steady_rate,
         run.commits_in_window,
         run.steady_cpu,
+        match (run.gc_share, run.full_gcs) {
+            (Some(g), Some(f)) => format!(", GC {:.1} % ({f} full)", g * 100.0),
+            _ => String::new(),
+        },
         run.foreign,
         if run.discarded { " — discarded" } else { "" }
     );
@@ -735,6 +758,8 @@ struct MemoryRun {
     heap: Option<f64>,
     /// For the JVM: share of the run's wall time in GC.
     gc_share: Option<f64>,
+    /// For the JVM: full collections.
+    full_gcs: Option<u32>,
     foreign: f64,
     load: (f64, f64),
     discarded: bool,
@@ -773,19 +798,31 @@ async fn memory_run(broker: &Broker, s: &Settings, system: &System) -> MemoryRun
     let half = s.memory_customers / 2;
     let mut measured = Vec::new();
     let mut fed = 0i64;
+    // The full collections this harness asks for, to leave out of the GC
+    // figures.
+    let mut induced = Gc::default();
     for from in [0, half] {
         let (clicks, buys) = common::feed(broker, &t, &one_event_customers(from, half));
         fed += clicks + buys;
-        committed.wait_for(fed, Duration::from_secs(900), &|| running.process.log());
+        committed.wait_for(fed, Duration::from_secs(900), &mut running.process);
         std::thread::sleep(Duration::from_secs(3));
         let heap = system.is_peer().then(|| {
+            let before = gc(pid).unwrap_or_default();
             jcmd(pid, "GC.run");
+            let after = gc(pid).unwrap_or_default();
+            induced.seconds += after.seconds - before.seconds;
+            induced.full += after.full - before.full;
             std::thread::sleep(Duration::from_secs(1));
             heap_used(&jcmd(pid, "GC.heap_info")).unwrap_or(f64::NAN)
         });
         measured.push((proc_status_bytes(pid, "VmRSS").unwrap_or(f64::NAN), heap));
     }
-    let gc_share = system.is_peer().then(|| gc_seconds(pid).map(|g| g / started.elapsed().as_secs_f64())).flatten();
+    let gc = system
+        .is_peer()
+        .then(|| gc(pid))
+        .flatten()
+        .map(|g| Gc { seconds: g.seconds - induced.seconds, full: g.full.saturating_sub(induced.full) });
+    let gc_share = gc.map(|g| g.seconds / started.elapsed().as_secs_f64());
     let (foreign, load_start, load_end) = foreign.end(our_cpu(broker, &[pid]));
     running.process.terminate(Duration::from_secs(60));
     let mut topics =
@@ -795,6 +832,7 @@ async fn memory_run(broker: &Broker, s: &Settings, system: &System) -> MemoryRun
     let run = MemoryRun {
         heap: measured[1].1,
         gc_share,
+        full_gcs: gc.map(|g| g.full),
         system: system.name(),
         slope: (measured[1].0 - measured[0].0) / half as f64,
         total: measured[1].0,
@@ -804,7 +842,7 @@ async fn memory_run(broker: &Broker, s: &Settings, system: &System) -> MemoryRun
         discarded: foreign > s.max_foreign_cpu,
     };
     eprintln!(
-        "peers: memory {}: {:.0} B per customer, {:.0} MiB at {} customers (heap in use {}, GC {}); \
+        "peers: memory {}: {:.0} B per customer, {:.0} MiB at {} customers (heap in use {}, GC {}, {} full); \
          others used {:.2} cores{}",
         run.system,
         run.slope,
@@ -812,6 +850,7 @@ async fn memory_run(broker: &Broker, s: &Settings, system: &System) -> MemoryRun
         s.memory_customers,
         run.heap.map_or("–".into(), |h| format!("{:.0} MiB", h / 1048576.0)),
         run.gc_share.map_or("–".into(), |g| format!("{:.1} %", g * 100.0)),
+        run.full_gcs.map_or("–".into(), |f| f.to_string()),
         run.foreign,
         if run.discarded { " — discarded" } else { "" }
     );
@@ -1107,21 +1146,28 @@ fn report(s: &Settings, r: &Results, environment: &str) -> String {
             let peer = System::Peer { store, threads: 1 }.name();
             let slope = |n: &str| r.memory_of(n, |x| Some(x.slope));
             if slope(&peer).is_some() {
-                let _ = writeln!(out, "| memory slope, ÷ {peer} | {} |", ratio(slope(&engage), slope(&peer)));
+                let heap = r.memory_of(&peer, |x| x.heap_slope);
+                let _ = writeln!(
+                    out,
+                    "| memory slope, engage's RSS ÷ {peer}'s RSS / heap in use | {} / {} |",
+                    ratio(slope(&engage), slope(&peer)),
+                    ratio(slope(&engage), heap)
+                );
             }
         }
         let p99 = |n: &str| r.latency_of(n, |x| x.p99);
         let _ = writeln!(out, "| p99 latency at the common rate, ÷ best peer | {} |", ratio(p99(&engage), p99(&best)));
         let floor = System::Pipe.name();
-        if let (Some(e), Some(p)) = (t(&engage, |x| Some(x.steady_cpu)), t(&floor, |x| Some(x.steady_cpu))) {
-            let _ = writeln!(
-                out,
-                "| engage's own CPU above the pipe floor, s / M events | {:.2} (engage {:.2} − pipe {:.2}) |",
-                e.0 - p.0,
-                e.0,
-                p.0
-            );
-        }
+        let above = |f: fn(&ThroughputRun) -> Option<f64>| match (t(&engage, f), t(&floor, f)) {
+            (Some(e), Some(p)) => format!("{:.2} (engage {:.2} − pipe {:.2})", e.0 - p.0, e.0, p.0),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| engage's own client CPU above the pipe floor, s / M events: steady state | {} |",
+            above(|x| Some(x.steady_cpu))
+        );
+        let _ = writeln!(out, "| the same over the whole run | {} |", above(|x| Some(x.whole_cpu)));
         out.push('\n');
     }
     if !r.throughput.is_empty() {
@@ -1163,6 +1209,22 @@ fn report(s: &Settings, r: &Results, environment: &str) -> String {
             );
         }
         out.push('\n');
+        // The ceiling is there for scale only: it is always over in a few
+        // commits.
+        let ceiling = System::Ceiling.name();
+        let short: Vec<&String> = names
+            .iter()
+            .filter(|n| **n != ceiling)
+            .filter(|n| r.throughput_of(n, |x| Some(x.commits_in_window as f64)).is_some_and(|c| c.0 < 10.0))
+            .collect();
+        if !short.is_empty() {
+            let _ = writeln!(
+                out,
+                "**The steady-state window spanned fewer than 10 commits for: {}.** Its rate and CPU are coarse; \
+                 a larger backlog (`PEERS_EVENTS`) fixes it.\n",
+                short.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     if let Some(shape) = r.shape {
         let _ = writeln!(
@@ -1379,16 +1441,15 @@ async fn fair() {
                     }
                 }
                 let Some(o) = outputs else { continue };
-                if *system == System::Engage {
+                let line = if *system == System::Engage {
                     results.shape = o.shape;
                     let changes: u32 = o.changes.values().map(|p| p.count).sum();
-                    results
-                        .gate
-                        .push(format!("engage published {changes} score changes for {} customers", o.changes.len()));
+                    let line = format!("engage published {changes} score changes for {} customers", o.changes.len());
                     engaged = Some(o.changes);
+                    line
                 } else if let Some(e) = &engaged {
                     let differ = peer::output_differences(e, &o.changes);
-                    results.gate.push(if differ.is_empty() {
+                    if differ.is_empty() {
                         format!(
                             "{}: the same score changes as engage for every customer (largest last-score \
                              difference {:.1e})",
@@ -1402,9 +1463,12 @@ async fn fair() {
                             differ.len(),
                             differ.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
                         )
-                    });
-                }
-                eprintln!("peers: {}", results.gate.last().unwrap());
+                    }
+                } else {
+                    continue;
+                };
+                eprintln!("peers: {line}");
+                results.gate.push(line);
             }
         }
         delete_topics(&broker, &[base.clickstream.clone(), base.purchases.clone()]).await;
@@ -1508,14 +1572,12 @@ fn child() {
 /// publishes per event what `shape` says with engage's producer settings;
 /// after `want` records, flushes and commits.
 pub fn pipe_main(config: &Config, want: u64, shape: Option<Shape>, changelog: &str) {
+    // engage's consumer settings matter: with librdkafka's defaults the
+    // consumer stops fetching for a second whenever its local queue is full
+    // (engage's kafka/client.rs), and a pipe so configured made a third of
+    // the events/s at the same CPU per event.
     let mut consumer_config = engage::kafka::client::input_consumer(config);
     consumer_config.set("enable.auto.offset.store", "true").set("enable.auto.commit", "true");
-    if std::env::var("PEERS_EXPERIMENT_DEFAULTS").is_ok() {
-        let mut c = rdkafka::ClientConfig::new();
-        c.set("bootstrap.servers", config.kafka.properties.get("bootstrap.servers").unwrap());
-        c.set("group.id", &config.run.group_id).set("auto.offset.reset", "earliest");
-        consumer_config = c;
-    }
     let consumer: BaseConsumer = consumer_config.create().unwrap();
     consumer.subscribe(&[&config.topics.clickstream, &config.topics.purchases]).unwrap();
     let producer: Option<BaseProducer> =
