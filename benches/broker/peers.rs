@@ -59,6 +59,11 @@
 //! after each, once everything is committed and it idled 3 s, its RSS (for
 //! the JVM after a full GC, `jcmd GC.run`, and its heap in use). Reported:
 //! the slope (RSS at 1 M − RSS at 0.5 M) / 0.5 M, and the total RSS at 1 M.
+//! With its heap fixed (`-Xms` = `-Xmx`) the JVM's RSS hardly follows the
+//! population: young collections have touched the whole heap long before
+//! 0.5 M customers, so for the peer the slope of its heap in use is the
+//! figure that says what a customer costs (and the RocksDB store keeps its
+//! customers on disk, off both).
 //!
 //! **Latency.** Per system, on fresh topics: new customers' events offered
 //! at `PEERS_LATENCY_RATE` (5 000 events/s) by one generator (linger 1 ms)
@@ -162,6 +167,8 @@ struct Settings {
     max_foreign_cpu: f64,
     retries: usize,
     out: PathBuf,
+    /// The broker's process, once started.
+    broker_pid: Option<u32>,
 }
 
 impl Settings {
@@ -197,6 +204,7 @@ impl Settings {
                 std::env::var("PEERS_OUT")
                     .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-peers").to_string()),
             ),
+            broker_pid: None,
         }
     }
 
@@ -1052,7 +1060,8 @@ pub struct Row {
     pub rss_per_customer: Option<f64>,
     /// (p50, p99) ms at the common rate.
     pub latency: Option<(f64, f64)>,
-    /// Seconds from process start to ready.
+    /// Seconds from process start to the first output (not measured by
+    /// this benchmark; the chart's panel stays empty).
     pub first_output: Option<f64>,
 }
 
@@ -1244,7 +1253,9 @@ fn report(s: &Settings, r: &Results, environment: &str) -> String {
     if !r.memory.is_empty() {
         let _ = writeln!(
             out,
-            "### Memory\n\nSlope: (RSS at {} customers − RSS at {}) / {}, after a full GC for the JVM.\n\n\
+            "### Memory\n\nSlope: (RSS at {} customers − RSS at {}) / {}, after a full GC for the JVM. With a \
+             fixed heap the JVM's RSS hardly follows the population (its heap pages are touched long before); \
+             its heap in use does.\n\n\
              | system | bytes / customer (slope) | RSS at {} customers, MiB | heap in use / customer (slope) | \
              GC share | runs kept |\n|---|---|---|---|---|---|",
             s.memory_customers,
@@ -1372,6 +1383,16 @@ fn environment(s: &Settings) -> String {
         out.push_str(&format!("peer JVM ({store} store): {} {}\n", peer::java(), args.join(" ")));
         out.push_str(&run(&peer::java(), &args));
     }
+    // The broker's JVM (scripts/kafka-broker), the same for every system.
+    let broker_jvm = s
+        .broker_pid
+        .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|c| {
+            let args: Vec<String> = c.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+            args.iter().take_while(|a| *a != "-cp").cloned().collect::<Vec<_>>().join(" ")
+        })
+        .unwrap_or_default();
+    out.push_str(&format!("broker: {broker_jvm}\n"));
     out.push_str(&format!(
         "peer properties: num.stream.threads per system, {}\n",
         if s.properties.is_empty() { "nothing else".to_string() } else { s.properties.join(" ") }
@@ -1383,8 +1404,9 @@ fn environment(s: &Settings) -> String {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: run with scripts/bench-peers"]
 async fn fair() {
-    let s = Settings::from_env();
+    let mut s = Settings::from_env();
     let broker = Broker::private();
+    s.broker_pid = broker.pid();
     let environment = environment(&s);
     eprintln!("peers: {environment}");
     peer::classpath(); // built before any clock starts
@@ -1529,7 +1551,8 @@ async fn fair() {
             client_cpu: results.throughput_of(&n, |r| Some(r.steady_cpu)).map(|m| m.0),
             rss_per_customer: results.memory_of(&n, |r| Some(r.slope)).map(|m| m.0),
             latency: results.latency_of(&n, |r| r.p50).zip(results.latency_of(&n, |r| r.p99)).map(|(a, b)| (a.0, b.0)),
-            first_output: results.throughput_of(&n, |r| Some(r.startup)).map(|m| m.0),
+            // Not measured: the start-up time (to ready) is in the table.
+            first_output: None,
             name: n,
         })
         .collect();
