@@ -215,7 +215,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let mut series = Vec::new();
     let mut last = (0.0, 0.0);
     let (clicks, buys) = (load.clickstream as i64, load.purchases as i64);
-    // Commits polled every 200 ms (as the peers phase does), throughput
+    // Commits polled every 200 ms, throughput
     // sampled once a second.
     while committed(broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
         || committed(broker, &topics.group, &topics.purchases, PARTITIONS) < buys
