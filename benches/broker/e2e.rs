@@ -8,9 +8,9 @@
 //!    `engage run` (release build) processes the same backlog from scratch,
 //!    every output produced and acknowledged, the changelog written and all
 //!    offsets committed. A second baseline, a bare consume → produce pipe
-//!    ([`pipe`]), publishes as many messages per record as engage did,
-//!    with no processing: the Kafka work any processor of this output
-//!    volume pays.
+//!    ([`peers::pipe_floor`]), publishes as many records per event of the
+//!    same sizes as engage did, with engage's client settings and no
+//!    processing: the Kafka work any processor of this output volume pays.
 //! 2. **Latency.** A fresh instance on fresh topics, loadgen producing new
 //!    customers' traffic at half the rate engage just sustained (or
 //!    `E2E_LATENCY_RATE`), lingering `E2E_LATENCY_LINGER_MS` (1) per batch. engage's own histograms give
@@ -21,12 +21,9 @@
 //! 3. **Memory.** One event for each of M customers (default 1 M) on fresh
 //!    topics; RSS per customer once processed, and again in a fresh
 //!    instance after restoring them all from the changelog.
-//! 4. **Peers** (issue 19, [`peers`]; not in the default phases,
-//!    `scripts/bench-peers` runs throughput, memory and peers): engage
-//!    against the Kafka Streams peer (`benches/peers/kafka-streams`) on the
-//!    throughput phase's backlog and the memory phase's population, both
-//!    guarantees each, plus latency at one common offered rate; one table
-//!    and chart in `target/bench-peers/` (`E2E_PEERS_OUT`).
+//!
+//! engage against the Kafka Streams peer is a test of its own in this
+//! binary, [`peers`]' `fair` (`scripts/bench-peers`).
 //!
 //! `E2E_GUARANTEE=exactly_once` runs engage in its transactional mode;
 //! `E2E_ALIGNMENT_WAITS` (default `5s`, the default `run.alignment_wait`)
@@ -46,16 +43,10 @@ use std::time::{Duration, Instant};
 
 use common::{Broker, Engage, Topics, committed};
 use engage::cmd::loadgen::{LoadOptions, loadgen};
-use engage::codec::output::CONTENT_TYPE;
-use engage::codec::output::OUTPUT_SCHEMA_VERSION;
 use engage::config::Config;
-use engage::kafka::client::PRODUCER_DEFAULTS;
 use engage::vocab::Format;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 const PARTITIONS: i32 = 4;
@@ -184,12 +175,6 @@ struct Throughput {
     ceiling: f64,
     /// (seconds, events/s) once a second while engage ran.
     series: Vec<(f64, f64)>,
-    /// The backlog's topics and how many records each input holds, for
-    /// the peers phase.
-    topics: Topics,
-    want: (i64, i64),
-    /// The bare consumer, engage and the pipe as rows of the peers table.
-    rows: Vec<peers::Row>,
 }
 
 /// Phase 1: the bare-consumer ceiling and engage over the same backlog of
@@ -223,7 +208,6 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     drop(consumer);
 
     let dir = tempfile::tempdir().unwrap();
-    let (watching, first_output) = peers::watch_first_output(broker, &topics.scores, Instant::now());
     let engage = Engage::start_binary(dir.path(), &config_text, BINARY);
     assert!(engage.wait_for_log("state restored", Duration::from_secs(60)), "{}", engage.log());
     let (engage0, broker0) = (common::cpu_seconds(engage.child.id()), broker_cpu());
@@ -231,7 +215,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let mut series = Vec::new();
     let mut last = (0.0, 0.0);
     let (clicks, buys) = (load.clickstream as i64, load.purchases as i64);
-    // Commits polled every 200 ms (as the peers phase does), throughput
+    // Commits polled every 200 ms, throughput
     // sampled once a second.
     while committed(broker, &topics.group, &topics.clickstream, PARTITIONS) < clicks
         || committed(broker, &topics.group, &topics.purchases, PARTITIONS) < buys
@@ -249,15 +233,13 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
     let rate = n as f64 / processing;
     let engage_cpu = (common::cpu_seconds(engage.child.id()) - engage0) * per_million;
     let engage_broker_cpu = (broker_cpu() - broker0) * per_million;
-    let engage_peak_rss = peers::proc_status_bytes(engage.child.id(), "VmHWM");
-    watching.store(true, std::sync::atomic::Ordering::Relaxed);
-    let first_output = first_output.join().unwrap();
     let metrics = scrape(&http);
     let (outputs, changelog) =
         (sample(&metrics, "engage_outputs_total"), sample(&metrics, "engage_changelog_records_written_total"));
     drop(engage);
     let per_record = (outputs + changelog) / n as f64;
-    let (pipe_rate, pipe_cpu, pipe_broker_cpu) = pipe(broker, &topics, n, per_record).await;
+    let shape = peers::engage_shape(broker, &topics, n);
+    let (pipe_rate, pipe_cpu, pipe_broker_cpu) = peers::pipe_floor(broker, &topics, n, shape).await;
     report.push(format!(
         "preload (engage loadgen, {customers} customers, {history_days:.0} days): {n} events in {preload:.1} s"
     ));
@@ -275,88 +257,7 @@ async fn throughput_phase(broker: &Broker, n: u64, customers: usize, report: &mu
         "CPU seconds per million events: ceiling client {ceiling_cpu:.2} + broker {ceiling_broker_cpu:.2}; \
          pipe {pipe_cpu:.2} + broker {pipe_broker_cpu:.2}; engage {engage_cpu:.2} + broker {engage_broker_cpu:.2}"
     ));
-
-    let guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
-    let rows = vec![
-        peers::Row {
-            name: "bare consumer (ceiling)".into(),
-            rate: Some(ceiling),
-            client_cpu: Some(ceiling_cpu),
-            broker_cpu: Some(ceiling_broker_cpu),
-            ..peers::Row::default()
-        },
-        peers::Row {
-            name: "consume → produce pipe".into(),
-            rate: Some(pipe_rate),
-            published: Some(per_record),
-            client_cpu: Some(pipe_cpu),
-            broker_cpu: Some(pipe_broker_cpu),
-            ..peers::Row::default()
-        },
-        peers::Row {
-            name: format!("engage, {}", guarantee.replace('_', " ")),
-            rate: Some(rate),
-            client_cpu: Some(engage_cpu),
-            broker_cpu: Some(engage_broker_cpu),
-            peak_rss: engage_peak_rss,
-            first_output,
-            published: Some(per_record),
-            ..peers::Row::default()
-        },
-    ];
-    Throughput { rate, ceiling, series, topics, want: (clicks, buys), rows }
-}
-
-/// Bytes of each message the pipe produces: between engage's score changes
-/// (about 430 bytes of JSON) and its changelog records (about 100 bytes),
-/// nearer the first, which are the more numerous.
-const PIPE_PAYLOAD: usize = 320;
-
-/// The second baseline: the Kafka work any processor publishing what engage
-/// publishes must do, with no processing. A bare consumer reads the backlog
-/// as the ceiling did, and for every record a producer with engage's
-/// settings ([`PRODUCER_DEFAULTS`]) and its three output headers sends `per_record` messages on average, keyed by the record's
-/// key, to a fresh topic; done when every one is acknowledged. Returns
-/// events/s and CPU seconds per million events for the pipe and the broker.
-async fn pipe(broker: &Broker, topics: &Topics, n: u64, per_record: f64) -> (f64, f64, f64) {
-    let out = common::unique("pipe");
-    broker.create_topic(&out, PARTITIONS).await;
-    let consumer = backlog_reader(broker, topics, "pipe");
-    let mut client = broker.client_config();
-    for (key, value) in PRODUCER_DEFAULTS {
-        client.set(key, value);
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        client.set("queue.buffering.max.messages", "1000000").create().unwrap();
-    let payload = vec![b'x'; PIPE_PAYLOAD];
-    let broker_cpu = || broker.pid().map_or(0.0, common::cpu_seconds);
-    let (cpu0, broker0) = (common::cpu_seconds(std::process::id()), broker_cpu());
-    let t = Instant::now();
-    let (mut seen, mut owed) = (0, 0.0);
-    while seen < n {
-        let Some(m) = consumer.poll(Duration::from_secs(5)) else { continue };
-        let m = m.unwrap();
-        seen += 1;
-        owed += per_record;
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header { key: CONTENT_TYPE, value: Some("application/json") })
-                .insert(Header { key: "engage.schema.version", value: Some(OUTPUT_SCHEMA_VERSION) })
-                .insert(Header { key: "engage.message.type", value: Some("engage.v1.ScoreChanged") });
-            let mut record =
-                BaseRecord::to(&out).key(m.key().unwrap_or_default()).payload(&payload[..]).headers(headers);
-            while let Err((e, r)) = producer.send(record) {
-                assert!(matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull)), "{e}");
-                record = r;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120)).unwrap();
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    let per_million = 1e6 / n as f64;
-    (rate, (common::cpu_seconds(std::process::id()) - cpu0) * per_million, (broker_cpu() - broker0) * per_million)
+    Throughput { rate, ceiling, series }
 }
 
 /// Phase 2: latency at `half` events/s for `latency_secs` (module docs):
@@ -427,16 +328,8 @@ async fn latency_phase(
     latency
 }
 
-/// What the memory phase leaves for the peers phase: its topics, their
-/// record counts, and engage's RSS per customer.
-struct Memory {
-    topics: Topics,
-    want: (i64, i64),
-    rss_per_customer: f64,
-}
-
 /// Phase 3: RSS per customer at `memory_customers`, and after a restore.
-async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) -> Memory {
+async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec<String>) {
     // 3. Memory: one event per customer on fresh topics.
     let dir = tempfile::tempdir().unwrap();
     let (topics, http, config_text) = fresh_setup(broker, "").await;
@@ -483,66 +376,6 @@ async fn memory_phase(broker: &Broker, memory_customers: usize, report: &mut Vec
         rss_restored / held_restored
     ));
     drop(restored);
-    Memory { topics, want: (clicks, buys), rss_per_customer: rss / held }
-}
-
-/// Phase 4 (module docs of [`peers`]): engage against the Kafka Streams
-/// peer. The throughput phase's rows, then engage exactly once and the
-/// peer in both guarantees on the same backlog (without the throughput
-/// phase: latency and memory only), the peer on the memory
-/// phase's population, and every engage and peer mode at one common
-/// offered rate (`E2E_PEERS_LATENCY_RATE`, 5 000 events/s, for
-/// `E2E_PEERS_LATENCY_SECONDS`, 20, after `E2E_PEERS_LATENCY_WARMUP`, 10,
-/// not measured).
-async fn peers_phase(
-    broker: &Broker,
-    throughput: Option<&Throughput>,
-    memory: Option<&Memory>,
-    customers: usize,
-) -> Vec<peers::Row> {
-    let mut rows = Vec::new();
-    if let Some(t) = throughput {
-        rows = t.rows.clone();
-        let engage_guarantee = std::env::var("E2E_GUARANTEE").unwrap_or_else(|_| "at_least_once".into());
-        if engage_guarantee == "at_least_once" {
-            rows.push(peers::engage_backlog(broker, &t.topics, t.want, "exactly_once").await);
-        }
-        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "at_least_once").await);
-        rows.push(peers::peer_backlog(broker, &t.topics, t.want, "exactly_once_v2").await);
-    } else {
-        // Latency (and memory) alone: one row per system.
-        for name in ["engage, at least once", "engage, exactly once"] {
-            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
-        }
-        for name in ["Kafka Streams peer, at least once", "Kafka Streams peer, exactly once v2"] {
-            rows.push(peers::Row { name: name.into(), ..peers::Row::default() });
-        }
-    }
-    if let Some(m) = memory {
-        let (rss, heap) = peers::peer_memory(broker, &m.topics, m.want, customers as f64).await;
-        for r in rows.iter_mut() {
-            if r.name == "engage, at least once" {
-                r.rss_per_customer = Some(m.rss_per_customer);
-            } else if r.name == "Kafka Streams peer, at least once" {
-                r.rss_per_customer = Some(rss);
-                r.heap_per_customer = Some(heap);
-            }
-        }
-    }
-    let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
-    let secs: u64 = env_or("E2E_PEERS_LATENCY_SECONDS", 20);
-    let warmup: u64 = env_or("E2E_PEERS_LATENCY_WARMUP", 10);
-    for r in rows.iter_mut() {
-        let system = match r.name.as_str() {
-            "engage, at least once" => peers::System::Engage("at_least_once"),
-            "engage, exactly once" => peers::System::Engage("exactly_once"),
-            "Kafka Streams peer, at least once" => peers::System::Peer("at_least_once"),
-            "Kafka Streams peer, exactly once v2" => peers::System::Peer("exactly_once_v2"),
-            _ => continue,
-        };
-        r.latency = Some(peers::latency(broker, system, rate, warmup, secs).await);
-    }
-    rows
 }
 
 /// The release binary every phase runs.
@@ -583,21 +416,8 @@ async fn end_to_end() {
             }
         }
     }
-    let memory =
-        if phases.contains("memory") { Some(memory_phase(&broker, memory_customers, &mut report).await) } else { None };
-    if phases.contains("peers") {
-        let rows = peers_phase(&broker, throughput.as_ref(), memory.as_ref(), memory_customers).await;
-        let rate: f64 = env_or("E2E_PEERS_LATENCY_RATE", 5000.0);
-        let table = peers::table(&rows, n, customers, memory_customers, rate);
-        let out = std::path::PathBuf::from(
-            std::env::var("E2E_PEERS_OUT")
-                .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-peers").to_string()),
-        );
-        std::fs::create_dir_all(&out).unwrap();
-        std::fs::write(out.join("peers.md"), &table).unwrap();
-        std::fs::write(out.join("peers.svg"), peers::svg(&rows)).unwrap();
-        println!("\n{table}");
-        println!("  table and chart: {}/peers.{{md,svg}}", out.display());
+    if phases.contains("memory") {
+        memory_phase(&broker, memory_customers, &mut report).await;
     }
 
     println!("\nend-to-end benchmark, {PARTITIONS} partitions, Apache Kafka on loopback, release build");

@@ -2,11 +2,15 @@ package engage.peer;
 
 import java.io.File;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.common.Metric;
+import org.apache.kafka.common.MetricName;
 import org.apache.kafka.common.serialization.Serdes;
 import org.apache.kafka.streams.KafkaStreams;
 import org.apache.kafka.streams.StreamsBuilder;
@@ -14,22 +18,32 @@ import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.state.KeyValueBytesStoreSupplier;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * engage's scoring job as a Kafka Streams application: both input topics (JSON keyed by
- * customer_id) in one source, per-customer state in a persistent (RocksDB) key-value store with
- * its changelog, and a JSON score change to the output topic when the customer is new or the score
- * moved by at least {@code scoring.min_delta}.
+ * engage's scoring job as a Kafka Streams application, deployed as someone who knows Kafka
+ * Streams would deploy it next to engage: both input topics (JSON keyed by customer_id) in one
+ * source ordered by event time, per-customer state in a key-value store (RocksDB, bounded, or in
+ * memory) with its changelog, and a JSON score change to the output topic whenever engage would
+ * publish one. Every setting that differs from the Streams default is set in {@link #properties}
+ * and says why.
  *
  * <pre>
  * java -cp 'target/engage-peer.jar:target/lib/*' engage.peer.EngagePeer \
- *   --config engage.example.toml --bootstrap localhost:9092 --application-id engage-peer \
+ *   --config engage.toml --bootstrap localhost:9092 --application-id engage-peer \
  *   [--clickstream clickstream] [--purchases purchases] [--scores engagement.scores] \
- *   [--guarantee at_least_once|exactly_once_v2] [--state-dir DIR]
+ *   [--guarantee at_least_once|exactly_once_v2] [--store rocksdb|in_memory] [--state-dir DIR] \
+ *   [--property key=value]...
  * </pre>
  *
- * Prints "engage-peer: RUNNING" once the instance is running and a summary line on SIGTERM.
+ * {@code --config} is the engage config file engage runs with: the peer takes its scoring and
+ * lifecycle rules, input limits and commit cadence from it. {@code --property} sets any Streams,
+ * consumer or producer property (repeatable, applied last, so it overrides the peer's own
+ * settings), e.g. {@code num.stream.threads=2} or {@code producer.linger.ms=20}.
+ *
+ * <p>Prints "engage-peer: RUNNING" once running, and on SIGTERM a summary line and the producer's
+ * batching (average batch bytes and records per request).
  */
 public final class EngagePeer {
   /** The key-value store; its changelog is {@code <application.id>-customer-scores-changelog}. */
@@ -37,37 +51,55 @@ public final class EngagePeer {
 
   private EngagePeer() {}
 
-  static Topology topology(Scoring rules, String clickstream, String purchases, String scores) {
+  static Topology topology(Scoring rules, String store, String clickstream, String purchases, String scores) {
     StreamsBuilder builder = new StreamsBuilder();
-    // Persistent (RocksDB) with a changelog topic, as a DSL-materialized store is by default. A
-    // store built with Stores is uncached unless asked: caching is enabled as the DSL does and as
+    KeyValueBytesStoreSupplier supplier =
+        switch (store) {
+          case "rocksdb" -> Stores.persistentKeyValueStore(STORE);
+          // The closest to engage's design: all state in memory, durable through the changelog,
+          // restored from it on start.
+          case "in_memory" -> Stores.inMemoryKeyValueStore(STORE);
+          default -> throw new IllegalArgumentException("--store is rocksdb or in_memory, not " + store);
+        };
+    // A store built with Stores is uncached unless asked: caching is enabled as the DSL does and as
     // the Streams docs ("Record caches in the Processor API") recommend when only the latest value
     // per key matters, so a customer updated many times between commits writes one changelog
     // record per commit, not one per event (engage writes changed customers once per flush too).
     builder.addStateStore(
-        Stores.keyValueStoreBuilder(
-                Stores.persistentKeyValueStore(STORE), Serdes.String(), CustomerScore.SERDE)
-            .withCachingEnabled());
-    builder.stream(List.of(clickstream, purchases), Consumed.with(Serdes.String(), Serdes.ByteArray()))
-        .process(() -> new ScoreProcessor(rules, purchases, STORE), STORE)
+        Stores.keyValueStoreBuilder(supplier, Serdes.String(), CustomerState.SERDE).withCachingEnabled());
+    builder.stream(
+            List.of(clickstream, purchases),
+            Consumed.with(Serdes.String(), Event.serde(rules, purchases))
+                .withTimestampExtractor(new Event.EventTime(rules)))
+        .process(() -> new ScoreProcessor(rules, STORE), STORE)
         .to(scores, Produced.with(Serdes.String(), Serdes.ByteArray()));
     return builder.build();
   }
 
-  static Properties properties(Map<String, String> args, Scoring rules) {
+  static Properties properties(Map<String, String> args, List<String> overrides, Scoring rules) {
     Properties p = new Properties();
     p.put(StreamsConfig.APPLICATION_ID_CONFIG, args.get("application-id"));
     p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args.get("bootstrap"));
-    // at_least_once by default, exactly_once_v2 as the second mode (the two guarantees;
-    // engage's run.processing_guarantee at_least_once / exactly_once).
-    p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, args.getOrDefault("guarantee", "at_least_once"));
-    // One stream thread per core: the Streams docs' sizing rule; tasks (one per input partition)
-    // spread over them.
-    p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, Runtime.getRuntime().availableProcessors());
-    // Commit (and flush the store cache to the changelog) as often as engage flushes its state
-    // (state.flush_interval), so both pay the same commit cadence. The Streams default is 30 s for
-    // at_least_once and 100 ms for exactly_once_v2.
-    p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, rules.flushIntervalMs);
+    // at_least_once by default, exactly_once_v2 as the second mode (engage's
+    // run.processing_guarantee at_least_once / exactly_once).
+    String guarantee = args.getOrDefault("guarantee", "at_least_once");
+    p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, guarantee);
+    // Commit (offsets, and the store cache flushed to the changelog) at engage's cadence: how often
+    // its committed offsets move (Scoring.commitIntervalMs*). The Streams default is 30 s at least
+    // once and 100 ms exactly once.
+    p.put(
+        StreamsConfig.COMMIT_INTERVAL_MS_CONFIG,
+        guarantee.equals("at_least_once") ? rules.commitIntervalMsAtLeastOnce : rules.commitIntervalMsExactlyOnce);
+    // The producer batches as engage's does (its PRODUCER_DEFAULTS on librdkafka's defaults):
+    // linger 5 ms (the Streams default is 100 ms) and batches up to librdkafka's batch.size,
+    // 1 000 000 bytes (the Java default is 16 384). acks=all and idempotence are already the
+    // defaults, as in engage; set anyway so the two cannot drift apart.
+    p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), 5);
+    p.put(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), 1_000_000);
+    p.put(StreamsConfig.producerPrefix(ProducerConfig.ACKS_CONFIG), "all");
+    p.put(StreamsConfig.producerPrefix(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG), true);
+    // RocksDB within a fixed off-heap budget shared by all stores (BoundedRocksDb).
+    p.put(StreamsConfig.ROCKSDB_CONFIG_SETTER_CLASS_CONFIG, BoundedRocksDb.class);
     // Kafka Streams 4.4 warns that this will be the default in 5.0 and recommends enabling it now.
     p.put(StreamsConfig.PROCESSING_EXCEPTION_HANDLER_GLOBAL_ENABLED_CONFIG, true);
     if (args.containsKey("state-dir")) {
@@ -75,24 +107,65 @@ public final class EngagePeer {
       p.put(StreamsConfig.STATE_DIR_CONFIG, args.get("state-dir"));
     }
     // Left at their defaults, on purpose:
+    // - num.stream.threads (1): the benchmark runs 1 and 2 (--property) and reports the better.
     // - replication.factor (-1: the broker's default) and num.standby.replicas (0): the docs
     //   recommend 3 and 1 for resilience in a cluster; the benchmark broker is one node, where
     //   neither applies, as it does not for engage's changelog.
-    // - statestore.cache.max.bytes (10 MiB) and the RocksDB config: the docs tune these per
-    //   workload after measuring, which a first production deployment would not have done.
-    // - producer acks (all) and idempotence (on): already the safe defaults.
-    // - default.deserialization.exception.handler: the processor validates every record itself
-    //   (engage's rules) and skips bad ones, so no record reaches a failing serde.
+    // - statestore.cache.max.bytes (10 MiB): holds the benchmark's hot customers many times over.
+    // - max.task.idle.ms (0): waits for data already on the broker, so records present are
+    //   processed in event-time order across the two inputs, as engage's alignment does.
+    // - default.deserialization.exception.handler: the value serde never throws; bad input is
+    //   dropped by the timestamp extractor (Event.EventTime).
+    for (String kv : overrides) {
+      int eq = kv.indexOf('=');
+      if (eq <= 0) {
+        throw new IllegalArgumentException("--property takes key=value, not " + kv);
+      }
+      p.put(kv.substring(0, eq).trim(), kv.substring(eq + 1).trim());
+    }
     return p;
+  }
+
+  /** The producer's batching so far: average batch bytes and records per request. */
+  static String producerBatching(KafkaStreams streams) {
+    double size = 0;
+    double records = 0;
+    int producers = 0;
+    for (Map.Entry<MetricName, ? extends Metric> m : streams.metrics().entrySet()) {
+      MetricName n = m.getKey();
+      if (!n.group().equals("producer-metrics")) {
+        continue;
+      }
+      Object v = m.getValue().metricValue();
+      if (!(v instanceof Double d) || d.isNaN()) {
+        continue;
+      }
+      if (n.name().equals("batch-size-avg")) {
+        size += d;
+        producers++;
+      } else if (n.name().equals("records-per-request-avg")) {
+        records += d;
+      }
+    }
+    return producers == 0
+        ? "no producer metrics"
+        : String.format("batch-size-avg %.0f bytes, records-per-request-avg %.1f", size / producers, records / producers);
   }
 
   public static void main(String[] argv) throws Exception {
     Map<String, String> args = new HashMap<>();
-    for (int i = 0; i + 1 < argv.length; i += 2) {
-      if (!argv[i].startsWith("--")) {
-        throw new IllegalArgumentException("expected --name value, got " + argv[i]);
+    List<String> overrides = new ArrayList<>();
+    for (int i = 0; i < argv.length; i += 2) {
+      if (!argv[i].startsWith("--") || i + 1 >= argv.length) {
+        System.err.println("engage-peer: expected --name value, got " + argv[i]);
+        System.exit(2);
       }
-      args.put(argv[i].substring(2), argv[i + 1]);
+      String name = argv[i].substring(2);
+      if (name.equals("property")) {
+        overrides.add(argv[i + 1]);
+      } else {
+        args.put(name, argv[i + 1]);
+      }
     }
     for (String required : List.of("config", "bootstrap", "application-id")) {
       if (!args.containsKey(required)) {
@@ -104,10 +177,11 @@ public final class EngagePeer {
     Topology topology =
         topology(
             rules,
+            args.getOrDefault("store", "rocksdb"),
             args.getOrDefault("clickstream", "clickstream"),
             args.getOrDefault("purchases", "purchases"),
             args.getOrDefault("scores", "engagement.scores"));
-    KafkaStreams streams = new KafkaStreams(topology, properties(args, rules));
+    KafkaStreams streams = new KafkaStreams(topology, properties(args, overrides, rules));
     CountDownLatch stopped = new CountDownLatch(1);
     streams.setStateListener(
         (now, before) -> {
@@ -120,12 +194,14 @@ public final class EngagePeer {
         .addShutdownHook(
             new Thread(
                 () -> {
+                  String batching = producerBatching(streams);
                   streams.close(Duration.ofSeconds(30));
                   System.err.printf(
-                      "engage-peer: stopped; %d applied, %d skipped as bad input, %d score changes%n",
+                      "engage-peer: stopped; %d applied, %d skipped as bad input, %d score changes; producer %s%n",
                       ScoreProcessor.APPLIED.sum(),
-                      ScoreProcessor.SKIPPED.sum(),
-                      ScoreProcessor.PUBLISHED.sum());
+                      Event.SKIPPED.sum(),
+                      ScoreProcessor.PUBLISHED.sum(),
+                      batching);
                 }));
     streams.start();
     stopped.await();

@@ -6,35 +6,45 @@ import com.fasterxml.jackson.core.JsonGenerator;
 import com.fasterxml.jackson.core.util.ByteArrayBuilder;
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
 import java.util.concurrent.atomic.LongAdder;
+import org.apache.kafka.common.header.Headers;
+import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.streams.processor.api.Processor;
 import org.apache.kafka.streams.processor.api.ProcessorContext;
 import org.apache.kafka.streams.processor.api.Record;
 import org.apache.kafka.streams.state.KeyValueStore;
 
 /**
- * Applies each input record to its customer's state in the store and forwards a score change
- * (JSON) when the customer is new or the score moved by at least {@code min_delta} since the last
- * one published.
+ * Applies each event to its customer's state in the store and forwards a score change (JSON, with
+ * engage's headers) when engage would publish one (its {@code engine/mod.rs} {@code evaluate}):
+ * the customer is new, the score moved by at least {@code min_delta} since the last one published,
+ * or the lifecycle stage changed. (engage also publishes on a health change; on an event, health
+ * only changes for a customer its wall-clock sweeps had marked at risk, which the peer does not
+ * implement: see README.md.)
  */
-final class ScoreProcessor implements Processor<String, byte[], String, byte[]> {
+final class ScoreProcessor implements Processor<String, Event, String, byte[]> {
   static final LongAdder APPLIED = new LongAdder();
-  static final LongAdder SKIPPED = new LongAdder();
   static final LongAdder PUBLISHED = new LongAdder();
 
   private static final JsonFactory JSON = new JsonFactory();
+  private static final byte[] CONTENT_TYPE = bytes("application/json");
+  private static final byte[] SCHEMA_VERSION = bytes("1");
+  private static final byte[] MESSAGE_TYPE = bytes("engage.v1.ScoreChanged");
 
   private final Scoring rules;
-  private final String purchasesTopic;
   private final String storeName;
   private ProcessorContext<String, byte[]> context;
-  private KeyValueStore<String, CustomerScore> store;
+  private KeyValueStore<String, CustomerState> store;
   private final ByteArrayBuilder buffer = new ByteArrayBuilder(512);
 
-  ScoreProcessor(Scoring rules, String purchasesTopic, String storeName) {
+  ScoreProcessor(Scoring rules, String storeName) {
     this.rules = rules;
-    this.purchasesTopic = purchasesTopic;
     this.storeName = storeName;
+  }
+
+  private static byte[] bytes(String s) {
+    return s.getBytes(StandardCharsets.UTF_8);
   }
 
   @Override
@@ -44,66 +54,75 @@ final class ScoreProcessor implements Processor<String, byte[], String, byte[]> 
   }
 
   @Override
-  public void process(Record<String, byte[]> record) {
-    boolean purchases =
-        context.recordMetadata().map(m -> m.topic().equals(purchasesTopic)).orElse(false);
-    Event e =
-        Event.decode(
-            record.key(),
-            record.value(),
-            record.timestamp(),
-            purchases,
-            rules,
-            System.currentTimeMillis());
-    if (e == null) {
-      SKIPPED.increment();
-      return;
-    }
-    if (e.isUnknownType()) {
+  public void process(Record<String, Event> record) {
+    Event e = record.value();
+    if (e.kind == Event.Kind.UNKNOWN) {
       return;
     }
     APPLIED.increment();
     double[] contrib = rules.contributions(e);
-    CustomerScore s = store.get(record.key());
+    CustomerState s = store.get(record.key());
     boolean isNew = s == null;
-    Double previous = null;
     if (isNew) {
-      s = new CustomerScore();
-      s.lastSeen = e.tsMs;
+      s = CustomerState.first(e, contrib);
     } else {
-      previous = s.lastPublished;
+      s.absorb(e, contrib, rules);
     }
-    s.absorb(e.tsMs, contrib, rules);
-    double[] dims = rules.dimensionScores(s.raw);
+    double[] raw = new double[Scoring.N];
+    for (int i = 0; i < Scoring.N; i++) {
+      raw[i] = s.raw[i];
+    }
+    double[] dims = rules.dimensionScores(raw);
     double score = rules.composite(dims);
-    boolean publish = isNew || Math.abs(score - s.lastPublished) >= rules.minDelta;
+    byte stage = rules.lifecycle.stage(s, dims[Scoring.SOCIAL], score);
+    boolean moved = Math.abs(score - (double) s.publishedScore) >= rules.minDelta;
+    boolean publish = isNew || moved || stage != s.stage;
+    s.stage = stage;
+    Double previous = isNew ? null : (double) s.publishedScore;
     if (publish) {
-      s.lastPublished = score;
+      s.seq++;
+      s.publishedScore = (float) score;
     }
     store.put(record.key(), s);
     if (publish) {
       PUBLISHED.increment();
-      context.forward(record.withValue(scoreChanged(record.key(), score, previous, dims, e.tsMs)));
+      Headers headers = new RecordHeaders();
+      headers.add("content-type", CONTENT_TYPE);
+      headers.add("engage.schema.version", SCHEMA_VERSION);
+      headers.add("engage.message.type", MESSAGE_TYPE);
+      long now = System.currentTimeMillis();
+      // Stamped with the wall clock as engage's producer stamps its outputs; the input's event
+      // time could be weeks old and fall outside the topic's retention.
+      context.forward(
+          new Record<>(record.key(), scoreChanged(record.key(), s, score, previous, dims, now), now, headers));
     }
   }
 
-  /** The score change, with the same field names as engage's ScoreChanged. */
-  private byte[] scoreChanged(String id, double score, Double previous, double[] dims, long eventTime) {
+  /** The score change, with engage's field names and order (the fields it computes). */
+  private byte[] scoreChanged(
+      String id, CustomerState s, double score, Double previous, double[] dims, long now) {
     buffer.reset();
     try (JsonGenerator g = JSON.createGenerator(buffer, JsonEncoding.UTF8)) {
       g.writeStartObject();
       g.writeStringField("customer_id", id);
+      g.writeNumberField("seq", s.seq);
       g.writeNumberField("score", score);
+      g.writeFieldName("previous_score");
       if (previous != null) {
-        g.writeNumberField("previous_score", previous);
+        g.writeNumber(previous);
+      } else {
+        g.writeNull();
       }
       g.writeObjectFieldStart("dimensions");
       for (int i = 0; i < Scoring.N; i++) {
         g.writeNumberField(Scoring.DIMENSIONS[i], dims[i]);
       }
       g.writeEndObject();
-      g.writeNumberField("event_time", eventTime);
-      g.writeNumberField("processed_at", System.currentTimeMillis());
+      g.writeStringField("stage", Lifecycle.name(s.stage));
+      g.writeStringField("health", "active");
+      // engage evaluates at the customer's latest event time, a late event's too.
+      g.writeNumberField("event_time", s.lastSeen);
+      g.writeNumberField("processed_at", now);
       g.writeEndObject();
     } catch (IOException ex) {
       throw new UncheckedIOException(ex);

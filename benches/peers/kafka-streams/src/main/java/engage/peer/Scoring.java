@@ -22,6 +22,9 @@ import java.util.regex.Pattern;
 final class Scoring {
   static final String[] DIMENSIONS = {"attention", "transaction", "social", "loyalty", "satisfaction"};
   static final int N = DIMENSIONS.length;
+  static final int SOCIAL = 2;
+  /** ln 2 as Rust's {@code std::f64::consts::LN_2}, so both decay by the same rate. */
+  private static final double LN_2 = 0.6931471805599453;
   private static final int SATISFACTION = 4;
 
   /** The clickstream types engage knows; any other type is accepted and ignored. */
@@ -39,8 +42,18 @@ final class Scoring {
   /** Event (signal) name → weight per dimension. */
   final Map<String, double[]> table = new HashMap<>();
   final double minDelta;
-  /** {@code state.flush_interval}: the peer commits as often as engage flushes. */
-  final long flushIntervalMs;
+  /**
+   * How often engage's committed offsets move, in milliseconds: the peer commits (and flushes its
+   * store's cache to the changelog) this often. engage writes changed customers to its changelog
+   * every {@code state.flush_interval}; at least once, an offset becomes committable once the
+   * flush after it is acknowledged and librdkafka's auto-commit writes it every {@code
+   * auto.commit.interval.ms} ({@code [kafka]}, 1 000 ms by default), so offsets move at the
+   * slower of the two; exactly once, every flush is a transaction that commits them.
+   */
+  final long commitIntervalMsAtLeastOnce;
+
+  final long commitIntervalMsExactlyOnce;
+  final Lifecycle lifecycle;
   final long maxFutureSkewMs;
   final double maxAmount;
   final int maxRecordBytes;
@@ -54,7 +67,7 @@ final class Scoring {
       if (d.isMissingNode()) {
         throw new IllegalArgumentException("scoring." + DIMENSIONS[i] + " is missing");
       }
-      decayPerMs[i] = Math.log(2) / durationMs(d.path("half_life").asText());
+      decayPerMs[i] = LN_2 / durationMs(d.path("half_life").asText());
       saturation[i] = d.path("saturation").asDouble();
       weight[i] = d.path("weight").asDouble();
       total += weight[i];
@@ -70,7 +83,17 @@ final class Scoring {
     if (!(minDelta >= 0)) {
       throw new IllegalArgumentException("scoring.min_delta is missing or negative");
     }
-    flushIntervalMs = durationMs(config.path("state").path("flush_interval").asText("500ms"));
+    long flushIntervalMs = durationMs(config.path("state").path("flush_interval").asText("500ms"));
+    long autoCommitMs = config.path("kafka").path("auto.commit.interval.ms").asLong(1000);
+    commitIntervalMsAtLeastOnce = Math.max(flushIntervalMs, autoCommitMs);
+    commitIntervalMsExactlyOnce = flushIntervalMs;
+    lifecycle = new Lifecycle(config.path("lifecycle"));
+    // Health changes on an event only once the customer is overdue, which needs idle time; at the
+    // latest event time there is none, so with a positive gate events never change health (only
+    // engage's wall-clock sweeps do, which the peer does not implement).
+    if (!(config.path("churn").path("overdue_gate").asDouble(1.0) > 0)) {
+      throw new IllegalArgumentException("churn.overdue_gate must be positive for the peer");
+    }
     JsonNode input = config.path("input");
     maxFutureSkewMs = durationMs(input.path("max_future_skew").asText("5m"));
     maxAmount = input.path("max_amount").asDouble(1_000_000.0);
