@@ -242,6 +242,67 @@ async fn a_broker_stalled_past_the_session_timeout_loses_nothing() {
     );
 }
 
+/// The broker unreachable for longer than `message.timeout.ms` (5 s here)
+/// while work is in flight: outputs cannot be delivered, so engage exits
+/// non-zero naming the failed delivery, without committing past it, and a
+/// restart after the broker is back ends with the facts of an
+/// uninterrupted run and no `seq` gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_unreachable_past_the_message_timeout_stops_engage_and_a_restart_loses_nothing() {
+    let broker = Broker::private();
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 12_000, 600);
+    let expected = reference_run(&broker, &base, want).await;
+
+    let gone = run_topics(&broker, &base, "gone").await;
+    let dir = tempfile::tempdir().unwrap();
+    let total = want.0 + want.1;
+    let text = throttled(&config(&broker, &gone), 100, 500).replace(
+        "\"statistics.interval.ms\" = 1000",
+        "\"statistics.interval.ms\" = 1000\n\"message.timeout.ms\" = 5000",
+    );
+    let mut engage = Engage::start(dir.path(), &text);
+    let addr = engage.http_addr();
+    let done = wait_progress(&broker, &gone, PARTITIONS, total / 4, &mut engage, Duration::from_secs(120));
+    let read = records_read(&addr) as i64;
+    assert!(read < total, "engage had read all {total} records before the broker went: the test proves nothing");
+    // The broker goes while outputs are in flight (lingering), so their
+    // delivery must fail.
+    let in_flight = || -> f64 {
+        let metrics = common::http_get(&addr, "/metrics").map(|r| r.1).unwrap_or_default();
+        let line = metrics.lines().find(|l| l.starts_with("engage_producer_in_flight "));
+        line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight() < 1.0 {
+        assert!(Instant::now() < deadline, "no output ever in flight:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = broker.pid().expect("a broker this test started");
+    signal(pid, "STOP");
+    let stopped = Instant::now();
+    // Outputs time out within 3 s; engage stops while the broker is away.
+    let status = engage.wait_exit(Duration::from_secs(60));
+    let exited = stopped.elapsed();
+    signal(pid, "CONT");
+    let log = engage.log();
+    assert!(!status.success(), "engage exited {status} with its outputs undelivered:\n{log}");
+    assert!(log.contains("output delivery failed"), "the exit does not name the failed delivery:\n{log}");
+    drop(engage);
+
+    let engage = Engage::start(dir.path(), &config(&broker, &gone));
+    finish_without_restart(&broker, &gone, want, engage, Duration::from_secs(300));
+    let states = final_states(&broker, &gone);
+    assert_same_facts(&expected, &states);
+    report(
+        &format!("broker unreachable at {done} committed, {read} read; engage exited {exited:.1?} later ({status})"),
+        want,
+        &states,
+        &broker,
+        &gone,
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_outputs_pause_input_bound_memory_and_lose_nothing() {
     let broker = Broker::start();

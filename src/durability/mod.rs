@@ -399,6 +399,8 @@ impl Durability {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        // A failure reported since the last look: nothing is committed.
+        self.check()?;
         self.store_committable(consumer);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             // NoOffset: nothing new to commit.

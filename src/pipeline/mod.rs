@@ -126,6 +126,7 @@ pub async fn run(
         fatal: Mutex::new(None),
         ends: Mutex::new(HashMap::new()),
         probing: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
     });
     let durability = &shared.durability;
     let transactional = durability.is_transactional();
@@ -133,6 +134,8 @@ pub async fn run(
         .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
         .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
     consumer.subscribe(&inputs.subscribed()).map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
+    let mut closing = Closing { consumer: Some(consumer), shared: shared.clone(), clean: false };
+    let consumer = closing.consumer.as_ref().expect("set above");
 
     let mut worker = Worker {
         engine: Engine::new(Rules::new(&config)),
@@ -172,7 +175,7 @@ pub async fn run(
                     return Err(PipelineError::GaveUp { blocker, after: config.run.give_up_after });
                 }
                 status.watch(idle.quiet_for(), config.run.stall_timeout);
-                durability.tick(&consumer)?;
+                durability.tick(consumer)?;
                 worker.metrics.publish();
                 worker.metrics.in_flight.set(durability.in_flight() as f64);
                 idle.observe(worker.metrics.records());
@@ -186,7 +189,7 @@ pub async fn run(
                     }
                 }
                 held_gauge.set(aligner.held() as f64);
-                pauses.update(&consumer, &shared, config.run.max_in_flight, aligner.take_pause_change());
+                pauses.update(consumer, &shared, config.run.max_in_flight, aligner.take_pause_change());
                 if last_log.elapsed() >= config.run.log_interval {
                     last_log = Instant::now();
                     let summary = worker.metrics.summary();
@@ -197,7 +200,7 @@ pub async fn run(
             _ = durability.released(), if !transactional => durability.release(),
             _ = flush_tick.tick() => {
                 let owned = shared.owned();
-                tokio::task::block_in_place(|| durability.flush(&consumer, &owned))?;
+                tokio::task::block_in_place(|| durability.flush(consumer, &owned))?;
             }
             _ = sweep_tick.tick() => {
                 let slice = Slice { index: next_slice, of: slices };
@@ -240,7 +243,7 @@ pub async fn run(
                     batch += 1;
                     let full = aligner.take_pause_change();
                     if full.is_some() || durability.in_flight() > config.run.max_in_flight {
-                        pauses.update(&consumer, &shared, config.run.max_in_flight, full);
+                        pauses.update(consumer, &shared, config.run.max_in_flight, full);
                         if pauses.backpressure {
                             break;
                         }
@@ -253,11 +256,49 @@ pub async fn run(
 
     info!(deadline = ?config.run.shutdown_deadline, "shutting down: finishing in-flight work");
     let owned = shared.owned();
-    tokio::task::block_in_place(|| durability.finish(&consumer, &owned))?;
+    tokio::task::block_in_place(|| durability.finish(consumer, &owned))?;
+    closing.clean = true;
+    tokio::task::block_in_place(|| drop(closing));
     worker.metrics.publish();
     let summary = worker.metrics.summary();
     Stopped { summary: &summary }.emit();
     Ok(summary)
+}
+
+/// The input consumer, closed when the pipeline returns. Closing leaves
+/// the group, and the revoke that comes with it finishes the partitions
+/// (commits what is done). After an error that stops the pipeline (a
+/// failed delivery, say) nothing more may be committed, and with the
+/// broker gone the close would wait for it: the partitions are then
+/// dropped without a commit, and the close is given [`CLOSE_WAIT`] before
+/// the process goes on without it (the group drops the member after its
+/// session timeout).
+struct Closing {
+    consumer: Option<StreamConsumer<PipelineContext>>,
+    shared: Arc<Shared>,
+    /// The pipeline finished its partitions and stops cleanly.
+    clean: bool,
+}
+
+/// How long a close after an error may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else { return };
+        if self.clean {
+            return drop(consumer);
+        }
+        self.shared.failed.store(true, Ordering::SeqCst);
+        let (done, closed) = std::sync::mpsc::channel();
+        let closer = std::thread::Builder::new().name("engage-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = done.send(());
+        });
+        if closer.is_ok() {
+            let _ = closed.recv_timeout(CLOSE_WAIT);
+        }
+    }
 }
 
 /// Records handled per wake-up of the main loop before the timers get a

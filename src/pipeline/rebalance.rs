@@ -75,7 +75,9 @@ impl ConsumerContext for PipelineContext {
         }
         let partitions: Vec<i32> =
             partitions_of(tpl).into_iter().filter(|p| sync::lock(&s.owned).contains(p)).collect();
-        if let Err(e) = s.durability.finish(consumer, &partitions) {
+        if s.failed.load(Ordering::SeqCst) {
+            // Stopping on an error: nothing more is committed.
+        } else if let Err(e) = s.durability.finish(consumer, &partitions) {
             // The next owner resumes from the last commit and the changelog.
             RevokeUnfinished { error: &e }.emit();
         }

@@ -36,6 +36,9 @@ pub(super) struct Shared {
     pub(super) ends: Mutex<HashMap<(InputKind, i32), Ends>>,
     /// A READ probe is running ([`Shared::client_error`]).
     pub(super) probing: AtomicBool,
+    /// The pipeline stopped on an error: partitions revoked from now on
+    /// (as the consumer closes) are dropped without a commit.
+    pub(super) failed: AtomicBool,
 }
 
 impl Shared {
