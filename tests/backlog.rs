@@ -832,10 +832,18 @@ async fn a_backlog_caught_up_through_kill_nines_and_rebalances_ends_with_replays
     // catch-up in steps of a few thousand records. With engage's defaults
     // they move once a second, by up to half of this input, too coarsely to
     // kill five times in it.
-    let config = run_config(&broker, &topics).replace(
-        "\"statistics.interval.ms\" = 1000",
-        "\"statistics.interval.ms\" = 1000\n\"auto.commit.interval.ms\" = 100\n\"queued.min.messages\" = 1000",
-    );
+    // Outputs linger 50 ms and input pauses above 500 unacknowledged, so
+    // the catch-up takes seconds, not a fraction of one: a round that joins
+    // a second instance (a restore, a SIGSTOP, a rebalance) then ends with
+    // work left however fast engage gets. The engine sees the same records
+    // in the same order.
+    let config = run_config(&broker, &topics)
+        .replace(
+            "\"statistics.interval.ms\" = 1000",
+            "\"statistics.interval.ms\" = 1000\n\"auto.commit.interval.ms\" = 100\n\"queued.min.messages\" = 1000\n\
+             \"linger.ms\" = 50",
+        )
+        .replacen("sweep_interval = ", "max_in_flight = 500\nsweep_interval = ", 1);
     // Heartbeats every 500 ms: a live instance learns of a rebalance soon.
     let joining = config.replace(
         "\"statistics.interval.ms\" = 1000",

@@ -75,18 +75,17 @@ impl ConsumerContext for PipelineContext {
         }
         let partitions: Vec<i32> =
             partitions_of(tpl).into_iter().filter(|p| sync::lock(&s.owned).contains(p)).collect();
-        if s.failed.load(Ordering::SeqCst) {
-            // Stopping on an error: nothing more is committed.
-        } else if let Err(e) = s.durability.finish(consumer, &partitions) {
-            // The next owner resumes from the last commit and the changelog.
-            RevokeUnfinished { error: &e }.emit();
-        }
+        // Stopping on an error, nothing more is committed; otherwise the
+        // work is finished, or the next owner resumes from the last commit
+        // and the changelog.
+        let committed = !s.failed.load(Ordering::SeqCst)
+            && s.durability.finish(consumer, &partitions).map_err(|e| RevokeUnfinished { error: &e }.emit()).is_ok();
         sync::lock(&s.ends).retain(|(_, p), _| !partitions.contains(p));
         for p in partitions {
             s.durability.forget(p);
             sync::lock(&s.owned).remove(&p);
             s.store.remove_partition(p);
-            PartitionRevoked { inputs: &s.inputs, partition: p }.emit();
+            PartitionRevoked { inputs: &s.inputs, partition: p, committed }.emit();
         }
         RebalanceEvent { kind: "revoke", owned: sync::lock(&s.owned).len() }.emit();
     }

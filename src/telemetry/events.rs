@@ -76,11 +76,17 @@ pub(crate) struct PartitionRevoked<'a> {
     pub inputs: &'a dyn Display,
     /// The input partition number.
     pub partition: i32,
+    /// Its work was flushed and committed first (not after an error).
+    pub committed: bool,
 }
 
 impl PartitionRevoked<'_> {
     pub(crate) fn emit(&self) {
-        info!(topic = %self.inputs, partition = self.partition, "partition revoked: flushed, committed, dropped");
+        if self.committed {
+            info!(topic = %self.inputs, partition = self.partition, "partition revoked: flushed, committed, dropped");
+        } else {
+            info!(topic = %self.inputs, partition = self.partition, "partition revoked: dropped, its last work uncommitted");
+        }
     }
 }
 
