@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::runs::{PARTITIONS, assert_no_seq_gaps, assert_same_facts, feed_events, final_states, reference_run};
+use common::runs::{
+    PARTITIONS, assert_no_seq_gaps, assert_same_facts, feed_events, final_states, reference_run, stable_and_high,
+};
 use common::secure::{Acl, Operation, SecureBroker, kafka_toml};
 use common::{Broker, Engage, Topics, committed, http_get, read_topic, unique};
 use rdkafka::ClientConfig;
@@ -107,20 +109,6 @@ fn committed_fraction(secure: &SecureBroker, t: &Topics, want: (i64, i64)) -> f6
     done as f64 / (want.0 + want.1) as f64
 }
 
-/// Per output partition of `topic`: (read_committed end, high watermark).
-fn stable_and_high(secure: &SecureBroker, topic: &str) -> Vec<(i64, i64)> {
-    let committed: BaseConsumer =
-        secure.broker.client_config().set("isolation.level", "read_committed").create().unwrap();
-    let uncommitted: BaseConsumer =
-        secure.broker.client_config().set("isolation.level", "read_uncommitted").create().unwrap();
-    (0..PARTITIONS)
-        .map(|p| {
-            let t = Duration::from_secs(5);
-            (committed.fetch_watermarks(topic, p, t).unwrap().1, uncommitted.fetch_watermarks(topic, p, t).unwrap().1)
-        })
-        .collect()
-}
-
 /// Kills `engage` with SIGKILL while one of its transactions holds output
 /// records, and returns each output partition's (last stable offset, high
 /// watermark) at the kill. A transaction is open only for the moment of a
@@ -133,8 +121,9 @@ fn kill_inside_transaction(secure: &SecureBroker, t: &Topics, engage: &mut Engag
         let pid = engage.child.id().to_string();
         assert!(Command::new("kill").args([name, &pid]).status().unwrap().success());
     };
-    let outputs =
-        || -> Vec<Vec<(i64, i64)>> { [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect() };
+    let outputs = || -> Vec<Vec<(i64, i64)>> {
+        [&t.scores, &t.alerts].iter().map(|o| stable_and_high(&secure.broker, o)).collect()
+    };
     let open = |at: &Vec<Vec<(i64, i64)>>| at.iter().flatten().any(|(stable, high)| stable < high);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -194,7 +183,7 @@ async fn scram_run_survives_kill_nine(exactly_once: bool) {
         kill_inside_transaction(secure, &t, &mut engage)
     } else {
         engage.kill9();
-        [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect()
+        [&t.scores, &t.alerts].iter().map(|o| stable_and_high(&secure.broker, o)).collect()
     };
     let at_kill = committed_fraction(secure, &t, want);
     assert!(at_kill < 0.9, "the kill must land while work remains ({at_kill:.2} committed)");
@@ -213,7 +202,8 @@ async fn scram_run_survives_kill_nine(exactly_once: bool) {
         // The issue asks for 15 s; 8 s tells the two apart.
         let deadline = restarted + Duration::from_secs(8);
         loop {
-            let now: Vec<Vec<(i64, i64)>> = [&t.scores, &t.alerts].iter().map(|o| stable_and_high(secure, o)).collect();
+            let now: Vec<Vec<(i64, i64)>> =
+                [&t.scores, &t.alerts].iter().map(|o| stable_and_high(&secure.broker, o)).collect();
             let past = now.iter().zip(&high_at_kill).all(|(n, k)| n.iter().zip(k).all(|(n, k)| n.0 >= k.1));
             if past {
                 println!("read_committed readers moved past the kill {:.1?} after the restart", restarted.elapsed());

@@ -181,18 +181,6 @@ async fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     );
 }
 
-/// Each output partition's (last stable offset, high watermark).
-fn stable_and_high(broker: &Broker, topic: &str) -> Vec<(i64, i64)> {
-    let committed: BaseConsumer = broker.client_config().set("isolation.level", "read_committed").create().unwrap();
-    let uncommitted: BaseConsumer = broker.client_config().set("isolation.level", "read_uncommitted").create().unwrap();
-    (0..PARTITIONS)
-        .map(|p| {
-            let t = Duration::from_secs(5);
-            (committed.fetch_watermarks(topic, p, t).unwrap().1, uncommitted.fetch_watermarks(topic, p, t).unwrap().1)
-        })
-        .collect()
-}
-
 /// How many records of `topic` a reader at `isolation` sees.
 fn records_seen(broker: &Broker, topic: &str, isolation: &str) -> usize {
     let reader: BaseConsumer = broker

@@ -274,3 +274,18 @@ pub fn signal(pid: u32, signal: &str) {
     let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
     assert!(ok.success());
 }
+
+/// Per partition of `topic` (`PARTITIONS` of them): (last stable offset,
+/// high watermark). The first trails the second while a transaction
+/// holding records there is open.
+pub fn stable_and_high(broker: &Broker, topic: &str) -> Vec<(i64, i64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let committed: BaseConsumer = broker.client_config().set("isolation.level", "read_committed").create().unwrap();
+    let uncommitted: BaseConsumer = broker.client_config().set("isolation.level", "read_uncommitted").create().unwrap();
+    (0..PARTITIONS)
+        .map(|p| {
+            let t = Duration::from_secs(5);
+            (committed.fetch_watermarks(topic, p, t).unwrap().1, uncommitted.fetch_watermarks(topic, p, t).unwrap().1)
+        })
+        .collect()
+}
