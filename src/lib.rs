@@ -12,7 +12,7 @@
 //! ([`decode`], [`codec`]) are adapters around it. In the order data flows:
 //!
 //! - [`vocab`]: the names everything shares: the inputs and their roles,
-//!   event types, dimensions, signals, wire formats.
+//!   event types, dimensions, signals, health, wire formats.
 //! - [`config`]: TOML + `ENGAGE__…` environment configuration, one file per
 //!   section, each with its `validate()`; [`config::Inputs`], the input
 //!   topics as data.

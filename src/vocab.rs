@@ -475,3 +475,37 @@ mod tests {
         }
     }
 }
+
+/// A customer's churn health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Health {
+    /// Behaving as usual.
+    #[default]
+    Active = 1,
+    /// Slipping: one of the churn signals fired.
+    AtRisk = 2,
+    /// Probably gone.
+    Dormant = 3,
+}
+
+impl Health {
+    /// The message name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Active => "active",
+            Health::AtRisk => "at_risk",
+            Health::Dormant => "dormant",
+        }
+    }
+
+    /// From the persisted numeric form; unknown values read as active.
+    pub fn from_u8(v: u8) -> Health {
+        match v {
+            2 => Health::AtRisk,
+            3 => Health::Dormant,
+            _ => Health::Active,
+        }
+    }
+}

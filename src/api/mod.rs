@@ -36,7 +36,6 @@ mod view;
 mod watch;
 
 pub use auth::TokenError;
-pub use routing::member_client_id;
 pub use tls::TlsError;
 
 use std::convert::Infallible;

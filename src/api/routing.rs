@@ -8,7 +8,7 @@
 //! partitions of its last stable assignment, decoded from the consumer
 //! protocol. An instance publishes its advertised URL in its input
 //! consumer's `client.id` (`<client.id>@<advertised_url>`,
-//! [`member_client_id`]). Nothing new is written to Kafka, no topic is
+//! [`crate::kafka::client::member_client_id`]). Nothing new is written to Kafka, no topic is
 //! created, and no ACL beyond the pipeline's own is needed: READ on the
 //! group implies the DESCRIBE these requests need.
 //!
@@ -56,18 +56,6 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(250);
 
 /// The least time between two refreshes asked for by failed forwards.
 const MIN_REFRESH_GAP: Duration = Duration::from_millis(250);
-
-/// The input consumer's `client.id` when the API is on: the configured one
-/// (`[kafka] client.id`, else `engage`), `@`, and this instance's
-/// advertised URL, which the other instances read from the group's
-/// description.
-pub fn member_client_id(config: &Config) -> Option<String> {
-    if !config.api.enabled() || config.api.advertised_url.is_empty() {
-        return None;
-    }
-    let base = config.kafka.properties.get("client.id").map_or("engage", String::as_str);
-    Some(format!("{base}@{}", config.api.advertised_url.trim_end_matches('/')))
-}
 
 /// The advertised URL in a member's `client.id`, if it carries one.
 fn url_of(client_id: &str) -> Option<Arc<str>> {
@@ -388,6 +376,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::client::member_client_id;
 
     fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
         let mut b = Vec::new();

@@ -5,43 +5,10 @@
 use serde::Serialize;
 
 use crate::config::{ChurnConfig, HealthFrom};
-use crate::engine::event::DAY_MS;
 use crate::engine::propensity::PurchaseModel;
 use crate::vocab::Horizon;
 
-/// A customer's churn health.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum Health {
-    /// Behaving as usual.
-    #[default]
-    Active = 1,
-    /// Slipping: one of the churn signals fired.
-    AtRisk = 2,
-    /// Probably gone.
-    Dormant = 3,
-}
-
-impl Health {
-    /// The message name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Active => "active",
-            Health::AtRisk => "at_risk",
-            Health::Dormant => "dormant",
-        }
-    }
-
-    /// From the persisted numeric form; unknown values read as active.
-    pub fn from_u8(v: u8) -> Health {
-        match v {
-            2 => Health::AtRisk,
-            3 => Health::Dormant,
-            _ => Health::Active,
-        }
-    }
-}
+pub use crate::vocab::Health;
 
 /// BG/NBD parameters in the model's own time unit.
 #[derive(Clone, Copy, Debug)]
@@ -298,11 +265,6 @@ impl ChurnRules {
             (Health::Active, Vec::new())
         }
     }
-}
-
-/// Converts a span in ms to days.
-pub fn ms_to_days(ms: i64) -> f64 {
-    ms as f64 / DAY_MS as f64
 }
 
 #[cfg(test)]

@@ -8,6 +8,11 @@ use crate::vocab::{ClickKind, InputKind};
 /// Milliseconds in one UTC day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Converts a span in ms to days.
+pub fn ms_to_days(ms: i64) -> f64 {
+    ms as f64 / DAY_MS as f64
+}
+
 /// The UTC day number (days since 1970-01-01) of an epoch-millisecond time.
 /// Day boundaries are what "distinct active days" and BG/NBD purchase days
 /// count, so every part of engage uses this one definition.

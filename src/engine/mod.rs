@@ -13,7 +13,8 @@ pub mod state;
 pub mod store;
 
 use crate::config::Config;
-use crate::engine::churn::{ChurnRules, Health, Reason, Signals, ms_to_days};
+use crate::engine::churn::{ChurnRules, Health, Reason, Signals};
+use crate::engine::event::ms_to_days;
 use crate::engine::event::{Event, Source};
 use crate::engine::lifecycle::{LifecycleRules, Stage, StageFacts};
 use crate::engine::output::{AlertKind, ChurnAlert, Output, PurchaseProbability, ScoreChanged};

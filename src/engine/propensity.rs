@@ -38,7 +38,7 @@ pub fn features(state: &CustomerState, snap: &Snapshot, expected_purchases_90d: 
     f[1] = (s.idle_days / s.cadence_days).ln_1p();
     f[2] = s.cadence_days.ln_1p();
     f[3] = f64::from(state.active_days).ln_1p();
-    f[4] = (crate::engine::churn::ms_to_days(snap.at - state.first_seen).max(0.0)).ln_1p();
+    f[4] = (crate::engine::event::ms_to_days(snap.at - state.first_seen).max(0.0)).ln_1p();
     if let Some(p) = snap.purchases {
         f[5] = 1.0;
         f[6] = f64::from(p.repeat_purchases).ln_1p();

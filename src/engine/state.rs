@@ -24,10 +24,10 @@ mod days;
 pub use self::days::OlderDays;
 use self::days::{Beyond, Days, Set, Window};
 
-use crate::engine::churn::Health;
 use crate::engine::event::{Event, EventKind, Source, day_of};
 use crate::engine::lifecycle::Stage;
 use crate::engine::scoring::ScoringRules;
+use crate::vocab::Health;
 use crate::vocab::{DIMENSIONS, EVENT_INPUTS};
 
 /// How many recent event ids each customer remembers for duplicate detection

@@ -79,10 +79,22 @@ pub fn input_consumer(config: &Config) -> ClientConfig {
     );
     // With the customer API on, the member publishes where its API is
     // (crate::api::routing): the other instances read it from the group.
-    if let Some(id) = crate::api::member_client_id(config) {
+    if let Some(id) = member_client_id(config) {
         c.set("client.id", id);
     }
     c
+}
+
+/// The input consumer's `client.id` when the API is on: the configured one
+/// (`[kafka] client.id`, else `engage`), `@`, and this instance's
+/// advertised URL, which the other instances read from the group's
+/// description.
+pub fn member_client_id(config: &Config) -> Option<String> {
+    if !config.api.enabled() || config.api.advertised_url.is_empty() {
+        return None;
+    }
+    let base = config.kafka.properties.get("client.id").map_or("engage", String::as_str);
+    Some(format!("{base}@{}", config.api.advertised_url.trim_end_matches('/')))
 }
 
 /// The group id of an engage client that assigns its partitions itself
