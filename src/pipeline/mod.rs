@@ -80,6 +80,12 @@ pub enum PipelineError {
         /// `run.give_up_after`.
         after: Duration,
     },
+    /// The consumer lost its group membership (a revoke) and did not join
+    /// again within the rejoin bound ([`rejoin_timeout`]): librdkafka can
+    /// stay stuck after a broker stall, so engage stops and a restart joins
+    /// afresh. Nothing is committed past what is done.
+    #[error("the consumer did not rejoin its group within {0:?} after its partitions were revoked")]
+    NoRejoin(Duration),
     /// A partition's state could not be restored; processing without it
     /// would double-count, so engage stops. Retryable.
     #[error("state restore of partition {partition} failed")]
@@ -127,6 +133,7 @@ pub async fn run(
         ends: Mutex::new(HashMap::new()),
         probing: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        revoked_at: Mutex::new(None),
     });
     let durability = &shared.durability;
     let transactional = durability.is_transactional();
@@ -134,6 +141,7 @@ pub async fn run(
         .create_with_context(PipelineContext { shared: shared.clone(), lag: LagReporter::default() })
         .map_err(|e| KafkaSetupError::client("creating the consumer", e))?;
     consumer.subscribe(&inputs.subscribed()).map_err(|e| KafkaSetupError::client("subscribing to the inputs", e))?;
+    let rejoin_after = rejoin_timeout(&config);
     let mut closing = Closing { consumer: Some(consumer), shared: shared.clone(), clean: false };
     let consumer = closing.consumer.as_ref().expect("set above");
 
@@ -173,6 +181,9 @@ pub async fn run(
                 status.beat(wall_clock_ms());
                 if let Some(blocker) = status.give_up(config.run.give_up_after) {
                     return Err(PipelineError::GaveUp { blocker, after: config.run.give_up_after });
+                }
+                if sync::lock(&shared.revoked_at).is_some_and(|at| at.elapsed() > rejoin_after) {
+                    return Err(PipelineError::NoRejoin(rejoin_after));
                 }
                 status.watch(idle.quiet_for(), config.run.stall_timeout);
                 durability.tick(consumer)?;
@@ -263,6 +274,17 @@ pub async fn run(
     let summary = worker.metrics.summary();
     Stopped { summary: &summary }.emit();
     Ok(summary)
+}
+
+/// How long the consumer may stay without a group after a revoke before
+/// engage gives up on it: twice `max.poll.interval.ms` (librdkafka's
+/// bound on a rebalance; 300 s unless `[kafka]` sets it), and at least
+/// `run.stall_timeout`. A healthy group assigns (if only nothing) well
+/// within one.
+fn rejoin_timeout(config: &Config) -> Duration {
+    let poll_ms: u64 =
+        config.kafka.properties.get("max.poll.interval.ms").and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    (2 * Duration::from_millis(poll_ms)).max(config.run.stall_timeout)
 }
 
 /// The input consumer, closed when the pipeline returns. Closing leaves

@@ -87,12 +87,14 @@ impl ConsumerContext for PipelineContext {
             s.store.remove_partition(p);
             PartitionRevoked { inputs: &s.inputs, partition: p, committed }.emit();
         }
+        sync::lock(&s.revoked_at).get_or_insert_with(std::time::Instant::now);
         RebalanceEvent { kind: "revoke", owned: sync::lock(&s.owned).len() }.emit();
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else { return };
         let s = &self.shared;
+        *sync::lock(&s.revoked_at) = None;
         s.generation.fetch_add(1, Ordering::SeqCst);
         for p in partitions_of(tpl) {
             if sync::lock(&s.owned).contains(&p) {

@@ -39,6 +39,10 @@ pub(super) struct Shared {
     /// The pipeline stopped on an error: partitions revoked from now on
     /// (as the consumer closes) are dropped without a commit.
     pub(super) failed: AtomicBool,
+    /// When the consumer's partitions were revoked, until the group
+    /// assigns again (if only nothing): a consumer that never rejoins is
+    /// given up on ([`super::PipelineError::NoRejoin`]).
+    pub(super) revoked_at: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
