@@ -79,7 +79,9 @@ pub struct RunConfig {
     pub give_up_after: Duration,
     /// The progress watchdog: records waiting on the inputs (consumer lag
     /// above zero) and none taken up for this long makes the instance not
-    /// ready, whatever the cause, until records flow again.
+    /// ready, whatever the cause, until records flow again. Also the least
+    /// time the consumer may stay out of its group after a revoke before
+    /// engage exits (`pipeline::PipelineError::NoRejoin`).
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
 }
