@@ -81,9 +81,10 @@ pub enum PipelineError {
         after: Duration,
     },
     /// The consumer lost its group membership (a revoke) and did not join
-    /// again within the rejoin bound (twice `max.poll.interval.ms`, at least `run.stall_timeout`): librdkafka can
-    /// stay stuck after a broker stall, so engage stops and a restart joins
-    /// afresh. Nothing is committed past what is done.
+    /// again within twice `max.poll.interval.ms` (at least
+    /// `run.stall_timeout`): librdkafka can stay stuck after a broker
+    /// stall, so engage stops and a restart joins afresh. Nothing is
+    /// committed past what is done.
     #[error("the consumer did not rejoin its group within {0:?} after its partitions were revoked")]
     NoRejoin(Duration),
     /// A partition's state could not be restored; processing without it
