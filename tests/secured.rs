@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::runs::{
-    PARTITIONS, assert_no_seq_gaps, assert_same_facts, feed_events, final_states, reference_run, stable_and_high,
+    PARTITIONS, assert_no_seq_gaps, assert_same_facts, assert_seqs_run_from_one, feed_events, final_states,
+    reference_run, stable_and_high,
 };
 use common::secure::{Acl, Operation, SecureBroker, kafka_toml};
 use common::{Broker, Engage, Topics, committed, http_get, read_topic, unique};
@@ -265,16 +266,7 @@ fn read_committed_duplicates(
             }
         }
     }
-    assert_eq!(seqs.len(), states.len(), "every customer published, and only they");
-    let mut duplicates = 0;
-    for (id, mut s) in seqs {
-        s.sort();
-        let before = s.len();
-        s.dedup();
-        duplicates += before - s.len();
-        assert_eq!(s, (1..=u64::from(states[&id].seq)).collect::<Vec<_>>(), "{id}");
-    }
-    duplicates
+    assert_seqs_run_from_one(seqs, states)
 }
 
 #[tokio::test(flavor = "multi_thread")]

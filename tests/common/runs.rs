@@ -200,7 +200,13 @@ pub fn seqs_by_customer(broker: &Broker, t: &Topics) -> BTreeMap<String, Vec<u64
 /// state's seq with none missing (repeats are allowed: at-least-once), and
 /// every customer in the final state published. Returns the repeats.
 pub fn assert_no_seq_gaps(broker: &Broker, t: &Topics, states: &BTreeMap<String, CustomerState>) -> usize {
-    let seqs = seqs_by_customer(broker, t);
+    assert_seqs_run_from_one(seqs_by_customer(broker, t), states)
+}
+
+/// Per customer, `seqs` (as read, in any order) run from 1 to the final
+/// state's seq with none missing, and every customer in the final state
+/// published. Returns the repeats.
+pub fn assert_seqs_run_from_one(seqs: BTreeMap<String, Vec<u64>>, states: &BTreeMap<String, CustomerState>) -> usize {
     assert_eq!(seqs.len(), states.len(), "every customer published, and only they");
     let mut duplicates = 0;
     for (id, mut s) in seqs {
