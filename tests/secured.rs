@@ -163,13 +163,19 @@ async fn scram_run_survives_kill_nine(exactly_once: bool) {
     std::fs::write(&secret, format!("{password}\n")).unwrap();
     let mut client = secure.scram_config(&user, "");
     client.remove("sasl.password");
-    // Offsets committed five times a second, and few outputs in flight (the
-    // input pauses until they are acknowledged), so the run takes seconds
-    // and the kill lands between commits with work remaining.
-    let guarantee =
-        if exactly_once { "max_in_flight = 20\nprocessing_guarantee = \"exactly_once\"" } else { "max_in_flight = 20" };
+    // Offsets committed five times a second, and output throttled as the
+    // other fault tests throttle it (common::runs::throttled: 500 in
+    // flight, 100 ms linger), so the run takes seconds and the kill lands
+    // between commits with work remaining. (With 20 in flight the run
+    // crawled at about 50 records a second, as every pause costs up to a
+    // second of fetching, and outlasted the test's wait.)
+    let guarantee = if exactly_once {
+        "max_in_flight = 500\nprocessing_guarantee = \"exactly_once\""
+    } else {
+        "max_in_flight = 500"
+    };
     let kafka = format!(
-        "[kafka]\n\"sasl.password\" = {{ file = {:?} }}\n\"auto.commit.interval.ms\" = 200\n",
+        "[kafka]\n\"sasl.password\" = {{ file = {:?} }}\n\"auto.commit.interval.ms\" = 200\n\"linger.ms\" = 100\n",
         secret.display().to_string()
     );
     let config = secured_config(secure, &t, &client, guarantee).replace("[kafka]\n", &kafka);

@@ -16,7 +16,11 @@ pub struct RunConfig {
     /// letters and changelog records) before engage stops fetching input
     /// (pauses its partitions) until they drain below half. Bounds memory
     /// however slow the broker is: at most this, plus one record's outputs,
-    /// plus one changelog flush (a record per changed customer).
+    /// plus one changelog flush (a record per changed customer). Each pause
+    /// drops the records already fetched, and librdkafka fetches a resumed
+    /// partition only when its broker thread next wakes (up to a second
+    /// later), so keep this well above what the broker acknowledges in a
+    /// second: at 20 a run crawls at a few dozen records a second.
     pub max_in_flight: usize,
     /// On SIGTERM/SIGINT, how long engage may take to finish in-flight work,
     /// flush and commit before it gives up and exits non-zero (the

@@ -49,8 +49,9 @@ pub fn config(broker: &Broker, t: &Topics) -> String {
 /// `linger_ms` in the producer, and input pauses while more than
 /// `max_in_flight` records await acknowledgement. Unthrottled, engage
 /// consumes these inputs in a few seconds, far less than the faults take to
-/// play out; throttled (to about `max_in_flight` records per pause, a few
-/// pauses a second), the faults land while work remains, however fast
+/// play out; throttled (to about `max_in_flight` records per pause, and a
+/// pause costs up to a second: librdkafka fetches a resumed partition on
+/// its broker thread's next wake-up), the faults land while work remains, however fast
 /// engage gets. The engine sees the same records in the same order either
 /// way. Input is paused much of the time, so a rebalance often comes while
 /// it is: engage must resume the partitions it is given afterwards.
