@@ -2,12 +2,18 @@
 //! the erasures topic removes the customer from memory, the changelog, the
 //! scores topic (a tombstone) and the HTTP API; confirms it; keeps the
 //! customer's earlier events out however late they come, across a restart;
-//! and lets later events start a new customer. Each test runs under both
-//! processing guarantees. The second does the same through `kill -9`s: one
+//! and lets later events start a new customer. The first two tests run
+//! under both processing guarantees. The second does the same through `kill -9`s: one
 //! between an erasure being applied and its changelog record being written
 //! (`exactly_once`: its transaction being committed), one as soon as an
 //! erasure of the next batch is confirmed, and one while late events are
-//! being read.
+//! being read; with `exactly_once` the first kill lands with engage frozen
+//! while the erasure's three writes sit in an open transaction. A third
+//! moves the erased customers' partitions to a second instance, which must
+//! keep their late events out; a fourth lets `state.retention` pass in
+//! stream time and checks the erasure records are forgotten, through a
+//! restart (both at least once: where an erasure is held does not depend
+//! on the guarantee).
 //!
 //! **Data.** 40 customers `u0`…`u39` active on five days starting 20 days
 //! ago (`A`), the even ones buying on the third. The runs sweep every
@@ -292,6 +298,34 @@ impl Setup {
             }
         }
         seen
+    }
+
+    /// With `exactly_once`: waits until the changelog, the scores topic and
+    /// the confirmations topic each hold records of a transaction still
+    /// open (a partition whose last stable offset trails its high
+    /// watermark), then freezes `engage` (SIGSTOP) and checks again, so the
+    /// kill that follows lands between the erasure's three writes and
+    /// their commit.
+    fn freeze_inside_transaction(&self, engage: &Engage) {
+        let changelog = format!("{}.engage-state", self.t.group);
+        let topics = [&changelog, &self.t.scores, &self.confirmations];
+        let open = || -> Vec<bool> {
+            topics.iter().map(|t| stable_and_high(&self.broker, t).iter().any(|(stable, high)| stable < high)).collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while open() != [true; 3] {
+            assert!(
+                Instant::now() < deadline,
+                "no transaction open on {topics:?} ({:?}) after an erasure was applied:\n{}",
+                open(),
+                engage.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        common::runs::signal(engage.child.id(), "STOP");
+        let now = open();
+        assert_eq!(now, [true; 3], "the transaction on {topics:?} was committed as engage was frozen: {now:?}");
+        println!("engage frozen with the erasure's record, tombstone and confirmation in an open transaction");
     }
 
     /// Records committed by the group over the three inputs.
@@ -652,6 +686,25 @@ fn plain(log: &str) -> String {
     out
 }
 
+/// Per partition of `topic`: (last stable offset, high watermark). The
+/// first trails the second while a transaction holding records there is
+/// open.
+fn stable_and_high(broker: &Broker, topic: &str) -> Vec<(i64, i64)> {
+    let committed: BaseConsumer = broker.client_config().set("isolation.level", "read_committed").create().unwrap();
+    let uncommitted: BaseConsumer = broker.client_config().set("isolation.level", "read_uncommitted").create().unwrap();
+    let t = Duration::from_secs(5);
+    let Ok(md) = committed.fetch_metadata(Some(topic), t) else { return Vec::new() };
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .filter_map(|p| {
+            let stable = committed.fetch_watermarks(topic, p.id(), t).ok()?.1;
+            let high = uncommitted.fetch_watermarks(topic, p.id(), t).ok()?.1;
+            Some((stable, high))
+        })
+        .collect()
+}
+
 fn status(engage: &Engage, id: &str) -> u16 {
     common::api_get(&engage.api_addr(), &format!("/v1/customers/{id}")).map(|r| r.0).unwrap_or(0)
 }
@@ -746,7 +799,9 @@ async fn an_erasure_in_exactly_once_mode_is_all_or_nothing_through_kill_minus_ni
 }
 
 /// The kill test, under `guarantee`: engage killed (-9) between an erasure
-/// and its changelog record (`exactly_once`: its transaction's commit),
+/// and its changelog record (`exactly_once`: its transaction's commit,
+/// engage frozen once the record, the tombstone and the confirmation are
+/// all in the open transaction),
 /// then as soon as an erasure of the next batch is confirmed, then while
 /// late events are being read; after each kill the confirmed erasures are
 /// durable (and with `exactly_once` each erasure's record, tombstone and
@@ -778,6 +833,11 @@ async fn erase_through_kills(guarantee: &'static str) {
         s.erase(first..first + 5).await;
         requested.extend(first..first + 5);
         assert!(engage.wait_for_log("erasure applied", Duration::from_secs(60)), "{}", engage.log());
+        if guarantee == "exactly_once" {
+            // The kill must land inside the transaction: the record, the
+            // tombstone and the confirmation written, none committed.
+            s.freeze_inside_transaction(&engage);
+        }
         engage.kill9();
         let changelog = s.changelog();
         let log = plain(&engage.log());
@@ -854,6 +914,198 @@ async fn erase_through_kills(guarantee: &'static str) {
     if guarantee == "exactly_once" {
         s.check_transactional();
     }
+}
+
+/// The erasures applied by one instance, then a second one joining the
+/// group and taking some partitions: it restores their erasures from the
+/// changelog and keeps out every late event from before them it reads
+/// (counted by partition), and the end is checked as the first test's.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_moves_with_its_partition_to_a_new_instance() {
+    let s = Setup::new("erasure-move", "at_least_once").await;
+    let history = s.history();
+    s.send(&history).await;
+    let (first, addr) = s.start_engage("200ms");
+    wait_read(&addr, history.len() as f64, &first);
+    s.wait_slipped(&first);
+    s.erase(0..ERASED).await;
+    read_topic(&s.broker, &s.confirmations, ERASED, Duration::from_secs(60));
+    let mut committed = (history.len() + ERASED) as i64;
+    s.wait_committed(committed, &first);
+
+    // A second instance joins the group and takes some of the partitions,
+    // restoring their erasures from the changelog.
+    let (second, _) = s.start_engage("200ms");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved = loop {
+        let owned = owned_partitions(&second);
+        let revoked = plain(&first.log()).contains("partition revoked");
+        if !owned.is_empty() && revoked {
+            break owned;
+        }
+        assert!(Instant::now() < deadline, "no partition moved:\n{}\n{}", first.log(), second.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // Late events from before the erasure, for everyone, and the new lives
+    // (each click read before its purchase).
+    let (late, post) = (s.late(), s.post());
+    s.send(&late).await;
+    committed += late.len() as i64;
+    s.wait_committed(committed, &first);
+    let (clicks, purchases): (Vec<Ev>, Vec<Ev>) = post.iter().cloned().partition(|e| e.amount.is_none());
+    for half in [clicks, purchases] {
+        s.send(&half).await;
+        committed += half.len() as i64;
+        s.wait_committed(committed, &first);
+    }
+    assert_eq!(owned_partitions(&second), moved, "the partitions stayed where they moved while the events were read");
+
+    // The late events of erased customers that the new owner read: where
+    // their records landed.
+    let erased_late: BTreeSet<&str> = late.iter().filter(|e| e.customer < ERASED).map(|e| e.id.as_str()).collect();
+    let on_moved = [&s.t.clickstream, &s.t.purchases]
+        .into_iter()
+        .flat_map(|topic| read_topic(&s.broker, topic, 0, Duration::from_secs(30)))
+        .filter(|r| moved.contains(&r.partition))
+        .filter(|r| erased_late.contains(r.json()["event_id"].as_str().unwrap()))
+        .count();
+    assert!(on_moved > 0, "no late event of an erased customer on the partitions {moved:?} that moved");
+    let log = stop(second);
+    assert_eq!(
+        before_erasure(&log),
+        on_moved as u64,
+        "the new owner kept out the {on_moved} late events of erased customers on partitions {moved:?}:\n{log}"
+    );
+    stop(first);
+    println!(
+        "partitions {moved:?} moved to a second instance after {ERASED} erasures; it kept out the {on_moved} late \
+         events of erased customers it read"
+    );
+
+    let everything: Vec<Ev> = [history, late, post].concat();
+    s.check(&everything);
+}
+
+/// The input partitions `engage` owns, from its log: restored and not
+/// revoked since.
+fn owned_partitions(engage: &Engage) -> BTreeSet<i32> {
+    let mut owned = BTreeSet::new();
+    for line in plain(&engage.log()).lines() {
+        let Some(p) = line.split("partition=").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        if line.contains("partition assigned: state restored") {
+            owned.insert(p);
+        } else if line.contains("partition revoked") {
+            owned.remove(&p);
+        }
+    }
+    owned
+}
+
+/// Events kept out as before an erasure, from the "stopped cleanly"
+/// summary in `log`.
+fn before_erasure(log: &str) -> u64 {
+    let log = plain(log);
+    let summary = log.lines().find(|l| l.contains("stopped cleanly")).unwrap_or_else(|| panic!("no summary:\n{log}"));
+    summary
+        .split("before_erasure: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no before_erasure count in {summary}"))
+}
+
+/// `state.retention` of the retention test: erasures older than this in
+/// stream time are forgotten.
+const RETENTION_DAYS: i64 = 30;
+
+/// `state.retention` (30 days here) end to end: within it the erasure
+/// records keep late events out; events that take stream time past it
+/// drop them from memory and the changelog (the customers never erased
+/// stay); restored after a restart without them, a late event from before
+/// the old cut-off starts a customer from that one event, as documented.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_is_forgotten_after_the_state_retention() {
+    let mut s = Setup::new("erasure-retention", "at_least_once").await;
+    // Everything 110 days back, and stream time on event time only (no
+    // idle grace), so the test moves it past the retention with events.
+    s.start = (wall_clock_ms() - 110 * DAY_MS) / DAY_MS * DAY_MS;
+    let config = s
+        .config("200ms")
+        .replace("idle_grace = \"1s\"", "idle_grace = \"1h\"")
+        .replace("[state]\n", &format!("[state]\nretention = \"{RETENTION_DAYS}days\"\n"));
+    let history = s.history();
+    s.send(&history).await;
+    let first = Engage::start(s.dir.path(), &config);
+    let addr = first.http_addr();
+    wait_read(&addr, history.len() as f64, &first);
+    s.erase(0..ERASED).await;
+    read_topic(&s.broker, &s.confirmations, ERASED, Duration::from_secs(60));
+    let late = s.late();
+    s.send(&late).await;
+    let mut committed = (history.len() + ERASED + late.len()) as i64;
+    s.wait_committed(committed, &first);
+    assert_eq!(status(&first, "u13"), 404, "within the retention, late events stay out");
+    let changelog = s.changelog();
+    for c in 0..ERASED {
+        let id = customer(c);
+        assert!(changelog.get(&id).is_some_and(|r| r.1.is_some()), "{id}: the erasure is in the changelog");
+    }
+
+    // Events of the customers who were never erased, on every partition,
+    // past the cut-off by more than the retention: stream time moves on,
+    // and the erasure records go, from memory and from the changelog.
+    let clock: Vec<Ev> = (ERASED..CUSTOMERS)
+        .map(|c| Ev { id: format!("k-{c}"), customer: c, ts: s.t_e() + (RETENTION_DAYS + 1) * DAY_MS, amount: None })
+        .collect();
+    s.send(&clock).await;
+    committed += clock.len() as i64;
+    s.wait_committed(committed, &first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let changelog = s.changelog();
+        let kept: Vec<usize> = (0..ERASED).filter(|c| changelog.contains_key(&customer(*c))).collect();
+        if kept.is_empty() {
+            let rest = (ERASED..CUSTOMERS).filter(|c| changelog.get(&customer(*c)).is_some_and(|r| r.0.is_some()));
+            assert_eq!(rest.count(), CUSTOMERS - ERASED, "the customers never erased stay");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "erasure records of {kept:?} still in the changelog {RETENTION_DAYS} days after their cut-off:\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = stop(first);
+    assert_eq!(before_erasure(&log), 2 * ERASED as u64, "every late event of an erased customer kept out:\n{log}");
+
+    // Restored without them: an event from before the old cut-off now
+    // starts a customer from that one event (docs/model.md "Erasure").
+    let second = Engage::start(s.dir.path(), &config);
+    let addr = second.http_addr();
+    let late2 = s.late_after_restart();
+    s.send(&late2).await;
+    wait_read(&addr, late2.len() as f64, &second);
+    assert_eq!(status(&second, "u13"), 200, "a late event after the erasure was forgotten starts a customer");
+    let log = stop(second);
+    assert_eq!(before_erasure(&log), 0, "nothing kept out once the erasures were forgotten:\n{log}");
+    let changelog = s.changelog();
+    for e in &late2 {
+        let id = customer(e.customer);
+        let (state, erased) = changelog.get(&id).cloned().unwrap_or_else(|| panic!("{id} not in the changelog"));
+        let state = state.unwrap_or_else(|| panic!("{id}: no state"));
+        assert!(erased.is_none(), "{id}: the erasure came back");
+        assert_eq!((state.active_days, state.first_seen, state.last_seen), (1, e.ts, e.ts), "{id}: only its new event");
+    }
+    println!(
+        "{ERASED} erasure records kept out {} late events, were dropped from the changelog once stream time was \
+         {RETENTION_DAYS} days past their cut-off, and stayed forgotten through a restart",
+        2 * ERASED
+    );
 }
 
 /// Not a check: how fast a burst of erasure requests is confirmed (each
