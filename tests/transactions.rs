@@ -286,3 +286,246 @@ async fn a_clean_exit_under_exactly_once_leaves_every_output_visible_at_once() {
     let states = final_states(&broker, &t);
     assert_each_seq_exactly_once(&broker, &t, &states);
 }
+
+/// `t`'s config in `exactly_once` mode with the default transactional id:
+/// one per instance (`<group>-<host>-<slot>`, see `kafka::instance`), so
+/// several instances of the group on this host never fence each other. An
+/// open transaction of a killed instance is aborted by the broker after
+/// `transaction.timeout.ms` (10 s here).
+fn eos_group_config(broker: &Broker, t: &Topics) -> String {
+    config(broker, t)
+        .replace(
+            "\"statistics.interval.ms\" = 1000",
+            "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000",
+        )
+        .replace("sweep_interval = \"1h\"", "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"")
+}
+
+/// The consumer group's state as its coordinator reports it
+/// (`PreparingRebalance`, `CompletingRebalance`, `Stable`, …; empty when
+/// the broker does not answer).
+fn group_state(client: &BaseConsumer, group: &str) -> String {
+    match client.fetch_group_list(Some(group), Duration::from_secs(5)) {
+        Ok(list) => list.groups().first().map(|g| g.state().to_string()).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The partitions the instance owned after its last rebalance, if that
+/// rebalance was an assignment logged after byte `since` of `log`.
+fn owned_after_assign_since(log: &str, since: usize) -> Option<usize> {
+    let (mut at, mut last) = (0, None);
+    for line in log.split_inclusive('\n') {
+        let text = common::strip_ansi(line);
+        if text.contains(" rebalance ") {
+            last = Some((at, text));
+        }
+        at += line.len();
+    }
+    let (at, line) = last?;
+    if at < since || !line.contains("kind=\"assign\"") {
+        return None;
+    }
+    line.split("owned=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The transactional id an instance's log names.
+fn transactional_id(log: &str) -> String {
+    let line = log.lines().map(common::strip_ansi).find(|l| l.contains("transactional producer")).unwrap_or_default();
+    line.split("transactional_id=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The group scales from one `exactly_once` instance to three and back to
+/// one mid-stream, with a transaction holding records open when the first
+/// instance's partitions are revoked, and one instance killed (`kill -9`)
+/// while the group rebalances: a `read_committed` reader sees every
+/// (customer, seq) exactly once, and the final states equal an
+/// uninterrupted run's.
+///
+/// The open transaction at the revoke is made certain rather than likely:
+/// the first instance, A, flushes once an hour, so under `exactly_once` it
+/// commits only when its partitions are revoked or it stops. Before B
+/// starts, nothing is committed and A's outputs sit in one open transaction
+/// (each output partition's last stable offset is 0, its high watermark
+/// above); B's arrival revokes A's partitions, after which that
+/// transaction's records become visible, and all of them (committed, not
+/// aborted). (With the usual 200 ms flush a timer commit may come between
+/// any outside observation and the revoke, and nothing outside engage can
+/// tell which transaction the revoke ended.)
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fails about one run in three: states lose records across the revokes (final facts differ from the \
+            reference with the same applied offsets); a product bug under investigation, see the fault-eos-scale report"]
+async fn exactly_once_scaling_one_to_three_to_one_with_a_kill_nine_in_a_rebalance_publishes_every_output_once() {
+    const P: i32 = 6;
+    let started = Instant::now();
+    let step = |what: &str| println!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+    let broker = Broker::start();
+    let base = Topics::create(&broker, P).await;
+    let want = feed_events(&broker, &base, 36_000, 1_500);
+    let total = want.0 + want.1;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Reference: one at-least-once instance, uninterrupted.
+    let reference = run_topics(&broker, &base, "reference").await;
+    let mut single = Engage::start(dir.path(), &config(&broker, &reference));
+    assert!(wait_committed(&broker, &reference, P, want), "{}", single.log());
+    assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0), "{}", single.log());
+    let expected = final_states(&broker, &reference);
+    step("reference run done");
+
+    let eos = run_topics(&broker, &base, "scale").await;
+    let outputs = [&eos.scores, &eos.alerts];
+    let lso_and_high = || -> Vec<Vec<(i64, i64)>> { outputs.iter().map(|o| stable_and_high(&broker, o)).collect() };
+    // Throttled so every fault lands while input remains.
+    let text = throttled(&eos_group_config(&broker, &eos), 100, 1_000);
+    // A commits only at a revoke or at its stop; its transactions may stay
+    // open up to 2 minutes (the test stops it well before).
+    let first = text
+        .replace("flush_interval = \"200ms\"", "flush_interval = \"1h\"")
+        .replace("\"transaction.timeout.ms\" = 10000", "\"transaction.timeout.ms\" = 120000");
+    assert!(first.contains("flush_interval = \"1h\"") && first.contains("= 120000"), "{first}");
+
+    // 1. A alone, until a sixth of the input is read: all of it in one
+    //    open transaction.
+    let mut a = Engage::start(dir.path(), &first);
+    let a_http = a.http_addr();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while common::records_read(&a_http) < (total / 6) as f64 {
+        assert!(a.child.try_wait().unwrap().is_none(), "A exited:\n{}", a.log());
+        assert!(Instant::now() < deadline, "A read under a sixth of the input in 120 s:\n{}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let open = lso_and_high();
+    let alone = committed_now(&broker, &eos, P);
+    assert_eq!(alone, 0, "A committed before any revoke: its transaction was not held open");
+    let written: i64 = open.iter().flatten().map(|(_, high)| high).sum();
+    assert!(
+        written > 0 && open.iter().flatten().all(|(stable, _)| *stable == 0),
+        "A's outputs are not all in one open transaction (last stable offset, high watermark): {open:?}"
+    );
+    assert!(!a.log().contains("partition revoked"), "A was revoked before B started:\n{}", a.log());
+    step(&format!("A alone: {written} outputs in one open transaction, nothing committed"));
+
+    // 2. B joins: A's partitions are revoked with that transaction open.
+    //    The revoke ends it (the outputs' last stable offsets pass the
+    //    high watermarks of the snapshot) before anything else can: A's
+    //    next commit would come at its next rebalance, which only C's
+    //    start causes.
+    let mut b = Engage::start(dir.path(), &text);
+    assert!(
+        a.wait_for_log("partition revoked: flushed, committed, dropped", Duration::from_secs(60)),
+        "A's partitions were not revoked and committed when B joined:\n{}\nB:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(a.child.try_wait().unwrap().is_none(), "A exited at the revoke:\n{}", a.log());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = lso_and_high();
+        let past = now.iter().zip(&open).all(|(n, o)| n.iter().zip(o).all(|(n, o)| n.0 >= o.1));
+        if past {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the transaction open at A's revoke is still open 60 s later: {now:?} vs {open:?}\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at_revoke = committed_now(&broker, &eos, P);
+    assert!(at_revoke > 0 && at_revoke < total, "A's revoke committed {at_revoke} of {total} input records");
+    assert!(b.wait_for_log("partition assigned: state restored", Duration::from_secs(60)), "B:\n{}", b.log());
+    let with_b = wait_progress(&broker, &eos, P, at_revoke + total / 20, &mut b, Duration::from_secs(120));
+    step(&format!("B joined: A's revoke committed its open transaction ({at_revoke} input records); {with_b} now"));
+
+    // 3. C joins; while the group rebalances, B is killed (-9).
+    let client: BaseConsumer = broker.client_config().create().unwrap();
+    let mut c = Engage::start(dir.path(), &text);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let state = group_state(&client, &eos.group);
+        if matches!(state.as_str(), "PreparingRebalance" | "CompletingRebalance" | "AwaitingSync") {
+            b.kill9();
+            break state;
+        }
+        assert!(Instant::now() < deadline, "no rebalance seen after C started (group {state:?}):\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (a_mark, c_mark) = (a.log().len(), c.log().len());
+    let at_kill = committed_now(&broker, &eos, P);
+    assert!(at_kill < total, "B was killed after all {total} records were committed: the test proves nothing");
+    step(&format!("kill -9 B while the group was {state} (C joining), at {at_kill} committed"));
+
+    // B's partitions go to A and C: each is assigned after the kill, and
+    // between them they own all six.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let split = loop {
+        let owned = (owned_after_assign_since(&a.log(), a_mark), owned_after_assign_since(&c.log(), c_mark));
+        if let (Some(x), Some(y)) = owned
+            && x + y == P as usize
+        {
+            break (x, y);
+        }
+        for (name, e) in [("A", &mut a), ("C", &mut c)] {
+            assert!(e.child.try_wait().unwrap().is_none(), "{name} exited after B's kill:\n{}", e.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's partitions not taken over ({owned:?}):\nA:\n{}\nC:\n{}",
+            a.log(),
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    step(&format!("A and C own {split:?} of the {P} partitions"));
+
+    // 4. Back to one: A stops gracefully, C finishes the input alone.
+    let at_scale_in = committed_now(&broker, &eos, P);
+    assert!(at_scale_in < total, "the scale-in began after all {total} records were committed");
+    let (code, took) = a.terminate(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "A stopped in {took:?}:\n{}", a.log());
+    assert!(wait_committed(&broker, &eos, P, want), "C:\n{}", c.log());
+    assert_eq!(c.terminate(Duration::from_secs(30)).0, Some(0), "{}", c.log());
+    step("A stopped, C finished the input");
+
+    let ids = [transactional_id(&a.log()), transactional_id(&b.log()), transactional_id(&c.log())];
+    assert!(
+        ids.iter().all(|id| !id.is_empty()) && ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "each instance its own transactional id: {ids:?}"
+    );
+    let states = final_states(&broker, &eos);
+    assert_same_facts(&expected, &states);
+    step("final states read");
+    assert_each_seq_exactly_once(&broker, &eos, &states);
+    step("seqs checked");
+    let mut records = 0;
+    for (topic, high) in outputs.iter().zip(&open) {
+        // Every record of the transaction open at A's revoke is visible to
+        // a read_committed reader: it was committed, not aborted or lost.
+        let read = common::read_topic(&broker, topic, 0, Duration::from_secs(60));
+        records += read.len();
+        for (p, (_, high)) in (0..).zip(high) {
+            let seen = read.iter().filter(|r| r.partition == p && r.offset < *high).count() as i64;
+            assert_eq!(seen, *high, "{topic}[{p}]: of A's {high} records open at its revoke, {seen} committed");
+        }
+    }
+    assert_written_in_transactions(
+        &broker,
+        &eos.scores,
+        read_topic(&broker, &eos.scores, 1, Duration::from_secs(30)).len(),
+    );
+    println!(
+        "exactly_once scaling 1 -> 3 -> 1: {written} outputs open in A's transaction at its revoke, then committed; \
+         B killed (-9) while the group was {state}; committed {at_revoke} after the revoke, {at_kill} at the kill, \
+         {at_scale_in} at the scale-in, of {total}; {} customers equal to the reference; {records} outputs, \
+         each (customer, seq) once; transactional ids {ids:?}; {:.0} s",
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
