@@ -404,3 +404,127 @@ async fn scaling_one_to_three_to_one_instances_mid_stream_matches_a_single_run()
     // starts where the old one committed, so nothing is published twice.
     assert_eq!(duplicates, 0, "outputs published twice across graceful handovers");
 }
+
+/// `t`'s config in `exactly_once` mode under `transactional_id`, with
+/// transactions timing out after 10 s (as in tests/transactions.rs).
+fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
+    config(broker, t)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
+        .replace(
+            "sweep_interval = \"1h\"",
+            &format!(
+                "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
+            ),
+        )
+}
+
+/// `transaction.state.log.num.partitions` of the harness's nodes.
+fn transaction_state_partitions() -> i32 {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/server.properties.in"));
+    template
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("transaction.state.log.num.partitions="))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("transaction.state.log.num.partitions in tests/kafka/server.properties.in")
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units, wrapping).
+fn java_hash_code(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The `__transaction_state` partition whose leader coordinates
+/// `transactional_id`, as Kafka's `TransactionStateManager.partitionFor`
+/// picks it: `Utils.abs(transactionalId.hashCode) % partitions`, where
+/// `Utils.abs(Integer.MIN_VALUE)` is 0.
+fn transaction_partition(transactional_id: &str, partitions: i32) -> i32 {
+    let hash = java_hash_code(transactional_id);
+    (if hash == i32::MIN { 0 } else { hash.abs() }) % partitions
+}
+
+/// The transaction coordinators librdkafka was given, in order, from its
+/// `eos` debug log (the FindCoordinator answers).
+fn coordinators(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter_map(|l| l.split_once("Transaction coordinator is broker ")?.1.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Under `exactly_once`, the leader of the `__transaction_state` partition
+/// that coordinates engage's transactional id is killed (-9) mid-run and
+/// started again later: engage finds the new coordinator and goes on
+/// without exiting, a `read_committed` reader sees each (customer, seq)
+/// once, and the final states equal an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_rides_through_a_transaction_coordinator_failover() {
+    // Java's "hello".hashCode() and one that overflows to a negative.
+    assert_eq!(java_hash_code("hello"), 99_162_322);
+    assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
+    let started = Instant::now();
+    let mut broker = Broker::cluster(3);
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 30_000, 1_500);
+    let total = want.0 + want.1;
+    let expected = reference_run(&broker, &base, want).await;
+    step(started, "reference run done");
+
+    let run = run_topics(&broker, &base, "coordinator").await;
+    let id = common::unique("eos-coordinator");
+    let p = transaction_partition(&id, transaction_state_partitions());
+    let dir = tempfile::tempdir().unwrap();
+    // Throttled so the coordinator dies with most of the input left.
+    // librdkafka's `eos` debug log names each coordinator it is given.
+    let text = throttled(&eos_config(&broker, &run, &id), 100, 500)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\ndebug = \"eos\"");
+    let mut engage = Engage::start_with(dir.path(), &text, env!("CARGO_BIN_EXE_engage"), &[], "info,librdkafka=debug");
+    let before = wait_progress(&broker, &run, PARTITIONS, total / 5, &mut engage, Duration::from_secs(120));
+    let coordinator = broker.leader_of("__transaction_state", p).expect("a leader of the coordinator's partition");
+    assert!(before < total, "the coordinator would die after all {total} records were committed");
+    step(
+        started,
+        &format!("kill -9 node {coordinator} (leads __transaction_state[{p}], coordinates {id}) at {before}/{total}"),
+    );
+    // The node killed is the one coordinating engage's transactions.
+    let told = coordinators(&engage.log());
+    assert_eq!(told.last(), Some(&coordinator), "engage's transaction coordinators so far: {told:?}");
+    broker.kill_node(coordinator);
+    // Down until engage has committed a tenth of the input more: those
+    // transactions went through the new coordinator.
+    let during = wait_progress(&broker, &run, PARTITIONS, before + total / 10, &mut engage, Duration::from_secs(120));
+    let successor = broker.leader_of("__transaction_state", p);
+    assert!(during < total, "the coordinator came back after all {total} records were committed");
+    step(
+        started,
+        &format!(
+            "{during}/{total} committed with node {coordinator} down (new coordinator {successor:?}); starting it"
+        ),
+    );
+    broker.start_node(coordinator);
+    wait_in_sync(&broker, Duration::from_secs(120));
+    step(started, "back in sync");
+
+    let log = engage.log.clone();
+    finish_without_restart(&broker, &run, want, engage, Duration::from_secs(180));
+    let log = log.lock().unwrap().clone();
+    let states = final_states_of_at_least(&broker, &run, expected.len());
+    assert_same_facts(&expected, &states);
+    // The outputs are read at librdkafka's default isolation,
+    // read_committed: aborted transactions are not seen.
+    assert!(log.contains("exactly_once: transactional producer"), "not transactional:\n{log}");
+    let duplicates = assert_no_seq_gaps(&broker, &run, &states);
+    // After the kill engage was told of another coordinator.
+    let told = coordinators(&log);
+    let moved = told.iter().skip_while(|&&n| n != coordinator).find(|&&n| n != coordinator);
+    assert!(moved.is_some(), "engage was never given a new transaction coordinator: {told:?}");
+    let log: String = log.lines().filter(|l| !l.contains(" DEBUG ")).collect::<Vec<_>>().join("\n");
+    let warned = print_warnings("", &log);
+    println!(
+        "transaction coordinator failover: node {coordinator} (__transaction_state[{p}]) killed at {before}/{total} \
+         committed, restarted at {during}; engage never restarted; {} customers equal to the uninterrupted run; \
+         {warned} warnings or errors; {duplicates} duplicates; {:.0} s",
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(duplicates, 0, "outputs seen twice by a read_committed reader through the coordinator failover");
+}
