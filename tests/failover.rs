@@ -404,3 +404,435 @@ async fn scaling_one_to_three_to_one_instances_mid_stream_matches_a_single_run()
     // starts where the old one committed, so nothing is published twice.
     assert_eq!(duplicates, 0, "outputs published twice across graceful handovers");
 }
+
+/// `t`'s config in `exactly_once` mode under `transactional_id`, with
+/// transactions timing out after 10 s (as in tests/transactions.rs).
+fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
+    config(broker, t)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
+        .replace(
+            "sweep_interval = \"1h\"",
+            &format!(
+                "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
+            ),
+        )
+}
+
+/// `transaction.state.log.num.partitions` of the harness's nodes.
+fn transaction_state_partitions() -> i32 {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/server.properties.in"));
+    template
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("transaction.state.log.num.partitions="))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("transaction.state.log.num.partitions in tests/kafka/server.properties.in")
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units, wrapping).
+fn java_hash_code(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The `__transaction_state` partition whose leader coordinates
+/// `transactional_id`, as Kafka's `TransactionStateManager.partitionFor`
+/// picks it: `Utils.abs(transactionalId.hashCode) % partitions`, where
+/// `Utils.abs(Integer.MIN_VALUE)` is 0.
+fn transaction_partition(transactional_id: &str, partitions: i32) -> i32 {
+    let hash = java_hash_code(transactional_id);
+    (if hash == i32::MIN { 0 } else { hash.abs() }) % partitions
+}
+
+/// The transaction coordinators librdkafka was given, in order, from its
+/// `eos` debug log (the FindCoordinator answers).
+fn coordinators(log: &str) -> Vec<u32> {
+    log.lines()
+        .filter_map(|l| l.split_once("Transaction coordinator is broker ")?.1.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Under `exactly_once`, the leader of the `__transaction_state` partition
+/// that coordinates engage's transactional id is killed (-9) mid-run and
+/// started again later: engage finds the new coordinator and goes on
+/// without exiting, a `read_committed` reader sees each (customer, seq)
+/// once, and the final states equal an uninterrupted run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_rides_through_a_transaction_coordinator_failover() {
+    // Java's "hello".hashCode() and one that overflows to a negative.
+    assert_eq!(java_hash_code("hello"), 99_162_322);
+    assert_eq!(java_hash_code("polygenelubricants"), i32::MIN);
+    let started = Instant::now();
+    let mut broker = Broker::cluster(3);
+    let base = Topics::create(&broker, PARTITIONS).await;
+    let want = feed_events(&broker, &base, 30_000, 1_500);
+    let total = want.0 + want.1;
+    let expected = reference_run(&broker, &base, want).await;
+    step(started, "reference run done");
+
+    let run = run_topics(&broker, &base, "coordinator").await;
+    let id = common::unique("eos-coordinator");
+    let p = transaction_partition(&id, transaction_state_partitions());
+    let dir = tempfile::tempdir().unwrap();
+    // Throttled so the coordinator dies with most of the input left.
+    // librdkafka's `eos` debug log names each coordinator it is given.
+    let text = throttled(&eos_config(&broker, &run, &id), 100, 500)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\ndebug = \"eos\"");
+    let mut engage = Engage::start_with(dir.path(), &text, env!("CARGO_BIN_EXE_engage"), &[], "info,librdkafka=debug");
+    let before = wait_progress(&broker, &run, PARTITIONS, total / 5, &mut engage, Duration::from_secs(120));
+    let coordinator = broker.leader_of("__transaction_state", p).expect("a leader of the coordinator's partition");
+    assert!(before < total, "the coordinator would die after all {total} records were committed");
+    step(
+        started,
+        &format!("kill -9 node {coordinator} (leads __transaction_state[{p}], coordinates {id}) at {before}/{total}"),
+    );
+    // The node killed is the one coordinating engage's transactions.
+    let told = coordinators(&engage.log());
+    assert_eq!(told.last(), Some(&coordinator), "engage's transaction coordinators so far: {told:?}");
+    broker.kill_node(coordinator);
+    // Down until engage has committed a tenth of the input more: those
+    // transactions went through the new coordinator.
+    let during = wait_progress(&broker, &run, PARTITIONS, before + total / 10, &mut engage, Duration::from_secs(120));
+    let successor = broker.leader_of("__transaction_state", p);
+    assert!(during < total, "the coordinator came back after all {total} records were committed");
+    step(
+        started,
+        &format!(
+            "{during}/{total} committed with node {coordinator} down (new coordinator {successor:?}); starting it"
+        ),
+    );
+    broker.start_node(coordinator);
+    wait_in_sync(&broker, Duration::from_secs(120));
+    step(started, "back in sync");
+
+    let log = engage.log.clone();
+    finish_without_restart(&broker, &run, want, engage, Duration::from_secs(180));
+    let log = log.lock().unwrap().clone();
+    let states = final_states_of_at_least(&broker, &run, expected.len());
+    assert_same_facts(&expected, &states);
+    // The outputs are read at librdkafka's default isolation,
+    // read_committed: aborted transactions are not seen.
+    assert!(log.contains("exactly_once: transactional producer"), "not transactional:\n{log}");
+    let duplicates = assert_no_seq_gaps(&broker, &run, &states);
+    // After the kill engage was told of another coordinator.
+    let told = coordinators(&log);
+    let moved = told.iter().skip_while(|&&n| n != coordinator).find(|&&n| n != coordinator);
+    assert!(moved.is_some(), "engage was never given a new transaction coordinator: {told:?}");
+    let log: String = log.lines().filter(|l| !l.contains(" DEBUG ")).collect::<Vec<_>>().join("\n");
+    let warned = print_warnings("", &log);
+    println!(
+        "transaction coordinator failover: node {coordinator} (__transaction_state[{p}]) killed at {before}/{total} \
+         committed, restarted at {during}; engage never restarted; {} customers equal to the uninterrupted run; \
+         {warned} warnings or errors; {duplicates} duplicates; {:.0} s",
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(duplicates, 0, "outputs seen twice by a read_committed reader through the coordinator failover");
+}
+
+/// The sum of metric `name` over its label sets on engage's `/metrics` at
+/// `addr` (0 when absent or when engage does not answer).
+fn metric(addr: &str, name: &str) -> f64 {
+    let body = common::http_get(addr, "/metrics").map(|r| r.1).unwrap_or_default();
+    body.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
+/// A process's resident memory (`VmRSS`), in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kb.map_or(0.0, |kb: f64| kb / 1024.0)
+}
+
+/// Fresh topics of `partitions` partitions on a three-node cluster, each
+/// with three replicas except the purchases: one replica (with
+/// `min.insync.replicas` 1, so they take writes), partition 0's on node
+/// `alone` and the others' on the other nodes. Killing `alone` leaves that
+/// one input partition without a leader, while every other partition,
+/// engage's outputs, changelog and group fail over.
+async fn topics_with_a_lone_purchases_partition(broker: &Broker, partitions: i32, alone: u32) -> Topics {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let t = Topics::named("align");
+    for name in [&t.clickstream, &t.scores, &t.alerts, &t.dlq] {
+        broker.create_topic(name, partitions).await;
+    }
+    // Kafka wants the same replica count for every partition of a topic:
+    // the purchases' other partitions have one replica too, on the other
+    // nodes.
+    let others: Vec<i32> = (1..=3).filter(|&n| n != alone as i32).collect();
+    let replicas: Vec<Vec<i32>> = (0..partitions)
+        .map(|p| if p == 0 { vec![alone as i32] } else { vec![others[p as usize % others.len()]] })
+        .collect();
+    let assignment: Vec<&[i32]> = replicas.iter().map(Vec::as_slice).collect();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = broker.client_config().create().unwrap();
+    let topic = NewTopic::new(&t.purchases, partitions, TopicReplication::Variable(&assignment))
+        .set("min.insync.replicas", "1");
+    let r = admin.create_topics([&topic], &AdminOptions::new()).await.unwrap();
+    r[0].as_ref().expect("purchases created");
+    t
+}
+
+/// [`feed_events`]'s records, produced in record batches of at most 20: a
+/// fetch returns at least one whole batch whatever its size limit, so
+/// small batches are what keeps engage from reading a partition far ahead.
+fn feed_in_small_batches(broker: &Broker, t: &Topics, n: usize, customers: u64) -> (i64, i64) {
+    use engage::vocab::InputKind;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let start = engage::clock::wall_clock_ms() - 40 * 86_400_000;
+    let records = engage::cmd::loadgen::synth::records(42, n, customers, start, 10_000, engage::vocab::Format::Json);
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .client_config()
+        .set("batch.num.messages", "20")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .unwrap();
+    let (mut clicks, mut buys) = (0, 0);
+    for r in &records {
+        let topic = if r.topic == InputKind::Clickstream {
+            clicks += 1;
+            &t.clickstream
+        } else {
+            buys += 1;
+            &t.purchases
+        };
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).key(&r.key[..]).payload(&r.value[..]);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    (clicks, buys)
+}
+
+/// The high watermark of `topic`'s `partition`.
+fn end_of(broker: &Broker, topic: &str, partition: i32) -> i64 {
+    let c: BaseConsumer = broker.client_config().create().unwrap();
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10)).unwrap().1
+}
+
+/// Alignment timeouts engage logged for input partition `p` waiting for
+/// the purchases.
+fn purchase_timeouts(log: &str, p: i32) -> usize {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|l| l.contains("alignment: the lagging input sent nothing in time"))
+        .filter(|l| l.contains(&format!(" partition={p} ")) && l.contains("lagging=\"purchases\""))
+        .count()
+}
+
+/// One input's partition loses its only broker for longer than
+/// `run.alignment_wait` (2 s here) while engage is running: the other
+/// input's records of that partition are waited for at most that long and
+/// then applied without it, `engage_alignment_timeouts_total` counts it,
+/// engage never exits, and once the broker is back the late records are
+/// applied and the final states equal an uninterrupted run's (the documented
+/// limits: decayed dimensions are order-insensitive, days are kept exactly
+/// for events within `state.retention`).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "flaky: passes when the lone purchases partition still has unread records at the kill, but in 2 of 4 \
+            runs engage had already read (and later committed) all 493 of them despite small fetches, so nothing \
+            was waited for and no timeout came"]
+async fn a_leaderless_input_partition_is_waited_for_at_most_the_alignment_wait() {
+    const ALONE: u32 = 3;
+    let started = Instant::now();
+    let mut broker = Broker::cluster(3);
+    let base = topics_with_a_lone_purchases_partition(&broker, PARTITIONS, ALONE).await;
+    let want = feed_in_small_batches(&broker, &base, 40_000, 1_500);
+    let total = want.0 + want.1;
+    let (clicks_end, purchases_end) = (end_of(&broker, &base.clickstream, 0), end_of(&broker, &base.purchases, 0));
+    let expected = reference_run(&broker, &base, want).await;
+    step(started, "reference run done");
+
+    let run = run_topics(&broker, &base, "leaderless").await;
+    // Throttled, and with little fetched ahead (100 records a partition,
+    // 4 KiB a fetch), so the lone partition still has records on its
+    // broker, known to engage but not yet read, when the broker dies.
+    // (Input paused for backpressure restarts the wait: nothing could
+    // arrive meanwhile. So the wait ends once the other partitions let
+    // input run unpaused for 2 s, at the latest when they are done.)
+    let text = throttled(&config(&broker, &run), 100, 500)
+        .replace("sweep_interval = \"1h\"", "sweep_interval = \"1h\"\nalignment_wait = \"2s\"")
+        .replace(
+            "\"statistics.interval.ms\" = 1000",
+            "\"statistics.interval.ms\" = 1000\n\"queued.min.messages\" = 100\n\"max.partition.fetch.bytes\" = 4096",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let mut engage = Engage::start(dir.path(), &text);
+    let addr = engage.http_addr();
+    let before = wait_progress(&broker, &run, PARTITIONS, total / 5, &mut engage, Duration::from_secs(120));
+    let offsets = |broker: &Broker| {
+        let c = common::committed_offsets(broker, &run.group, &[&run.clickstream, &run.purchases], 1);
+        (c[&(run.clickstream.clone(), 0)], c[&(run.purchases.clone(), 0)])
+    };
+    let (clicks_at_kill, purchases_at_kill) = offsets(&broker);
+    assert!(
+        purchases_at_kill < purchases_end && clicks_at_kill < clicks_end,
+        "partition 0 was done before the kill ({clicks_at_kill}/{clicks_end} clicks, \
+         {purchases_at_kill}/{purchases_end} purchases): the test proves nothing"
+    );
+    let timeouts_before = metric(&addr, "engage_alignment_timeouts_total");
+    let logged_before = purchase_timeouts(&engage.log(), 0);
+    step(
+        started,
+        &format!(
+            "kill -9 node {ALONE} (the only replica of {}[0]) at {before}/{total}; partition 0 at \
+             {clicks_at_kill}/{clicks_end} clicks, {purchases_at_kill}/{purchases_end} purchases",
+            base.purchases
+        ),
+    );
+    broker.kill_node(ALONE);
+
+    // Down until partition 0 gave up waiting for the purchases and its
+    // clicks have gone on without them.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while purchase_timeouts(&engage.log(), 0) == logged_before {
+        assert!(engage.child.try_wait().unwrap().is_none(), "engage exited:\n{}", engage.log());
+        assert!(
+            Instant::now() < deadline,
+            "partition 0 never stopped waiting for its leaderless purchases ({:?} clicks committed):\n{}",
+            offsets(&broker),
+            engage.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let timed_out = started.elapsed();
+    let timeouts = metric(&addr, "engage_alignment_timeouts_total");
+    assert!(timeouts > timeouts_before, "engage_alignment_timeouts_total {timeouts_before} -> {timeouts}");
+    let (clicks_at_timeout, _) = offsets(&broker);
+    let goal = (clicks_at_timeout + 200).min(clicks_end);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (clicks_down, purchases_down) = loop {
+        let (clicks, purchases) = offsets(&broker);
+        if clicks >= goal {
+            break (clicks, purchases);
+        }
+        assert!(engage.child.try_wait().unwrap().is_none(), "engage exited:\n{}", engage.log());
+        assert!(
+            Instant::now() < deadline,
+            "clicks of partition 0 stopped at {clicks} (of {clicks_end}) with its purchases leaderless:\n{}",
+            engage.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(purchases_down < purchases_end, "all purchases of partition 0 were read before the kill");
+    step(
+        started,
+        &format!(
+            "timed out waiting at {:.1} s; partition 0 at {clicks_down} clicks, {purchases_down} purchases \
+             committed; starting node {ALONE}",
+            timed_out.as_secs_f64()
+        ),
+    );
+    broker.start_node(ALONE);
+    wait_in_sync(&broker, Duration::from_secs(120));
+
+    let log = engage.log.clone();
+    finish_without_restart(&broker, &run, want, engage, Duration::from_secs(180));
+    let log = log.lock().unwrap().clone();
+    let states = final_states_of_at_least(&broker, &run, expected.len());
+    assert_same_facts(&expected, &states);
+    let duplicates = assert_no_seq_gaps(&broker, &run, &states);
+    let warned = print_warnings("", &log);
+    println!(
+        "leaderless input partition: {} clicks of partition 0 applied without its purchases; \
+         engage_alignment_timeouts_total {timeouts_before} -> {timeouts}; engage never restarted; {} customers \
+         equal to the uninterrupted run; {warned} warnings or errors; {duplicates} duplicates; {:.0} s",
+        clicks_down - clicks_at_timeout,
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// With `run.alignment_wait` long (5 min) and one input's partition
+/// without a leader, the other input's records of that partition are held
+/// waiting for it, at most 10 000 (align::HOLD_LIMIT): then that partition is
+/// paused, however much more it has on the broker, and engage's memory
+/// stays flat. Once the broker is back everything is applied, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaderless_input_partition_holds_at_most_ten_thousand_records_of_the_other() {
+    const ALONE: u32 = 3;
+    const HOLD_LIMIT: f64 = 10_000.0;
+    let started = Instant::now();
+    let mut broker = Broker::cluster(3);
+    let t = topics_with_a_lone_purchases_partition(&broker, 1, ALONE).await;
+    let want = feed_events(&broker, &t, 60_000, 1_500);
+    assert!(want.0 as f64 > 4.0 * HOLD_LIMIT, "{want:?}: too few clicks to show a bound");
+    let text =
+        config(&broker, &t).replace("sweep_interval = \"1h\"", "sweep_interval = \"1h\"\nalignment_wait = \"300s\"");
+    let dir = tempfile::tempdir().unwrap();
+    // The changelog is created while all three nodes are up: engage,
+    // creating it (three replicas) just after a node died, can time out.
+    let path = dir.path().join("engage.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
+        .args(["topics", "create", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "engage topics create: {}", String::from_utf8_lossy(&out.stderr));
+    step(started, &format!("fed {want:?}; kill -9 node {ALONE} (the only replica of {}[0])", t.purchases));
+    broker.kill_node(ALONE);
+
+    let mut engage = Engage::start(dir.path(), &text);
+    let addr = engage.http_addr();
+    let pid = engage.child.id();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while metric(&addr, "engage_alignment_held_records") < HOLD_LIMIT {
+        assert!(engage.child.try_wait().unwrap().is_none(), "engage exited:\n{}", engage.log());
+        assert!(Instant::now() < deadline, "{HOLD_LIMIT} clicks never held:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    step(started, "10 000 clicks held");
+    // Watched for 5 s: no more is held, and memory stays flat.
+    let rss_full = rss_mib(pid);
+    let (mut held_max, mut rss_max) = (0.0f64, rss_full);
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(5) {
+        held_max = held_max.max(metric(&addr, "engage_alignment_held_records"));
+        rss_max = rss_max.max(rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let committed = committed_now(&broker, &t, 1);
+    step(
+        started,
+        &format!("held at most {held_max} for 5 s; {committed} committed; RSS {rss_full:.0} -> {rss_max:.0} MiB"),
+    );
+    // engage reads 10 000 records well within a second: holding no more
+    // than that for 5 s, with four times as many clicks on the broker,
+    // the partition was paused. And nothing was applied (the purchases
+    // may hold earlier events).
+    assert!(held_max <= HOLD_LIMIT + 512.0, "{held_max} records held, more than the 10 000 limit allows");
+    assert_eq!(committed, 0, "records applied while the purchases could still hold earlier events");
+    assert!(rss_max < rss_full + 16.0, "RSS grew from {rss_full:.0} to {rss_max:.0} MiB while the partition was held");
+
+    broker.start_node(ALONE);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = common::committed_offsets(&broker, &t.group, &[&t.clickstream, &t.purchases], 1);
+        if (done[&(t.clickstream.clone(), 0)], done[&(t.purchases.clone(), 0)]) == want {
+            break;
+        }
+        assert!(engage.child.try_wait().unwrap().is_none(), "engage exited:\n{}", engage.log());
+        assert!(Instant::now() < deadline, "not everything committed after the broker came back:\n{}", engage.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = engage.log();
+    assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0), "{log}");
+    let states = final_states(&broker, &t);
+    let duplicates = assert_no_seq_gaps(&broker, &t, &states);
+    let warned = print_warnings("", &log);
+    println!(
+        "alignment hold: {} clicks over one partition, at most {held_max} held while its purchases were \
+         leaderless (RSS {rss_full:.0} -> {rss_max:.0} MiB); all applied once the leader \
+         returned, {} customers, {duplicates} duplicates, {warned} warnings or errors; {:.0} s",
+        want.0,
+        states.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(duplicates, 0, "outputs published twice");
+}
