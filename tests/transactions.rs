@@ -357,16 +357,20 @@ fn transactional_id(log: &str) -> String {
 /// aborted). (With the usual 200 ms flush a timer commit may come between
 /// any outside observation and the revoke, and nothing outside engage can
 /// tell which transaction the revoke ended.)
+///
+/// This test found records lost across handovers (one run in three): a
+/// restore read the changelog only up to its last stable offset, which
+/// excluded the previous owner's last transaction while its commit marker
+/// was still on its way, although the input offsets committed with it
+/// already counted. The restore now reads up to the high watermark.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "fails about one run in three: states lose records across the revokes (final facts differ from the \
-            reference with the same applied offsets); a product bug under investigation, see the fault-eos-scale report"]
 async fn exactly_once_scaling_one_to_three_to_one_with_a_kill_nine_in_a_rebalance_publishes_every_output_once() {
     const P: i32 = 6;
     let started = Instant::now();
     let step = |what: &str| println!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
     let broker = Broker::start();
     let base = Topics::create(&broker, P).await;
-    let want = feed_events(&broker, &base, 36_000, 1_500);
+    let want = feed_events(&broker, &base, 45_000, 1_500);
     let total = want.0 + want.1;
     let dir = tempfile::tempdir().unwrap();
 
@@ -382,7 +386,7 @@ async fn exactly_once_scaling_one_to_three_to_one_with_a_kill_nine_in_a_rebalanc
     let outputs = [&eos.scores, &eos.alerts];
     let lso_and_high = || -> Vec<Vec<(i64, i64)>> { outputs.iter().map(|o| stable_and_high(&broker, o)).collect() };
     // Throttled so every fault lands while input remains.
-    let text = throttled(&eos_group_config(&broker, &eos), 100, 1_000);
+    let text = throttled(&eos_group_config(&broker, &eos), 100, 300);
     // A commits only at a revoke or at its stop; its transactions may stay
     // open up to 2 minutes (the test stops it well before).
     let first = text

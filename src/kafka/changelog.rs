@@ -47,7 +47,8 @@ pub struct RestoreStats {
 }
 
 /// Reads changelog partition `partition` from the beginning to its current
-/// end into `into` (replacing what it held). Blocks; a missing or
+/// high watermark into `into` (replacing what it held), waiting for the
+/// transactions open then to end. Blocks; a missing or
 /// unreachable changelog is an error, because processing without the state
 /// would double-count.
 pub fn restore(
@@ -60,10 +61,27 @@ pub fn restore(
     let consumer: BaseConsumer<ClientEvents> = crate::kafka::client::restore_consumer(config)
         .create_with_context(ClientEvents::new("restore"))
         .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
+    // The end to read up to is the high watermark, which only a
+    // read_uncommitted client is told (a read_committed one gets the last
+    // stable offset). A transaction the previous owner committed just
+    // before this assignment may not have its commit marker on this
+    // partition yet: the coordinator writes markers after the commit
+    // returns, to each partition on its own, while the input offsets
+    // committed with it already read as committed. Stopping at the last
+    // stable offset would restore the state from before that transaction
+    // and resume the input after it, losing the records in between.
+    // Reading up to the high watermark waits until every transaction open
+    // now has ended: committed records are applied, aborted ones skipped
+    // (a killed instance's, once the broker aborts it after
+    // `transaction.timeout.ms`, or at once when it restarts).
+    let ends: BaseConsumer<ClientEvents> = crate::kafka::client::restore_consumer(config)
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(ClientEvents::new("restore"))
+        .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
     // An error retrying will not clear (a missing READ on the changelog,
     // say) stops the restore at once rather than at its deadline.
     let blocked = |e: &rdkafka::error::KafkaError| {
-        let reported = consumer.context().errors();
+        let reported = consumer.context().errors().into_iter().chain(ends.context().errors());
         std::iter::once((e.clone(), String::new()))
             .chain(reported)
             .find_map(|(e, why)| diagnosis::classify(config, &e, &why, Some(topic), "READ"))
@@ -74,7 +92,7 @@ pub fn restore(
     // again, in short attempts, until the restore deadline.
     let (low, high) = loop {
         let attempt = WATERMARK_ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
-        match consumer.fetch_watermarks(topic, p, attempt) {
+        match ends.fetch_watermarks(topic, p, attempt) {
             Ok(w) => break w,
             Err(e) if let Some(b) = blocked(&e) => return Err(KafkaSetupError::Blocked(b).into()),
             Err(e) if Instant::now() < deadline => {
@@ -106,8 +124,9 @@ pub fn restore(
                 // Nothing more for now. With exactly_once the changelog ends
                 // in a transaction marker, which is never delivered but moves
                 // the position past it; a position short of `high` means more
-                // is coming, or a transaction is still open (a crashed
-                // instance's, until the broker aborts it): keep reading.
+                // is coming, or a transaction is still open (one whose commit
+                // marker is on its way, or a crashed instance's, until the
+                // broker aborts it): keep reading.
                 let position = consumer
                     .position()
                     .ok()
