@@ -938,7 +938,7 @@ async fn an_erasure_moves_with_its_partition_to_a_new_instance() {
     let (second, _) = s.start_engage("200ms");
     let deadline = Instant::now() + Duration::from_secs(60);
     let moved = loop {
-        let owned = owned_partitions(&second);
+        let owned = owned_partitions(&second).unwrap_or_default();
         let revoked = plain(&first.log()).contains("partition revoked");
         if !owned.is_empty() && revoked {
             break owned;
@@ -959,7 +959,11 @@ async fn an_erasure_moves_with_its_partition_to_a_new_instance() {
         committed += half.len() as i64;
         s.wait_committed(committed, &first);
     }
-    assert_eq!(owned_partitions(&second), moved, "the partitions stayed where they moved while the events were read");
+    assert_eq!(
+        owned_partitions(&second),
+        Some(moved.clone()),
+        "the partitions stayed where they moved while the events were read"
+    );
 
     // The late events of erased customers that the new owner read: where
     // their records landed.
@@ -988,21 +992,32 @@ async fn an_erasure_moves_with_its_partition_to_a_new_instance() {
 }
 
 /// The input partitions `engage` owns, from its log: restored and not
-/// revoked since.
-fn owned_partitions(engage: &Engage) -> BTreeSet<i32> {
+/// revoked since; `None` while an assignment is still being restored.
+fn owned_partitions(engage: &Engage) -> Option<BTreeSet<i32>> {
     let mut owned = BTreeSet::new();
+    let mut settled = false;
     for line in plain(&engage.log()).lines() {
+        if line.contains(" rebalance ") {
+            // The assignment is complete once its partitions are restored:
+            // `owned=N` counts them.
+            let n: Option<usize> =
+                line.split("owned=").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+            settled = line.contains("kind=\"assign\"") && n == Some(owned.len());
+            continue;
+        }
         let Some(p) = line.split("partition=").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok())
         else {
             continue;
         };
         if line.contains("partition assigned: state restored") {
             owned.insert(p);
+            settled = false;
         } else if line.contains("partition revoked") {
             owned.remove(&p);
+            settled = false;
         }
     }
-    owned
+    settled.then_some(owned)
 }
 
 /// Events kept out as before an erasure, from the "stopped cleanly"
