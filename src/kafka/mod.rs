@@ -316,11 +316,32 @@ pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec
 }
 
 /// Creates `topics`, ignoring those that already exist.
+/// The topics the cluster's metadata shows with their partitions; empty
+/// when it does not answer (creating them then says more). Asked for all
+/// topics: asking for one by name lets a broker with
+/// `auto.create.topics.enable` create it, with its default partitions.
+fn existing_topics(admin: &AdminClient<ClientEvents>) -> std::collections::HashSet<String> {
+    let Ok(md) = admin.inner().fetch_metadata(None, SETUP_TIMEOUT) else { return Default::default() };
+    md.topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
 async fn create_missing(
     admin: &AdminClient<ClientEvents>,
     topics: &[NewTopic<'_>],
     what: &str,
 ) -> Result<Vec<String>, KafkaSetupError> {
+    // Only what the metadata does not show yet goes to the controller: a
+    // start with every topic in place needs no controller round trip (one
+    // may be electing a new leader, after a node died, say).
+    let existing = existing_topics(admin);
+    let topics: Vec<&NewTopic<'_>> = topics.iter().filter(|t| !existing.contains(t.name)).collect();
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
     let opts = AdminOptions::new().operation_timeout(Some(SETUP_TIMEOUT));
     let results = admin.create_topics(topics, &opts).await.map_err(|e| KafkaSetupError::client(what, e))?;
     let mut created = Vec::new();
