@@ -1,10 +1,12 @@
-//! Faults around a running engage that it must ride through without a
-//! restart, each compared with an uninterrupted run over the same input:
-//! brokers of a three-node cluster killed (-9) under the partitions it
-//! reads and writes, then a rolling restart of every node; and the group
-//! scaled from one instance to three and back to one mid-stream, with no
-//! partition ever owned by two instances at once. Neither publishes any
-//! output twice. Each reports what it checked.
+//! Faults of the cluster around a running engage, each compared with an
+//! uninterrupted run over the same input: brokers of a three-node cluster
+//! killed (-9) under the partitions it reads and writes, then a rolling
+//! restart of every node; the transaction coordinator killed under
+//! `exactly_once`; an input partition left without a leader (the other
+//! input waits at most `run.alignment_wait`, and holds at most 10 000
+//! records); and the group scaled from one instance to three and back to
+//! one mid-stream, with no partition ever owned by two instances at once.
+//! None publishes any output twice. Each reports what it checked.
 
 mod common;
 
