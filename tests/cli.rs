@@ -123,7 +123,10 @@ fn stopped_counts(stdout: &str) -> Vec<u64> {
 
 #[test]
 fn demo_with_a_duration_prints_its_broker_progress_and_summary_serves_http_and_exits_zero() {
-    let (mut demo, addr, api) = demo_serving_http(&["demo", "--duration", "10s", "--customers", "300"]);
+    // 20 s: the demo's group joins take several seconds of it (its engage
+    // and its watcher each join the embedded broker's groups), and at 10 s
+    // a loaded machine left no score change counted before the end.
+    let (mut demo, addr, api) = demo_serving_http(&["demo", "--duration", "20s", "--customers", "300"]);
     // While it runs, the endpoints the README names answer.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut ready = None;

@@ -295,7 +295,7 @@ pub async fn create_output_topics(config: &Config) -> Result<Vec<String>, KafkaS
         NewTopic::new(&changelog, changelog_partitions, TopicReplication::Fixed(t.replication_factor))
             .set("cleanup.policy", "compact"),
     );
-    create_missing(&admin, &topics, "creating output topics").await
+    create_missing(config, &admin, &topics, "creating output topics").await
 }
 
 /// Creates the input topics (both event inputs, and the erasures topic when
@@ -312,24 +312,20 @@ pub async fn create_input_topics(config: &Config, partitions: i32) -> Result<Vec
         .into_iter()
         .map(|i| NewTopic::new(t.input(i), partitions, TopicReplication::Fixed(t.replication_factor)))
         .collect();
-    create_missing(&admin, &topics, "creating input topics").await
+    create_missing(config, &admin, &topics, "creating input topics").await
+}
+
+/// Whether `name` exists, as a consumer's metadata shows it (a consumer
+/// never makes the broker create a topic it asks about; a producer or admin
+/// client can, where `auto.create.topics.enable` is on). An error reads as
+/// "not known to exist": creating it then says more.
+fn exists(metadata: &MetadataClient, name: &str) -> bool {
+    matches!(metadata.partition_count(name, "CREATE"), Ok(Some(_)))
 }
 
 /// Creates `topics`, ignoring those that already exist.
-/// The topics the cluster's metadata shows with their partitions; empty
-/// when it does not answer (creating them then says more). Asked for all
-/// topics: asking for one by name lets a broker with
-/// `auto.create.topics.enable` create it, with its default partitions.
-fn existing_topics(admin: &AdminClient<ClientEvents>) -> std::collections::HashSet<String> {
-    let Ok(md) = admin.inner().fetch_metadata(None, SETUP_TIMEOUT) else { return Default::default() };
-    md.topics()
-        .iter()
-        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.name().to_string())
-        .collect()
-}
-
 async fn create_missing(
+    config: &Config,
     admin: &AdminClient<ClientEvents>,
     topics: &[NewTopic<'_>],
     what: &str,
@@ -337,8 +333,8 @@ async fn create_missing(
     // Only what the metadata does not show yet goes to the controller: a
     // start with every topic in place needs no controller round trip (one
     // may be electing a new leader, after a node died, say).
-    let existing = existing_topics(admin);
-    let topics: Vec<&NewTopic<'_>> = topics.iter().filter(|t| !existing.contains(t.name)).collect();
+    let metadata = MetadataClient::new(config)?;
+    let topics: Vec<&NewTopic<'_>> = topics.iter().filter(|t| !exists(&metadata, t.name)).collect();
     if topics.is_empty() {
         return Ok(Vec::new());
     }
