@@ -682,6 +682,7 @@ fn time_of_day(line: &str) -> Option<f64> {
 /// for events within `state.retention`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leaderless_input_partition_is_waited_for_at_most_the_alignment_wait() {
+    let _cluster = ONE_CLUSTER.lock().await;
     const ALONE: u32 = 3;
     let started = Instant::now();
     let mut broker = Broker::cluster(3);
