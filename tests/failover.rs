@@ -327,11 +327,7 @@ async fn scaling_one_to_three_to_one_instances_mid_stream_matches_a_single_run()
     let dir = tempfile::tempdir().unwrap();
 
     // Reference: one instance, uninterrupted.
-    let reference = run_topics(&broker, &base, "single").await;
-    let mut single = Engage::start(dir.path(), &config(&broker, &reference));
-    assert!(wait_committed(&broker, &reference, P, want), "{}", single.log());
-    assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0), "{}", single.log());
-    let expected = final_states(&broker, &reference);
+    let expected = reference_run_over(&broker, &base, P, want).await;
 
     // Throttled so the group changes twice while input remains.
     let group = run_topics(&broker, &base, "scaling").await;
@@ -411,19 +407,6 @@ async fn scaling_one_to_three_to_one_instances_mid_stream_matches_a_single_run()
     // Every handover was graceful (finish, commit, revoke): the new owner
     // starts where the old one committed, so nothing is published twice.
     assert_eq!(duplicates, 0, "outputs published twice across graceful handovers");
-}
-
-/// `t`'s config in `exactly_once` mode under `transactional_id`, with
-/// transactions timing out after 10 s (as in tests/transactions.rs).
-fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
-    config(broker, t)
-        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
-        .replace(
-            "sweep_interval = \"1h\"",
-            &format!(
-                "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
-            ),
-        )
 }
 
 /// `transaction.state.log.num.partitions` of the harness's nodes.

@@ -15,21 +15,6 @@ use engage::engine::state::CustomerState;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-/// `t`'s config in `exactly_once` mode under `transactional_id`. A
-/// transaction left open by a killed instance is aborted by the broker
-/// after `transaction.timeout.ms` (10 s here, 60 s by default), or at once
-/// when the next instance with the same id starts.
-fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
-    config(broker, t)
-        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
-        .replace(
-        "sweep_interval = \"1h\"",
-        &format!(
-            "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
-        ),
-    )
-}
-
 /// Per customer, the seqs a `read_committed` consumer sees are exactly
 /// 1..=the final state's seq: none missing, none twice.
 fn assert_each_seq_exactly_once(broker: &Broker, t: &Topics, states: &BTreeMap<String, CustomerState>) {
@@ -374,12 +359,8 @@ async fn exactly_once_scaling_one_to_three_to_one_with_a_kill_nine_in_a_rebalanc
     let total = want.0 + want.1;
     let dir = tempfile::tempdir().unwrap();
 
-    // Reference: one at-least-once instance, uninterrupted.
-    let reference = run_topics(&broker, &base, "reference").await;
-    let mut single = Engage::start(dir.path(), &config(&broker, &reference));
-    assert!(wait_committed(&broker, &reference, P, want), "{}", single.log());
-    assert_eq!(single.terminate(Duration::from_secs(30)).0, Some(0), "{}", single.log());
-    let expected = final_states(&broker, &reference);
+    // Reference: one instance, uninterrupted.
+    let expected = reference_run_over(&broker, &base, P, want).await;
     step("reference run done");
 
     let eos = run_topics(&broker, &base, "scale").await;

@@ -63,6 +63,21 @@ pub fn throttled(text: &str, linger_ms: u32, max_in_flight: usize) -> String {
     .replace("sweep_interval = \"1h\"", &format!("sweep_interval = \"1h\"\nmax_in_flight = {max_in_flight}"))
 }
 
+/// `t`'s [`config`] in `exactly_once` mode under `transactional_id`. A
+/// transaction left open by a killed instance is aborted by the broker
+/// after `transaction.timeout.ms` (10 s here, 60 s by default), or at once
+/// when the next instance with the same id starts.
+pub fn eos_config(broker: &Broker, t: &Topics, transactional_id: &str) -> String {
+    config(broker, t)
+        .replace("\"statistics.interval.ms\" = 1000", "\"statistics.interval.ms\" = 1000\n\"transaction.timeout.ms\" = 10000")
+        .replace(
+            "sweep_interval = \"1h\"",
+            &format!(
+                "sweep_interval = \"1h\"\nprocessing_guarantee = \"exactly_once\"\ntransactional_id = \"{transactional_id}\""
+            ),
+        )
+}
+
 /// Input records committed by `t.group` over both inputs, asking again
 /// while the broker answers with an error (never reading one as nothing
 /// committed).
@@ -224,10 +239,20 @@ pub fn assert_seqs_run_from_one(seqs: BTreeMap<String, Vec<u64>>, states: &BTree
 /// Runs engage over `want` from scratch in `t`, uninterrupted; the reference
 /// the fault runs are compared with.
 pub async fn reference_run(broker: &Broker, base: &Topics, want: (i64, i64)) -> BTreeMap<String, CustomerState> {
+    reference_run_over(broker, base, PARTITIONS, want).await
+}
+
+/// [`reference_run`] over inputs of `partitions` partitions.
+pub async fn reference_run_over(
+    broker: &Broker,
+    base: &Topics,
+    partitions: i32,
+    want: (i64, i64),
+) -> BTreeMap<String, CustomerState> {
     let dir = tempfile::tempdir().unwrap();
     let reference = run_topics(broker, base, "reference").await;
     let mut engage = Engage::start(dir.path(), &config(broker, &reference));
-    assert!(wait_committed(broker, &reference, PARTITIONS, want), "{}", engage.log());
+    assert!(wait_committed(broker, &reference, partitions, want), "{}", engage.log());
     assert_eq!(engage.terminate(Duration::from_secs(30)).0, Some(0));
     final_states(broker, &reference)
 }
