@@ -67,7 +67,8 @@ pub struct RunConfig {
     /// The event inputs' partition *p* are applied in event-time order
     /// (docs/operations.md "Ordering across the inputs"). When one input's
     /// next record has not arrived but that input is not caught up (it has
-    /// more on the broker), the others' records wait for it at most this long;
+    /// more on the broker), the others' records wait for it at most this long
+    /// of unpaused input (a backpressure pause starts the wait over);
     /// then they go on without it until it delivers again, and
     /// `engage_alignment_timeouts_total` counts it. Longer waits keep order
     /// through longer broker hiccups; a wait stalls that partition pair.
