@@ -123,13 +123,13 @@ fn stopped_counts(stdout: &str) -> Vec<u64> {
 
 #[test]
 fn demo_with_a_duration_prints_its_broker_progress_and_summary_serves_http_and_exits_zero() {
-    // 20 s: the demo's group joins take several seconds of it (its engage
+    // 40 s: the demo's group joins take several seconds of it (its engage
     // and its watcher each join the embedded broker's groups), and at 10 s
     // a loaded machine left no score change counted before the end.
-    let (mut demo, addr, api) = demo_serving_http(&["demo", "--duration", "20s", "--customers", "300"]);
+    let (mut demo, addr, api) = demo_serving_http(&["demo", "--duration", "40s", "--customers", "300"]);
     // While it runs, the endpoints the README names answer (ready once
     // its group has joined and the partitions are restored).
-    let deadline = Instant::now() + Duration::from_secs(18);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut ready = None;
     while Instant::now() < deadline && ready != Some(200) {
         ready = common::http_get(&addr, "/readyz").map(|r| r.0);

@@ -323,6 +323,10 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(50));
         }
         common::runs::signal(engage.child.id(), "STOP");
+        // A second later: a commit already on its way (its markers still
+        // being written) would have closed them by now; engage, frozen,
+        // cannot.
+        std::thread::sleep(Duration::from_secs(1));
         let now = open();
         assert_eq!(now, [true; 3], "the transaction on {topics:?} was committed as engage was frozen: {now:?}");
         println!("engage frozen with the erasure's record, tombstone and confirmation in an open transaction");

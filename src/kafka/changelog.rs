@@ -58,7 +58,10 @@ pub fn restore(
     timeout: Duration,
 ) -> Result<RestoreStats, RestoreError> {
     let start = Instant::now();
+    // read_committed whatever `[kafka]` says: an aborted transaction's
+    // records must never be restored.
     let consumer: BaseConsumer<ClientEvents> = crate::kafka::client::restore_consumer(config)
+        .set("isolation.level", "read_committed")
         .create_with_context(ClientEvents::new("restore"))
         .map_err(|e| KafkaSetupError::client("creating the restore consumer", e))?;
     // The end to read up to is the high watermark, which only a
