@@ -144,7 +144,7 @@ fn kill_inside_transaction(secure: &SecureBroker, t: &Topics, engage: &mut Engag
 }
 
 /// SCRAM-SHA-512 with exactly the README's ACLs, under `guarantee`: a run
-/// killed with `kill -9` a third of the way through and restarted (its
+/// killed with `kill -9` once a fifth of the input is committed and restarted (its
 /// partitions restored from a non-empty changelog) ends with the facts of
 /// an uninterrupted run, with no `seq` gaps (exactly once for a
 /// `read_committed` reader under `exactly_once`), and no ERROR line.
