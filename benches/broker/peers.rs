@@ -179,7 +179,7 @@ impl Settings {
             "PEERS_GUARANTEE is at_least_once or exactly_once"
         );
         Settings {
-            events: env_or("PEERS_EVENTS", 6_000_000),
+            events: env_or("PEERS_EVENTS", 8_000_000),
             customers: env_or("PEERS_CUSTOMERS", 50_000),
             reps: env_or("PEERS_REPS", 5),
             guarantee,

@@ -8,6 +8,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.common.Metric;
 import org.apache.kafka.common.MetricName;
@@ -98,6 +99,11 @@ public final class EngagePeer {
     p.put(StreamsConfig.producerPrefix(ProducerConfig.BATCH_SIZE_CONFIG), 1_000_000);
     p.put(StreamsConfig.producerPrefix(ProducerConfig.ACKS_CONFIG), "all");
     p.put(StreamsConfig.producerPrefix(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG), true);
+    // The consumer waits for data as engage's does (src/kafka/client.rs): a fetch is held at most
+    // 10 ms (the Java default is 500 ms). With max.task.idle.ms 0 a task whose other input has
+    // nothing buffered waits for a fetch to say that input has no lag, so the fetch wait is on the
+    // peer's latency path as it is on engage's.
+    p.put(StreamsConfig.consumerPrefix(ConsumerConfig.FETCH_MAX_WAIT_MS_CONFIG), 10);
     // RocksDB within a fixed off-heap budget shared by all stores (BoundedRocksDb).
     p.put(StreamsConfig.ROCKSDB_CONFIG_SETTER_CLASS_CONFIG, BoundedRocksDb.class);
     // Kafka Streams 4.4 warns that this will be the default in 5.0 and recommends enabling it now.
