@@ -106,13 +106,25 @@ enum System {
     Ceiling,
     Pipe,
     Engage,
-    Peer { store: &'static str, threads: u32 },
+    /// Another engage binary (`engage=PATH`), e.g. a baseline build, to
+    /// measure a change in the same interleaved rounds; its outputs are
+    /// gated against this build's like the peer's.
+    EngageAt(PathBuf),
+    Peer {
+        store: &'static str,
+        threads: u32,
+    },
 }
 
 impl System {
     /// From a `PEERS_SYSTEMS` item: `ceiling`, `pipe`, `engage`,
-    /// `rocksdb-N`, `in_memory-N` (N stream threads).
+    /// `engage=PATH`, `rocksdb-N`, `in_memory-N` (N stream threads).
     fn parse(s: &str) -> System {
+        if let Some(path) = s.strip_prefix("engage=") {
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "PEERS_SYSTEMS: no engage binary at {}", path.display());
+            return System::EngageAt(path);
+        }
         match s {
             "ceiling" => System::Ceiling,
             "pipe" => System::Pipe,
@@ -134,6 +146,7 @@ impl System {
             System::Ceiling => "bare consumer (ceiling)".into(),
             System::Pipe => "consume → produce pipe (floor)".into(),
             System::Engage => "engage".into(),
+            System::EngageAt(path) => format!("engage [{}]", path.display()),
             System::Peer { store, threads } => {
                 let store = if *store == "rocksdb" { "RocksDB" } else { "in-memory" };
                 format!("Kafka Streams peer, {store}, {threads} thread{}", if *threads == 1 { "" } else { "s" })
@@ -299,10 +312,14 @@ async fn start(
 ) -> Running {
     let config_file = &dir.join(CONFIG_FILE);
     match system {
-        System::Engage => {
+        System::Engage | System::EngageAt(_) => {
             let config = std::fs::read_to_string(config_file).unwrap();
+            let binary = match system {
+                System::EngageAt(path) => path.to_str().expect("a UTF-8 path"),
+                _ => BINARY,
+            };
             Running {
-                process: Engage::start_binary(dir, &config, BINARY),
+                process: Engage::start_binary(dir, &config, binary),
                 ready: "state restored",
                 extra_topics: vec![format!("{}.engage-state", t.group)],
             }
@@ -607,6 +624,7 @@ async fn throughput_run(
         System::Ceiling => "ceiling".to_string(),
         System::Pipe => "pipe".to_string(),
         System::Engage => "engage".to_string(),
+        System::EngageAt(_) => "engage-at".to_string(),
         System::Peer { store, threads } => format!("ks-{store}-{threads}"),
     };
     let t = run_topics(broker, base, &format!("{name}-r{round}-{}", common::unique("x"))).await;
