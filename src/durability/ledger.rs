@@ -5,7 +5,7 @@
 //! changelog flush registered after it is acknowledged too
 //! ([`super::Durability`]'s invariant). Pure bookkeeping, no I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::kafka::sink::{DeliveryError, Ticket};
 use crate::vocab::InputKind;
@@ -95,6 +95,17 @@ struct PartitionProgress {
 }
 
 impl PartitionProgress {
+    /// The pending work numbered `id`, if it is still pending. Work is
+    /// numbered consecutively as registered and leaves only from the front,
+    /// so its place is its number's distance from the front's: no search
+    /// (every delivery report looks one up, under the ledger's lock).
+    fn find(&mut self, id: u64) -> Option<&mut Pending> {
+        let front = self.pending.front()?.id;
+        let w = self.pending.get_mut(usize::try_from(id.checked_sub(front)?).ok()?)?;
+        debug_assert_eq!(w.id, id, "pending work is numbered consecutively");
+        Some(w)
+    }
+
     fn settle(&mut self) {
         while let Some(&Pending { work, awaiting: 0, .. }) = self.pending.front() {
             self.pending.pop_front();
@@ -121,7 +132,9 @@ impl PartitionProgress {
 /// are ever stored for commit.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    parts: HashMap<i32, PartitionProgress>,
+    /// Looked up on every registration and delivery report: foldhash, as
+    /// the store's maps, rather than std's SipHash.
+    parts: foldhash::HashMap<i32, PartitionProgress>,
     in_flight: usize,
     failure: Option<DeliveryError>,
 }
@@ -155,8 +168,8 @@ impl Ledger {
             return;
         }
         let Some(p) = self.parts.get_mut(&ticket.partition) else { return };
-        if let Ok(i) = p.pending.binary_search_by_key(&ticket.id, |w| w.id) {
-            p.pending[i].awaiting = p.pending[i].awaiting.saturating_sub(1);
+        if let Some(w) = p.find(ticket.id) {
+            w.awaiting = w.awaiting.saturating_sub(1);
         }
         p.settle();
     }
@@ -214,8 +227,8 @@ impl Ledger {
     /// about to make.
     pub fn open(&mut self, ticket: Ticket, deliveries: u32) {
         let Some(p) = self.parts.get_mut(&ticket.partition) else { return };
-        if let Ok(i) = p.pending.binary_search_by_key(&ticket.id, |w| w.id) {
-            p.pending[i].awaiting = deliveries;
+        if let Some(w) = p.find(ticket.id) {
+            w.awaiting = deliveries;
             self.in_flight += deliveries as usize;
         }
         p.settle();
@@ -311,6 +324,26 @@ mod tests {
         let empty = p.register_gated_flush(0);
         p.open(empty, 0);
         assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 3)]);
+    }
+
+    #[test]
+    fn acknowledgements_find_their_work_after_the_front_has_moved_on() {
+        let mut p = Ledger::new();
+        let a = p.register(w(1), 1);
+        let b = p.register(w(2), 2);
+        let c = p.register(w(3), 1);
+        p.register(FLUSH, 0);
+        p.ack(a, Ok(()));
+        // 1 is settled and gone from the queue: 2 and 3 are now its first
+        // two places, and each acknowledgement must still reach its own.
+        p.ack(c, Ok(()));
+        p.ack(b, Ok(()));
+        assert!(p.take_committable().is_empty(), "2 awaits one more, and the flush waits behind it");
+        assert_eq!(p.in_flight(), 1);
+        p.ack(b, Ok(()));
+        assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 4)]);
+        assert_eq!(p.in_flight(), 0);
+        assert!(p.is_drained(0));
     }
 
     #[test]

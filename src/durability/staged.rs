@@ -2,7 +2,7 @@
 //! records encoded but held until the work before them is complete
 //! (changelog flushes, erasure records and confirmations), per partition.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use compact_str::CompactString;
@@ -16,7 +16,7 @@ use crate::sync;
 pub(super) struct Dirty {
     /// Marked once per applied event: hashed with foldhash, as the store's
     /// maps are, rather than std's SipHash.
-    by_partition: HashMap<i32, HashSet<CompactString, foldhash::fast::RandomState>>,
+    by_partition: foldhash::HashMap<i32, foldhash::HashSet<CompactString>>,
 }
 
 impl Dirty {
@@ -29,7 +29,7 @@ impl Dirty {
     }
 
     /// Takes the customers of one partition.
-    pub(super) fn take(&mut self, partition: i32) -> HashSet<CompactString, foldhash::fast::RandomState> {
+    pub(super) fn take(&mut self, partition: i32) -> foldhash::HashSet<CompactString> {
         self.by_partition.remove(&partition).unwrap_or_default()
     }
 

@@ -110,7 +110,8 @@ impl Pair {
 pub(super) struct Aligner {
     /// `run.alignment_wait`; zero turns alignment off.
     wait: Duration,
-    pairs: HashMap<i32, Pair>,
+    /// Looked up on every record: foldhash, not SipHash.
+    pairs: foldhash::HashMap<i32, Pair>,
     generation: u64,
     /// Whether a pair's pause wish changed since [`Aligner::take_pause_change`].
     pause_changed: bool,
@@ -122,7 +123,7 @@ impl Aligner {
     /// Alignment waiting at most `wait` for a lagging input; zero turns it
     /// off (every record is applied as it arrives).
     pub(super) fn new(wait: Duration) -> Aligner {
-        Aligner { wait, pairs: HashMap::new(), generation: 0, pause_changed: false, held: 0 }
+        Aligner { wait, pairs: Default::default(), generation: 0, pause_changed: false, held: 0 }
     }
 
     /// Whether alignment is on (`run.alignment_wait` above zero).
@@ -182,13 +183,15 @@ impl Aligner {
     }
 
     /// The next held record of partition pair `p` that may be applied now.
-    pub(super) fn next_ready(&mut self, p: i32) -> Option<Record<'static>> {
+    /// `now` is the caller's clock (a batch's, read once for its records):
+    /// when none is ready, the pair's wait for a lagging input starts then.
+    pub(super) fn next_ready(&mut self, p: i32, now: Instant) -> Option<Record<'static>> {
         let pair = self.pairs.get_mut(&p)?;
         let Some(side) = pair.next_side() else {
             if pair.held() == 0 {
                 pair.waiting_since = None;
             } else {
-                pair.waiting_since.get_or_insert_with(Instant::now);
+                pair.waiting_since.get_or_insert(now);
             }
             return None;
         };
@@ -327,7 +330,7 @@ mod tests {
             if let Some(i) = aligner.offer(input(topic, offset, ts), ts) {
                 applied.push((i.topic, i.offset));
             }
-            while let Some(i) = aligner.next_ready(0) {
+            while let Some(i) = aligner.next_ready(0, Instant::now()) {
                 applied.push((i.topic, i.offset));
             }
         }
@@ -346,7 +349,7 @@ mod tests {
         }
         let mut applied = Vec::new();
         for p in aligner.refresh(&inputs, &positions, &ends, &[0], false) {
-            while let Some(i) = aligner.next_ready(p) {
+            while let Some(i) = aligner.next_ready(p, Instant::now()) {
                 applied.push((i.topic, i.offset));
             }
         }
@@ -452,7 +455,7 @@ mod tests {
         assert_eq!(a.held(), 1);
         a.sync_generation(2);
         assert_eq!(a.held(), 0);
-        assert!(a.next_ready(0).is_none());
+        assert!(a.next_ready(0, Instant::now()).is_none());
     }
 
     #[test]

@@ -151,8 +151,8 @@ pub async fn run(
         metrics: PipelineMetrics::new(),
         limits: config.input.limits(),
         outputs: Vec::with_capacity(8),
-        cache: PartitionCache { generation: u64::MAX, partitions: HashMap::new() },
-        clocks: HashMap::new(),
+        cache: PartitionCache { generation: u64::MAX, partitions: Default::default() },
+        clocks: Default::default(),
         shared: shared.clone(),
     };
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -194,8 +194,9 @@ pub async fn run(
                 aligner.sync_generation(shared.generation.load(Ordering::SeqCst));
                 if let Some(positions) = aligner.enabled().then(|| consumer.position().ok()).flatten() {
                     let ends = sync::lock(&shared.ends).clone();
+                    let now = Instant::now();
                     for p in aligner.refresh(&inputs, &positions, &ends, &shared.owned(), pauses.backpressure) {
-                        while let Some(record) = aligner.next_ready(p) {
+                        while let Some(record) = aligner.next_ready(p, now) {
                             worker.handle(record)?;
                         }
                     }
@@ -242,7 +243,7 @@ pub async fn run(
                                     if let Some(record) = aligner.offer(record, ts) {
                                         worker.handle(record)?;
                                     }
-                                    while let Some(record) = aligner.next_ready(p) {
+                                    while let Some(record) = aligner.next_ready(p, clock.consumed) {
                                         worker.handle(record)?;
                                     }
                                 }

@@ -1,7 +1,6 @@
 //! The main loop's per-record and per-sweep work: decode, apply, publish
 //! or dead-letter; churn sweeps at each partition's stream time.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -84,7 +83,9 @@ pub(super) struct Worker {
     pub(super) limits: crate::decode::Limits,
     pub(super) outputs: Vec<Output>,
     pub(super) cache: PartitionCache,
-    pub(super) clocks: HashMap<i32, StreamClock>,
+    /// Per owned partition; looked up on every record (foldhash, as every
+    /// per-record map of the main loop).
+    pub(super) clocks: foldhash::HashMap<i32, StreamClock>,
     pub(super) shared: Arc<Shared>,
 }
 
@@ -213,7 +214,7 @@ impl Worker {
 /// record to a dropped partition object would silently lose it.
 pub(super) struct PartitionCache {
     pub(super) generation: u64,
-    pub(super) partitions: HashMap<i32, Arc<Partition>>,
+    pub(super) partitions: foldhash::HashMap<i32, Arc<Partition>>,
 }
 
 impl PartitionCache {
