@@ -151,6 +151,19 @@ impl Ledger {
     pub fn register(&mut self, work: Work, deliveries: u32) -> Ticket {
         let partition = work.partition();
         let p = self.parts.entry(partition).or_default();
+        // Most records send nothing. One that follows another of its input
+        // that sent nothing and still waits (for the work before both)
+        // completes at the same moment: it takes that one's place, so the
+        // queue holds one item per run of them, not one per record.
+        if let (0, Work::Record { topic, offset, .. }) = (deliveries, work)
+            && let Some(last) = p.pending.back_mut()
+            && let Work::Record { topic: t, offset: o, .. } = &mut last.work
+            && last.awaiting == 0
+            && *t == topic
+        {
+            *o = offset;
+            return Ticket { partition, id: last.id };
+        }
         let id = p.next_id;
         p.next_id += 1;
         p.pending.push_back(Pending { id, work, awaiting: deliveries });
@@ -343,6 +356,29 @@ mod tests {
         p.ack(b, Ok(()));
         assert_eq!(p.take_committable(), vec![committable(InputKind::Clickstream, 0, 4)]);
         assert_eq!(p.in_flight(), 0);
+        assert!(p.is_drained(0));
+    }
+
+    #[test]
+    fn a_run_of_records_that_send_nothing_takes_one_place_and_commits_to_its_last() {
+        let mut p = Ledger::new();
+        let purchase = |offset| Work::Record { topic: InputKind::Purchases, partition: 0, offset };
+        let a = p.register(w(1), 1);
+        for offset in 2..=100 {
+            p.register(w(offset), 0);
+        }
+        p.register(purchase(7), 0);
+        p.register(purchase(8), 0);
+        p.register(w(101), 0);
+        let flush = p.register(FLUSH, 1);
+        assert_eq!(p.parts[&0].pending.len(), 5, "1, 2..=100, purchases 7..=8, 101, the flush");
+        p.ack(flush, Ok(()));
+        assert!(p.take_committable().is_empty(), "all of it waits for 1");
+        p.ack(a, Ok(()));
+        assert_eq!(
+            p.take_committable(),
+            vec![committable(InputKind::Clickstream, 0, 102), committable(InputKind::Purchases, 0, 9)]
+        );
         assert!(p.is_drained(0));
     }
 

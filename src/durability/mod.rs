@@ -200,7 +200,9 @@ impl Durability {
     /// them, for the latency histograms.
     pub fn publish(&self, work: Work, outputs: &mut Vec<Output>, origin: Option<Origin>) {
         let ticket = sync::lock(&self.acks.ledger).register(work, outputs.len() as u32);
-        self.sink.send_outputs(outputs.drain(..), ticket, origin);
+        if !outputs.is_empty() {
+            self.sink.send_outputs(outputs.drain(..), ticket, origin);
+        }
     }
 
     /// Sends an input record engage cannot use to the dead-letter topic, as

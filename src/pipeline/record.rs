@@ -66,9 +66,11 @@ impl<'a> Record<'a> {
         limits: &Limits,
         clock: BatchClock,
     ) -> Record<'a> {
-        let produced_ms = message.timestamp().to_millis();
+        // Each accessor is a call into librdkafka: the timestamp is read once.
+        let envelope = envelope(message);
+        let produced_ms = envelope.timestamp_ms;
         let value = message.payload().unwrap_or(&[]);
-        let body = decode(Some(input.kind), input.format, &envelope(message), value, limits, clock.wall_ms)
+        let body = decode(Some(input.kind), input.format, &envelope, value, limits, clock.wall_ms)
             .map_err(|error| Rejected { error, record: RecordRef::Borrowed(message) });
         Record {
             topic: input.kind,
