@@ -146,7 +146,9 @@ impl System {
             System::Ceiling => "bare consumer (ceiling)".into(),
             System::Pipe => "consume → produce pipe (floor)".into(),
             System::Engage => "engage".into(),
-            System::EngageAt(path) => format!("engage [{}]", path.display()),
+            System::EngageAt(path) => {
+                format!("engage [{}]", path.file_name().map_or(path.display().to_string(), |f| f.display().to_string()))
+            }
             System::Peer { store, threads } => {
                 let store = if *store == "rocksdb" { "RocksDB" } else { "in-memory" };
                 format!("Kafka Streams peer, {store}, {threads} thread{}", if *threads == 1 { "" } else { "s" })
